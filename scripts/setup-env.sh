@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Create (or update) the project's own virtual environment in .venv.
+# Installs the CPU build of torch first, so pip never pulls a multi-GB CUDA wheel on a laptop;
+# on a GPU machine set MRTL_TORCH="torch" (or a CUDA index) before running this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+VENV=.venv
+STAMP=$VENV/.mrtl-installed
+if [ -f "$STAMP" ] && [ "$STAMP" -nt pyproject.toml ]; then
+  exit 0
+fi
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+"$VENV/bin/python" -m pip install --quiet "${MRTL_TORCH:-torch==2.13.0}"
+"$VENV/bin/python" -m pip install --quiet -e ".[book,dev]"
+# One kernel name for papermill and jupyter-book: the environment's own interpreter.
+"$VENV/bin/python" -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (mrtl)" >/dev/null
+touch "$STAMP"
