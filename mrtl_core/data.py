@@ -1,0 +1,875 @@
+"""fastMRI-layout HDF5 files: writer, validating reader, slice dataset, subject splits, cached domains.
+
+One loader serves synthetic and real data. A file holds one subject (a volume of slices):
+
+* ``kspace``             complex64 ``(S, C, Hk, Wk)``: slices, coils, readout (2x oversampled), phase encode
+* ``reconstruction_rss`` float32 ``(S, H, W)``: root-sum-of-squares of the fully sampled coil images,
+  centre-cropped to the recon matrix (the reference every metric compares with)
+* ``ismrmrd_header``     XML bytes (ISMRMRD schema): encoded and recon matrix and FOV, field strength, coils
+* attrs ``acquisition``, ``max`` (of the RSS volume: the metrics' data range), ``norm``, ``patient_id``
+* ``sens_maps``          optional complex64, like ``kspace``: the true coil maps (synthetic files only)
+
+The U-Net transform (fastMRI's ``UnetDataTransform``): mask k-space -> ``ifft2c`` -> centre crop to the
+recon matrix -> magnitude -> RSS over coils -> instance normalisation ``(x - mean) / (std + eps)``,
+clamped to +-6; the target is ``reconstruction_rss`` normalised with the same ``mean`` and ``std``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+import xml.etree.ElementTree as ET
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import h5py
+import numpy as np
+import torch
+
+from . import cache
+from .fft import ifft2c
+from .masks import MaskFunc, apply_mask, default_center_fraction, make_mask
+
+__all__ = [
+    "DATA_VERSION",
+    "DataError",
+    "write_fastmri_file",
+    "write_subject",
+    "make_ismrmrd_header",
+    "read_header",
+    "FastMRIFile",
+    "inspect_file",
+    "list_files",
+    "center_crop",
+    "rss",
+    "zero_filled_rss",
+    "normalize_instance",
+    "unet_transform",
+    "SliceDataset",
+    "split_by_subject",
+    "domain_files",
+]
+
+#: Bump when the file layout or the simulation behind ``domain_files`` changes: cached domains rebuild.
+DATA_VERSION = 1
+
+_REQUIRED_KEYS = ("kspace", "reconstruction_rss", "ismrmrd_header")
+_REQUIRED_ATTRS = ("acquisition", "max", "norm", "patient_id")
+_GAMMA_HZ_PER_T = 42.577478e6  # proton gyromagnetic ratio / 2 pi
+_EPS = 1e-11
+_CLAMP = 6.0
+
+
+class DataError(ValueError):
+    """A data file (or directory) that cannot be used; the message names the path and the fault."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Transform (shared by the writer, which stores the target, and the loader, which makes the input)
+# --------------------------------------------------------------------------------------------------
+
+
+def center_crop(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Centre crop the last two dims of ``x`` to ``shape`` (fastMRI's offsets: ``(n - h) // 2``)."""
+    h, w = int(shape[0]), int(shape[1])
+    if not (0 < h <= x.shape[-2] and 0 < w <= x.shape[-1]):
+        raise ValueError(f"crop shape {(h, w)} must be positive and fit inside the input {tuple(x.shape[-2:])}")
+    top, left = (x.shape[-2] - h) // 2, (x.shape[-1] - w) // 2
+    return x[..., top : top + h, left : left + w]
+
+
+def rss(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """Root-sum-of-squares of ``|x|`` over ``dim`` (the coil axis)."""
+    return torch.sqrt((x.abs() ** 2).sum(dim))
+
+
+def _fit_crop(recon_size: Sequence[int], image_shape: Sequence[int]) -> tuple[int, int]:
+    # Some real fastMRI brain files have fewer phase-encode columns than the recon matrix:
+    # crop no more than the image has (fastMRI's UnetDataTransform does the same, squarely).
+    return min(int(recon_size[0]), int(image_shape[-2])), min(int(recon_size[1]), int(image_shape[-1]))
+
+
+def zero_filled_rss(kspace: torch.Tensor | np.ndarray, recon_size: Sequence[int]) -> torch.Tensor:
+    """RSS magnitude image of (already masked) multi-coil k-space.
+
+    Args:
+        kspace: complex ``(..., C, Hk, Wk)``; the coil axis is the third from last.
+        recon_size: ``(H, W)`` of the centre crop (clamped to the image size).
+
+    Returns:
+        float32 ``(..., H, W)``.
+    """
+    k = torch.as_tensor(kspace)
+    if not k.is_complex() or k.ndim < 3:
+        raise ValueError(f"kspace must be complex with shape (..., C, H, W), got dtype {k.dtype} shape {tuple(k.shape)}")
+    image = center_crop(ifft2c(k.to(torch.complex64)), _fit_crop(recon_size, k.shape))
+    return rss(image, dim=-3).to(torch.float32)
+
+
+def normalize_instance(x: torch.Tensor, eps: float = _EPS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``((x - mean) / (std + eps), mean, std)`` with the image's own mean and std (fastMRI)."""
+    mean, std = x.mean(), x.std()
+    return (x - mean) / (std + eps), mean, std
+
+
+def unet_transform(
+    kspace: torch.Tensor | np.ndarray,
+    mask: torch.Tensor | np.ndarray | None,
+    recon_size: Sequence[int],
+    target: torch.Tensor | np.ndarray | None = None,
+    eps: float = _EPS,
+    clamp: float = _CLAMP,
+) -> dict[str, torch.Tensor]:
+    """The standard U-Net input and target of one slice, without any file.
+
+    Args:
+        kspace: complex ``(C, Hk, Wk)`` fully sampled (or already masked) k-space.
+        mask: ``(Wk,)`` boolean column mask applied here, or ``None`` for none.
+        recon_size: ``(H, W)`` centre crop.
+        target: optional ``(H', W')`` reference magnitude (centre-cropped to the image's size);
+            ``None`` returns no target.
+
+    Returns:
+        dict with ``"image"`` float32 ``(1, H, W)`` (normalised, clamped), ``"mean"``, ``"std"`` (0-dim),
+        and, if ``target`` is given, ``"target"`` ``(1, H, W)`` normalised with the same mean/std and
+        ``"target_raw"`` ``(H, W)``.
+    """
+    k = torch.as_tensor(kspace)
+    if mask is not None:
+        k = apply_mask(k, mask)
+    zf = zero_filled_rss(k, recon_size)
+    image, mean, std = normalize_instance(zf, eps)
+    out = {"image": image.clamp(-clamp, clamp).unsqueeze(0), "mean": mean, "std": std}
+    if target is not None:
+        t = torch.as_tensor(np.asarray(target, dtype=np.float32) if not isinstance(target, torch.Tensor) else target)
+        t = center_crop(t.to(torch.float32), zf.shape[-2:])
+        out["target"] = ((t - mean) / (std + eps)).clamp(-clamp, clamp).unsqueeze(0)
+        out["target_raw"] = t
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Writer
+# --------------------------------------------------------------------------------------------------
+
+
+def make_ismrmrd_header(
+    encoded_matrix: Sequence[int],
+    recon_matrix: Sequence[int],
+    fov_mm: Sequence[float],
+    field_strength_T: float,
+    num_coils: int,
+    num_slices: int,
+    patient_id: str | None = None,
+    protocol: Mapping[str, Any] | None = None,
+) -> bytes:
+    """ISMRMRD XML header, built with the ``ismrmrd`` package's schema classes.
+
+    ``fov_mm`` is the reconstructed image's FOV ``(readout, phase, slice)``; the encoded FOV scales it
+    by encoded / recon matrix per in-plane axis (a crop keeps the pixel size), which gives the 2x
+    readout FOV of oversampled acquisitions as real fastMRI headers carry it.
+    """
+    import ismrmrd.xsd as x
+
+    ex, ey = int(encoded_matrix[0]), int(encoded_matrix[1])
+    rx, ry = int(recon_matrix[0]), int(recon_matrix[1])
+    fx, fy, fz = (float(v) for v in fov_mm)
+    space = lambda mx, my, ffx, ffy: x.encodingSpaceType(  # noqa: E731
+        matrixSize=x.matrixSizeType(x=mx, y=my, z=1), fieldOfView_mm=x.fieldOfViewMm(x=ffx, y=ffy, z=fz)
+    )
+    encoding = x.encodingType(
+        encodedSpace=space(ex, ey, fx * ex / rx, fy * ey / ry),
+        reconSpace=space(rx, ry, fx, fy),
+        encodingLimits=x.encodingLimitsType(
+            kspace_encoding_step_1=x.limitType(minimum=0, maximum=ey - 1, center=ey // 2),
+            slice=x.limitType(minimum=0, maximum=max(num_slices - 1, 0), center=0),
+        ),
+        trajectory=x.trajectoryType.CARTESIAN,
+    )
+    protocol = dict(protocol or {})
+    seq = None
+    if "TR" in protocol or "TE" in protocol:
+        as_list = lambda key: [float(protocol[key])] if protocol.get(key) is not None else []  # noqa: E731
+        seq = x.sequenceParametersType(
+            TR=as_list("TR"), TE=as_list("TE"), TI=as_list("TI"),
+            flipAngle_deg=as_list("flip_angle_deg"),
+            sequence_type=str(protocol["sequence"]) if protocol.get("sequence") else None,
+        )
+    header = x.ismrmrdHeader(
+        subjectInformation=x.subjectInformationType(patientID=str(patient_id)) if patient_id else None,
+        acquisitionSystemInformation=x.acquisitionSystemInformationType(
+            systemVendor="mrtl (simulated)", systemFieldStrength_T=float(field_strength_T), receiverChannels=int(num_coils)
+        ),
+        experimentalConditions=x.experimentalConditionsType(
+            H1resonanceFrequency_Hz=int(round(_GAMMA_HZ_PER_T * float(field_strength_T)))
+        ),
+        encoding=[encoding],
+        sequenceParameters=seq,
+    )
+    return x.ToXML(header).encode("ascii")
+
+
+def write_fastmri_file(
+    path: str | os.PathLike,
+    kspace: np.ndarray,
+    *,
+    field_strength_T: float,
+    fov_mm: Sequence[float],
+    recon_size: Sequence[int],
+    patient_id: str,
+    acquisition: str,
+    sens_maps: np.ndarray | None = None,
+    reconstruction_rss: np.ndarray | None = None,
+    extra_attrs: Mapping[str, Any] | None = None,
+    protocol: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write one subject in the fastMRI multi-coil layout, atomically (temp file + rename).
+
+    Args:
+        kspace: complex ``(S, C, Hk, Wk)`` fully sampled k-space (stored as complex64).
+        field_strength_T, fov_mm: go into the ISMRMRD header (``fov_mm`` = recon FOV, see
+            :func:`make_ismrmrd_header`).
+        recon_size: ``(H, W)`` recon matrix: the centre crop of the image.
+        sens_maps: optional complex ``(S, C, Hk, Wk)`` coil maps.
+        reconstruction_rss: optional float ``(S, H, W)``; ``None`` computes it from ``kspace`` with
+            the loader's own transform (:func:`zero_filled_rss` of the full k-space).
+        extra_attrs: more HDF5 attributes (e.g. ``domain``).
+
+    Returns:
+        ``Path(path)``.
+    """
+    path = Path(path)
+    kspace = np.asarray(kspace)
+    if not np.iscomplexobj(kspace) or kspace.ndim != 4:
+        raise ValueError(f"kspace must be complex (S, C, Hk, Wk), got dtype {kspace.dtype} shape {kspace.shape}")
+    if not np.isfinite(kspace).all():
+        raise ValueError(f"kspace for {path} contains NaN or Inf")
+    kspace = kspace.astype(np.complex64, copy=False)
+    if sens_maps is not None:
+        sens_maps = np.asarray(sens_maps)
+        if sens_maps.shape != kspace.shape or not np.iscomplexobj(sens_maps):
+            raise ValueError(f"sens_maps must be complex with kspace's shape {kspace.shape}, got {sens_maps.dtype} {sens_maps.shape}")
+        sens_maps = sens_maps.astype(np.complex64, copy=False)
+    recon_size = (int(recon_size[0]), int(recon_size[1]))
+    if reconstruction_rss is None:
+        reconstruction_rss = np.stack([zero_filled_rss(torch.from_numpy(k), recon_size).numpy() for k in kspace])
+    reconstruction_rss = np.asarray(reconstruction_rss, dtype=np.float32)
+    if reconstruction_rss.ndim != 3 or reconstruction_rss.shape[0] != kspace.shape[0]:
+        raise ValueError(f"reconstruction_rss must be (S={kspace.shape[0]}, H, W), got {reconstruction_rss.shape}")
+    header = make_ismrmrd_header(
+        kspace.shape[-2:], recon_size, fov_mm, field_strength_T, kspace.shape[1], kspace.shape[0], patient_id, protocol
+    )
+
+    def write(tmp: Path) -> None:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("kspace", data=kspace)  # contiguous: one slice is one cheap read
+            f.create_dataset("reconstruction_rss", data=reconstruction_rss)
+            f.create_dataset("ismrmrd_header", data=np.bytes_(header))
+            if sens_maps is not None:
+                f.create_dataset("sens_maps", data=sens_maps)
+            f.attrs["acquisition"] = str(acquisition)
+            f.attrs["max"] = float(reconstruction_rss.max())
+            f.attrs["norm"] = float(np.linalg.norm(reconstruction_rss))
+            f.attrs["patient_id"] = str(patient_id)
+            for key, value in (extra_attrs or {}).items():
+                f.attrs[key] = value
+
+    return cache.atomic_write(path, write)
+
+
+def write_subject(path: str | os.PathLike, subject: Any, *, with_sens_maps: bool = True) -> Path:
+    """Write a :class:`mrtl_core.simulate.SimulatedSubject` with :func:`write_fastmri_file`."""
+    size = int(subject.kspace.shape[-1])
+    protocol = dict(getattr(subject, "protocol", {}) or {})
+    extra = {"domain": str(subject.domain), "field_strength_T": float(subject.field_strength_T),
+             "simulated": True, "data_version": DATA_VERSION}
+    for name in ("noise_std", "subject_index", "seed"):
+        value = getattr(subject, name, None)
+        if isinstance(value, (int, float, np.integer, np.floating)):
+            extra[name] = value
+    acquisition = protocol.get("acquisition") or protocol.get("name") or protocol.get("sequence") or str(subject.domain)
+    return write_fastmri_file(
+        path,
+        subject.kspace,
+        field_strength_T=float(subject.field_strength_T),
+        fov_mm=tuple(subject.fov_mm),
+        recon_size=(size, size),
+        patient_id=str(subject.patient_id),
+        acquisition=str(acquisition),
+        sens_maps=subject.sens_maps if with_sens_maps and getattr(subject, "sens_maps", None) is not None else None,
+        extra_attrs=extra,
+        protocol=protocol,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Reader and validation
+# --------------------------------------------------------------------------------------------------
+
+
+def _parse_header(xml: bytes | str, where: Path) -> dict[str, Any]:
+    if isinstance(xml, np.ndarray):
+        xml = xml.item()
+    if isinstance(xml, str):
+        xml = xml.encode()
+    import ismrmrd.xsd as x
+
+    try:
+        h = x.CreateFromDocument(xml)
+        enc = h.encoding[0]
+        axis = lambda v: tuple(int(getattr(v, a)) for a in "xyz")  # noqa: E731
+        faxis = lambda v: tuple(float(getattr(v, a)) for a in "xyz")  # noqa: E731
+        sysinfo = h.acquisitionSystemInformation
+        out = {
+            "encoded_matrix": axis(enc.encodedSpace.matrixSize),
+            "recon_matrix": axis(enc.reconSpace.matrixSize),
+            "encoded_fov_mm": faxis(enc.encodedSpace.fieldOfView_mm),
+            "recon_fov_mm": faxis(enc.reconSpace.fieldOfView_mm),
+            "field_strength_T": None if sysinfo is None or sysinfo.systemFieldStrength_T is None else float(sysinfo.systemFieldStrength_T),
+            "num_coils": None if sysinfo is None or sysinfo.receiverChannels is None else int(sysinfo.receiverChannels),
+        }
+    except Exception:  # real scanners' headers may hold elements this schema version rejects
+        out = _parse_header_etree(xml, where)
+    out["recon_size"] = out["recon_matrix"][:2]
+    return out
+
+
+def _parse_header_etree(xml: bytes, where: Path) -> dict[str, Any]:
+    # fastMRI's own route (mri_data.py): plain ElementTree with the ISMRMRD namespace.
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as err:
+        raise DataError(f"{where}: ismrmrd_header is not valid XML ({err})") from None
+    ns = {"m": "http://www.ismrm.org/ISMRMRD"}
+
+    def find(path: str, cast=float):
+        node = root.find("/".join(f"m:{p}" for p in path.split("/")), ns)
+        return None if node is None or node.text is None else cast(node.text)
+
+    try:
+        def triple(base: str, cast):
+            return tuple(find(f"encoding/{base}/{a}", cast) for a in "xyz")
+
+        out = {
+            "encoded_matrix": triple("encodedSpace/matrixSize", int),
+            "recon_matrix": triple("reconSpace/matrixSize", int),
+            "encoded_fov_mm": triple("encodedSpace/fieldOfView_mm", float),
+            "recon_fov_mm": triple("reconSpace/fieldOfView_mm", float),
+            "field_strength_T": find("acquisitionSystemInformation/systemFieldStrength_T"),
+            "num_coils": find("acquisitionSystemInformation/receiverChannels", int),
+        }
+    except ValueError as err:
+        raise DataError(f"{where}: ismrmrd_header has a malformed number ({err})") from None
+    if None in out["recon_matrix"][:2] or None in out["encoded_matrix"][:2]:
+        raise DataError(f"{where}: ismrmrd_header lacks encoding/encodedSpace or reconSpace matrixSize")
+    return out
+
+
+def read_header(path: str | os.PathLike) -> dict[str, Any]:
+    """The ISMRMRD header of a file as a dict.
+
+    Keys: ``encoded_matrix`` and ``recon_matrix`` ``(x, y, z)`` (x = readout = rows H), ``encoded_fov_mm``,
+    ``recon_fov_mm``, ``field_strength_T`` (float or None), ``num_coils`` (int or None), ``recon_size`` ``(H, W)``.
+    """
+    path = Path(path)
+    with _open(path) as f:
+        if "ismrmrd_header" not in f:
+            raise DataError(f"{path}: missing dataset 'ismrmrd_header'")
+        return _parse_header(f["ismrmrd_header"][()], path)
+
+
+def _open(path: Path) -> h5py.File:
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if not path.is_file():
+        raise DataError(f"{path}: not a regular file")
+    try:
+        is_hdf5 = h5py.is_hdf5(path)
+    except OSError as err:
+        raise DataError(f"{path}: cannot be read ({err})") from None
+    if not is_hdf5:
+        raise DataError(f"{path}: not an HDF5 file (no HDF5 signature; {path.stat().st_size} bytes)")
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise DataError(f"{path}: HDF5 file cannot be opened, truncated or corrupt? ({err})") from None
+
+
+@dataclass(frozen=True)
+class FastMRIFile:
+    """What :func:`inspect_file` found in a valid file."""
+
+    path: Path
+    num_slices: int
+    num_coils: int
+    kspace_shape: tuple[int, int, int, int]
+    recon_size: tuple[int, int]  # (H, W) of the crop actually used (header recon matrix, clamped)
+    target_shape: tuple[int, int]
+    has_sens_maps: bool
+    patient_id: str
+    acquisition: str
+    max_value: float
+    norm: float
+    field_strength_T: float | None
+    header: dict = field(repr=False, default_factory=dict)
+    attrs: dict = field(repr=False, default_factory=dict)
+
+
+def _attr(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _check_dataset(f: h5py.File, key: str, rank: int, kinds: str, path: Path, what: str) -> h5py.Dataset:
+    if key not in f:
+        raise DataError(f"{path}: missing dataset '{key}' (expected {what}); found keys {sorted(f.keys())}")
+    ds = f[key]
+    if not isinstance(ds, h5py.Dataset):
+        raise DataError(f"{path}: '{key}' is a {type(ds).__name__}, expected a dataset ({what})")
+    if ds.dtype.kind not in kinds:
+        raise DataError(f"{path}: dataset '{key}' has dtype {ds.dtype}, expected {what}")
+    if ds.ndim != rank:
+        raise DataError(f"{path}: dataset '{key}' has rank {ds.ndim} (shape {ds.shape}), expected rank {rank} {what}")
+    return ds
+
+
+def _check_storage(ds: h5py.Dataset, file_size: int, path: Path) -> None:
+    # A truncated file may still open (its metadata sits before the cut); a contiguous dataset whose
+    # bytes end past the end of the file is the tell-tale, found without reading the data.
+    offset = ds.id.get_offset()
+    if offset is not None and offset + ds.id.get_storage_size() > file_size:
+        raise DataError(
+            f"{path}: dataset '{ds.name.lstrip('/')}' ends at byte {offset + ds.id.get_storage_size()} but the "
+            f"file has {file_size} bytes: the file is truncated"
+        )
+
+
+def inspect_file(path: str | os.PathLike, check_values: bool = False) -> FastMRIFile:
+    """Validate a fastMRI-layout file and describe it; raise :class:`DataError` naming the fault.
+
+    Checks keys, dtypes, ranks, slice and coil counts (``kspace`` vs ``sens_maps`` vs
+    ``reconstruction_rss`` vs header), attrs, the header, and truncation; ``check_values=True`` also
+    reads every k-space slice and rejects NaN/Inf (the loader checks each slice it reads anyway).
+    """
+    path = Path(path)
+    with _open(path) as f:
+        size = path.stat().st_size
+        try:
+            ks = _check_dataset(f, "kspace", 4, "c", path, "complex (S, C, Hk, Wk)")
+            tg = _check_dataset(f, "reconstruction_rss", 3, "f", path, "float (S, H, W)")
+            if "ismrmrd_header" not in f:
+                raise DataError(f"{path}: missing dataset 'ismrmrd_header' (ISMRMRD XML); found keys {sorted(f.keys())}")
+            header = _parse_header(f["ismrmrd_header"][()], path)
+            has_maps = "sens_maps" in f
+            if has_maps:
+                sm = _check_dataset(f, "sens_maps", 4, "c", path, "complex (S, C, Hk, Wk) like kspace")
+                if sm.shape[1] != ks.shape[1]:
+                    raise DataError(f"{path}: sens_maps has {sm.shape[1]} coils but kspace has {ks.shape[1]} "
+                                    f"(sens_maps shape {sm.shape}, kspace shape {ks.shape})")
+                if sm.shape != ks.shape:
+                    raise DataError(f"{path}: sens_maps shape {sm.shape} differs from kspace shape {ks.shape}")
+            s, c, hk, wk = ks.shape
+            if s == 0:
+                raise DataError(f"{path}: kspace has no slices (shape {ks.shape})")
+            if tg.shape[0] != s:
+                raise DataError(f"{path}: reconstruction_rss has {tg.shape[0]} slices but kspace has {s} "
+                                f"(shapes {tg.shape} and {ks.shape})")
+            if header["num_coils"] is not None and header["num_coils"] != c:
+                raise DataError(f"{path}: ismrmrd_header says {header['num_coils']} receiver channels but kspace has {c} coils")
+            crop = _fit_crop(header["recon_size"], (hk, wk))
+            if tg.shape[1] < crop[0] or tg.shape[2] < crop[1]:
+                raise DataError(f"{path}: reconstruction_rss slices are {tg.shape[1:]} but the recon crop is {crop}")
+            attrs = {k: _attr(v) for k, v in f.attrs.items()}
+            for key in _REQUIRED_ATTRS:
+                if key not in attrs:
+                    raise DataError(f"{path}: missing attribute '{key}'; found attributes {sorted(attrs)}")
+            for ds in (ks, tg, *( [f["sens_maps"]] if has_maps else [])):
+                _check_storage(ds, size, path)
+            if check_values:
+                for i in range(s):
+                    if not np.isfinite(ks[i]).all():
+                        raise DataError(f"{path}: kspace slice {i} contains NaN or Inf")
+        except DataError:
+            raise
+        except (OSError, KeyError, RuntimeError) as err:
+            raise DataError(f"{path}: unreadable, truncated or corrupt? ({err})") from None
+        return FastMRIFile(
+            path=path, num_slices=s, num_coils=c, kspace_shape=tuple(ks.shape), recon_size=crop,
+            target_shape=tuple(tg.shape[1:]), has_sens_maps=has_maps, patient_id=str(attrs["patient_id"]),
+            acquisition=str(attrs["acquisition"]), max_value=float(attrs["max"]), norm=float(attrs["norm"]),
+            field_strength_T=header["field_strength_T"], header=header, attrs=attrs,
+        )
+
+
+def list_files(files: Sequence[str | os.PathLike] | str | os.PathLike) -> list[Path]:
+    """A directory's ``*.h5`` files (sorted), or the given files; :class:`DataError` if none."""
+    if isinstance(files, (str, os.PathLike)):
+        root = Path(files)
+        if root.is_dir():
+            found = sorted(p for p in root.glob("*.h5") if not p.name.startswith("."))
+            if not found:
+                raise DataError(f"{root}: directory holds no .h5 files")
+            return found
+        return [root]
+    out = [Path(p) for p in files]
+    if not out:
+        raise DataError("no files given (an empty list)")
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Dataset
+# --------------------------------------------------------------------------------------------------
+
+
+def _stable_seed(*parts: Any) -> int:
+    """A seed from a stable hash (unlike ``hash()``, the same in every process and run)."""
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+class SliceDataset(torch.utils.data.Dataset):
+    """Slices of fastMRI-layout files with on-the-fly Cartesian masking and the U-Net transform.
+
+    Args:
+        files: a directory (its ``*.h5``) or a list of files; one subject per file.
+        acceleration, center_fraction, mask_kind: a fixed mask distribution (``center_fraction=None``
+            uses :func:`mrtl_core.masks.default_center_fraction`, 0.08 at 4x).
+        mask_func: a :class:`~mrtl_core.masks.MaskFunc` instead (e.g. random accelerations).
+        crop_size: ``(H, W)`` instead of the header's recon matrix.
+        split_seed: an integer mixed into the per-slice mask seeds (``None`` = 0), so that e.g. a
+            validation and a test view of the same file can be given different fixed masks.
+        seed_masks: ``True`` (validation/test): every slice's mask is seeded from a stable hash of
+            (file name, slice, split_seed), so every evaluation sees the same masks. ``False``
+            (training): a fresh mask per access, drawn from torch's RNG (reproducible under
+            ``torch.manual_seed``; DataLoader workers get distinct streams).
+        with_kspace: also return ``masked_kspace``, ``mask``, ``sens_maps`` (if stored), ``target_raw``.
+        skip_bad_files: warn about (file, reason) and skip invalid files instead of raising.
+        max_open_files: h5py handles kept open per process (least recently used are closed).
+
+    Each item is a dict: ``image``, ``target`` float32 ``(1, H, W)``; ``mean``, ``std``, ``max_value``
+    float32 0-dim; ``fname`` str, ``slice_idx`` int, ``subject`` str; and with ``with_kspace``:
+    ``masked_kspace`` complex64 ``(C, Hk, Wk)``, ``mask`` bool ``(Wk,)``, ``sens_maps`` complex64
+    ``(C, Hk, Wk)``, ``target_raw`` float32 ``(H, W)``.
+    """
+
+    def __init__(
+        self,
+        files: Sequence[str | os.PathLike] | str | os.PathLike,
+        acceleration: float = 4.0,
+        center_fraction: float | None = None,
+        mask_kind: str = "random",
+        crop_size: Sequence[int] | None = None,
+        split_seed: int | None = None,
+        seed_masks: bool = True,
+        with_kspace: bool = False,
+        skip_bad_files: bool = False,
+        mask_func: MaskFunc | None = None,
+        variable_density: float | None = None,
+        max_open_files: int = 32,
+    ) -> None:
+        self.mask_func = mask_func
+        if mask_func is None:
+            cf = default_center_fraction(acceleration) if center_fraction is None else center_fraction
+            # validate the mask settings now, not in the first __getitem__ of a worker
+            make_mask(64, acceleration, cf, kind=mask_kind, seed=0, variable_density=variable_density)
+            center_fraction = cf
+        self.acceleration, self.center_fraction, self.mask_kind = acceleration, center_fraction, mask_kind
+        self.variable_density = variable_density
+        self.crop_size = None if crop_size is None else (int(crop_size[0]), int(crop_size[1]))
+        self.split_seed = 0 if split_seed is None else int(split_seed)
+        self.seed_masks, self.with_kspace = bool(seed_masks), bool(with_kspace)
+        self.max_open_files = int(max_open_files)
+
+        self.files: list[FastMRIFile] = []
+        for path in list_files(files):
+            try:
+                info = inspect_file(path)
+                if self.crop_size is not None:
+                    hk, wk = info.kspace_shape[-2:]
+                    if self.crop_size[0] > min(hk, info.target_shape[0]) or self.crop_size[1] > min(wk, info.target_shape[1]):
+                        raise DataError(f"{path}: crop_size {self.crop_size} exceeds the image {(hk, wk)} "
+                                        f"or reconstruction_rss {info.target_shape}")
+            except DataError as err:
+                if not skip_bad_files:
+                    raise
+                warnings.warn(f"skipping bad file: {err}", stacklevel=2)
+                continue
+            self.files.append(info)
+        if not self.files:
+            raise DataError(f"no usable files in {files!r}")
+        self.index: list[tuple[int, int]] = [(i, s) for i, f in enumerate(self.files) for s in range(f.num_slices)]
+        self._handles: OrderedDict[int, h5py.File] = OrderedDict()
+        self._pid = os.getpid()
+
+    # h5py handles must not cross a fork or a pickle: each worker opens its own, lazily.
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_handles"] = OrderedDict()
+        return state
+
+    def __del__(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close this process's open file handles."""
+        handles = self.__dict__.get("_handles") or {}
+        if self.__dict__.get("_pid") == os.getpid():
+            for h in handles.values():
+                try:
+                    h.close()
+                except Exception:
+                    pass
+        self._handles = OrderedDict()
+
+    def _handle(self, file_idx: int) -> h5py.File:
+        if self._pid != os.getpid():  # forked worker: the parent's handles are not ours
+            self._handles, self._pid = OrderedDict(), os.getpid()
+        h = self._handles.get(file_idx)
+        if h is None:
+            path = self.files[file_idx].path
+            try:
+                h = h5py.File(path, "r")
+            except OSError as err:
+                raise DataError(f"{path}: cannot be opened ({err})") from None
+            self._handles[file_idx] = h
+            while len(self._handles) > self.max_open_files:
+                self._handles.popitem(last=False)[1].close()
+        else:
+            self._handles.move_to_end(file_idx)
+        return h
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def subjects(self) -> list[str]:
+        """Patient ids of the files, in order."""
+        return [f.patient_id for f in self.files]
+
+    def mask_for(self, fname: str, slice_idx: int, num_cols: int) -> np.ndarray:
+        """The ``(num_cols,)`` mask this dataset uses for ``(fname, slice_idx)`` when ``seed_masks``."""
+        if self.seed_masks:
+            seed = _stable_seed(Path(fname).name, slice_idx, self.split_seed)
+        else:
+            seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+        if self.mask_func is not None:
+            return self.mask_func(num_cols, seed=seed)
+        return make_mask(num_cols, self.acceleration, self.center_fraction, kind=self.mask_kind,
+                         seed=seed, variable_density=self.variable_density)
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        file_idx, slice_idx = self.index[idx]
+        info = self.files[file_idx]
+        f = self._handle(file_idx)
+        try:
+            kspace = torch.from_numpy(np.asarray(f["kspace"][slice_idx], dtype=np.complex64))
+            target = torch.from_numpy(np.asarray(f["reconstruction_rss"][slice_idx], dtype=np.float32))
+            maps = f["sens_maps"][slice_idx] if (self.with_kspace and info.has_sens_maps) else None
+        except OSError as err:
+            raise DataError(f"{info.path}: slice {slice_idx} cannot be read, truncated or corrupt? ({err})") from None
+        if not torch.isfinite(torch.view_as_real(kspace)).all():
+            raise DataError(f"{info.path}: kspace slice {slice_idx} contains NaN or Inf")
+        mask = self.mask_for(info.path.name, slice_idx, kspace.shape[-1])
+        crop = self.crop_size or info.recon_size
+        out = unet_transform(kspace, mask, crop, target=target)
+        sample: dict[str, Any] = {
+            "image": out["image"],
+            "target": out["target"],
+            "mean": out["mean"],
+            "std": out["std"],
+            "max_value": torch.tensor(info.max_value, dtype=torch.float32),
+            "fname": info.path.name,
+            "slice_idx": slice_idx,
+            "subject": info.patient_id,
+        }
+        if self.with_kspace:
+            mask_t = torch.from_numpy(np.asarray(mask, dtype=bool))
+            sample["masked_kspace"] = apply_mask(kspace, mask_t)
+            sample["mask"] = mask_t
+            if maps is not None:
+                sample["sens_maps"] = torch.from_numpy(np.asarray(maps, dtype=np.complex64))
+            sample["target_raw"] = out["target_raw"]
+        return sample
+
+
+# --------------------------------------------------------------------------------------------------
+# Splits
+# --------------------------------------------------------------------------------------------------
+
+
+def _patient_id(path: Path) -> str:
+    with _open(path) as f:
+        if "patient_id" not in f.attrs:
+            raise DataError(f"{path}: missing attribute 'patient_id' (needed to split by subject)")
+        return str(_attr(f.attrs["patient_id"]))
+
+
+def split_by_subject(
+    files: Sequence[str | os.PathLike] | str | os.PathLike,
+    splits: Mapping[str, float | int | None] | Sequence[float | int | None] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+) -> dict[str, list[Path]]:
+    """Split files into named sets by subject (``attrs["patient_id"]``): no subject is in two sets.
+
+    Args:
+        files: a directory or a list of files.
+        splits: ``{name: size}`` or a sequence of sizes named ``train``, ``val``, ``test`` (in order).
+            Sizes are all fractions (floats summing to <= 1; largest-remainder rounding) or all subject
+            counts (ints; at most one ``None`` meaning "the remaining subjects").
+        seed: the shuffle of subjects (sorted by id first, so the split does not depend on file order).
+
+    Returns:
+        ``{name: [paths]}``, each list sorted. Raises :class:`DataError` if a set would be empty.
+    """
+    paths = list_files(files)
+    if not isinstance(splits, Mapping):
+        names = ("train", "val", "test")
+        if len(splits) > len(names):
+            raise ValueError(f"at most {len(names)} unnamed split sizes, got {list(splits)}; pass a dict")
+        splits = dict(zip(names, splits))
+    if not splits:
+        raise ValueError("splits is empty")
+    by_subject: dict[str, list[Path]] = {}
+    for p in paths:
+        by_subject.setdefault(_patient_id(p), []).append(p)
+    subjects = sorted(by_subject)
+    order = [subjects[i] for i in np.random.default_rng(seed).permutation(len(subjects))]
+    n = len(order)
+
+    values = list(splits.values())
+    if all(isinstance(v, (float, np.floating)) for v in values):
+        if any(v < 0 for v in values) or sum(values) > 1 + 1e-9:
+            raise ValueError(f"split fractions must be >= 0 and sum to <= 1, got {dict(splits)}")
+        exact = [v * n for v in values]
+        counts = [int(np.floor(e)) for e in exact]
+        budget = min(n, int(round(sum(exact))))
+        for i in sorted(range(len(exact)), key=lambda i: exact[i] - counts[i], reverse=True)[: budget - sum(counts)]:
+            counts[i] += 1
+    elif all(v is None or (isinstance(v, (int, np.integer)) and not isinstance(v, bool)) for v in values):
+        if sum(v is None for v in values) > 1 or any(v is not None and v < 0 for v in values):
+            raise ValueError(f"split counts must be ints >= 0 with at most one None (the rest), got {dict(splits)}")
+        fixed = sum(v for v in values if v is not None)
+        if fixed > n:
+            raise DataError(f"split counts {dict(splits)} ask for {fixed} subjects but only {n} exist")
+        counts = [n - fixed if v is None else int(v) for v in values]
+    else:
+        raise ValueError(f"split sizes must be all fractions (floats) or all counts (ints), got {dict(splits)}")
+
+    out: dict[str, list[Path]] = {}
+    start = 0
+    for name, count in zip(splits, counts):
+        if count <= 0:
+            raise DataError(f"split '{name}' would be empty: {n} subjects, sizes {dict(splits)}")
+        out[name] = sorted(p for s in order[start : start + count] for p in by_subject[s])
+        start += count
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Cached synthetic domains
+# --------------------------------------------------------------------------------------------------
+
+
+def _simulator():
+    """The simulator (a hook so tests can stand in a cheap one)."""
+    from .simulate import simulate_subject
+
+    return simulate_subject
+
+
+def _physics_version() -> Any:
+    try:
+        from . import simulate
+    except ImportError:
+        return None
+    return getattr(simulate, "PHYSICS_VERSION", getattr(simulate, "SIMULATION_VERSION", None))
+
+
+def subject_filename(domain: str, patient_id: str) -> str:
+    """The file name of one subject: ``{domain}_{patient_id}.h5``."""
+    return f"{domain}_{patient_id}.h5"
+
+
+def domain_files(
+    domain: str,
+    num_subjects: int,
+    num_slices: int,
+    size: int,
+    seed: int = 0,
+    progress: bool = True,
+    with_sens_maps: bool = True,
+) -> list[Path]:
+    """Subjects ``0 .. num_subjects-1`` of a synthetic domain as fastMRI files, generated once and cached.
+
+    Subject ``i`` depends only on ``(domain, i, num_slices, size, seed)``, so the first ``n`` files of
+    a larger request are the files of a smaller one: take train/val/test from one call. The cache entry
+    is keyed by the whole configuration (and :data:`DATA_VERSION`), built under a lock (two processes
+    asking at once build it once) and appears atomically; files already generated for another subject
+    count with the same settings are reused (hard-linked) rather than simulated again.
+
+    Returns:
+        the ``num_subjects`` paths, in subject order.
+    """
+    from tqdm.auto import tqdm
+
+    for name, v in (("num_subjects", num_subjects), ("num_slices", num_slices), ("size", size)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    base = {"domain": str(domain), "num_slices": int(num_slices), "size": int(size), "seed": int(seed),
+            "with_sens_maps": bool(with_sens_maps), "data_version": DATA_VERSION, "physics": _physics_version()}
+    config = {**base, "num_subjects": int(num_subjects)}
+
+    def build(tmp: Path) -> None:
+        simulate_subject = _simulator()
+        donors = _donor_files(str(domain), base)
+        order: dict[str, int] = {}
+        for i in tqdm(range(num_subjects), desc=f"simulating {domain}", unit="subject", disable=not progress):
+            donor = donors.get(i)
+            if donor is not None:
+                try:
+                    os.link(donor, tmp / donor.name)
+                    order[donor.name] = i
+                    continue
+                except OSError:
+                    pass  # e.g. the donor vanished: simulate it again
+            subject = simulate_subject(domain, i, num_slices, size, seed)
+            name = subject_filename(str(domain), subject.patient_id)
+            write_subject(tmp / name, subject, with_sens_maps=with_sens_maps)
+            order[name] = i
+        (tmp / "order.json").write_text(json.dumps(order, indent=1))
+
+    entry = cache.cached_dir("datasets", str(domain), config, build)
+    try:
+        order = json.loads((entry / "order.json").read_text())
+    except (OSError, ValueError) as err:
+        raise DataError(f"{entry}: cache entry has no readable order.json ({err}); delete the directory to rebuild") from None
+    paths = [entry / name for name, _ in sorted(order.items(), key=lambda item: item[1])]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing or len(paths) != num_subjects:
+        raise DataError(f"{entry}: cache entry is incomplete (missing {missing[:3]}); delete the directory to rebuild")
+    return paths
+
+
+def _donor_files(domain: str, base: Mapping[str, Any]) -> dict[int, Path]:
+    """Files of subject index i from complete cache entries with the same settings but another count."""
+    found: dict[int, Path] = {}
+    parent = cache.cache_root() / "datasets"
+    if not parent.is_dir():
+        return found
+    for cfg_path in parent.glob(f"{domain}-*/config.json"):
+        try:
+            cfg = json.loads(cfg_path.read_text())
+            order = json.loads((cfg_path.parent / "order.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if all(cfg.get(k) == v for k, v in base.items()):
+            for name, i in order.items():
+                found.setdefault(int(i), cfg_path.parent / name)
+    return found
