@@ -1,0 +1,408 @@
+"""Multi-coil SENSE: the forward model ``A = M F S``, CG-SENSE, and coil sensitivities from ACS lines.
+
+Shapes (fastMRI conventions): k-space and maps are complex ``(..., C, H, W)`` with ``H`` the
+readout (fully sampled) axis and ``W`` the phase-encode axis; an image is ``(..., H, W)``; a mask
+is broadcastable to the k-space, usually ``(W,)`` over the phase-encode columns or ``(H, W)``.
+
+``A x = M * fft2c(S * x)`` with ``fft2c`` the centred orthonormal FFT of :mod:`mrtl_core.fft`
+(the same transform as sigpy's ``sp.fft`` over the image axes), so ``A`` is sigpy's
+``mri.linop.Sense(maps, weights=mask)`` and ``cg_sense(..., lam)`` solves sigpy's
+``SenseRecon(..., lamda=lam)`` problem: ``min_x 1/2 ||A x - y||^2 + lam/2 ||x||^2``, whose normal
+equations are ``(A^H A + lam I) x = A^H y``.
+
+Two tricks make the normal operator cheap (both exact, both tested against the plain definition):
+
+* **No shifts inside the loop.** ``fft2c = fftshift . fft2 . ifftshift``. Shifts are permutations,
+  they commute with element-wise products once *every* factor is permuted the same way
+  (``a * fftshift(b) == fftshift(ifftshift(a) * b)``), and inner products are permutation
+  invariant. So CG runs on ``x' = ifftshift(x)`` with ``S' = ifftshift(S)`` and the k-space weights
+  ``|M'|^2 = ifftshift(|M|^2)``; the normal operator becomes ``sum_c conj(S'_c) F^-1 |M'|^2 F (S'_c x')``
+  with plain ``torch.fft`` calls, and the image is shifted back once at the end.
+* **Readout decoupling.** A column mask ``(W,)`` does not vary along the readout ``H``. The 2-D DFT is
+  ``F_H (x) F_W`` and the mask acts on ``W`` only, so ``F^-1 M F = I_H (x) F_W^-1 M F_W``: the
+  readout FFTs cancel and each CG iteration needs ``C`` 1-D FFTs (and ``C`` inverse ones) along
+  ``W`` -- half the work of 2-D FFTs. (A full ``(H, W)`` mask uses 2-D FFTs.)
+
+The forward/adjoint pair is the plain definition and is what the adjoint (dot) test checks.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .fft import fft2c, ifft2c
+from .masks import center_lines
+
+__all__ = ["SenseOp", "cg_sense", "estimate_maps", "detect_acs"]
+
+ArrayLike = torch.Tensor | np.ndarray
+
+# CG checks "has every item converged?" on the host once every this many iterations: one
+# device-to-host sync per block instead of one per iteration. Convergence itself is decided on the
+# device every iteration (converged items are frozen), so checking late costs only a few cheap
+# no-op iterations and never changes the answer.
+CHECK_EVERY = 5
+
+
+# --------------------------------------------------------------------------------------------
+# input checks
+# --------------------------------------------------------------------------------------------
+def _as_tensor(name: str, value: ArrayLike) -> torch.Tensor:
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, torch.Tensor):
+        return value
+    raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(value).__name__}")
+
+
+def _as_complex(name: str, value: ArrayLike, min_ndim: int) -> torch.Tensor:
+    t = _as_tensor(name, value)
+    if not t.is_complex():
+        raise TypeError(f"{name} must be complex (complex64 or complex128), got dtype {t.dtype}")
+    if t.dtype not in (torch.complex64, torch.complex128):
+        raise TypeError(f"{name} must be complex64 or complex128, got dtype {t.dtype}")
+    if t.ndim < min_ndim:
+        raise ValueError(f"{name} must have at least {min_ndim} dims, got shape {tuple(t.shape)}")
+    return t
+
+
+def _check_finite(name: str, t: torch.Tensor) -> None:
+    if not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).sum())
+        raise ValueError(f"{name} contains {bad} non-finite values (NaN or Inf), shape {tuple(t.shape)}")
+
+
+def _as_mask(mask: ArrayLike, shape: Sequence[int], real_dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A real weight tensor broadcastable to ``shape`` = (..., C, H, W); validates its columns."""
+    m = _as_tensor("mask", mask)
+    if m.is_complex():
+        raise TypeError(f"mask must be real (bool, integer or float), got dtype {m.dtype}")
+    if m.ndim == 0:
+        raise ValueError(f"mask must have a last axis of length W={shape[-1]}, got a scalar")
+    if m.shape[-1] != shape[-1]:
+        raise ValueError(
+            f"mask has {m.shape[-1]} columns but the k-space has W={shape[-1]} phase-encode columns "
+            f"(mask shape {tuple(m.shape)}, k-space shape {tuple(shape)})"
+        )
+    try:
+        full = torch.broadcast_shapes(tuple(m.shape), tuple(shape))
+    except RuntimeError:
+        full = None
+    if full != tuple(shape):
+        raise ValueError(f"mask of shape {tuple(m.shape)} does not broadcast to the k-space shape {tuple(shape)}")
+    m = m.to(device=device, dtype=real_dtype)
+    _check_finite("mask", m)
+    return m
+
+
+# --------------------------------------------------------------------------------------------
+# the operator
+# --------------------------------------------------------------------------------------------
+class SenseOp:
+    """The multi-coil Cartesian SENSE operator ``A = M F S`` (sigpy-style linear operator).
+
+    Args:
+        maps: coil sensitivities ``(..., C, H, W)`` complex64/complex128 (torch or numpy).
+        mask: sampling mask broadcastable to ``maps`` -- ``(W,)`` columns (fastMRI), ``(H, W)``, or
+            per-slice ``(..., 1, 1, W)``; boolean or real weights (``A`` multiplies by it).
+
+    Attributes:
+        ishape: image shape ``(..., H, W)``; oshape: k-space shape ``(..., C, H, W)``.
+
+    ``forward(x)`` image -> masked k-space, ``adjoint(y)`` k-space -> image, ``normal(x)`` is
+    ``A^H A x`` computed with the shift-free, readout-decoupled kernel described in the module
+    docstring. Image leading dims broadcast against the maps' leading dims.
+    """
+
+    def __init__(self, maps: ArrayLike, mask: ArrayLike):
+        self.maps = _as_complex("maps", maps, 3)
+        _check_finite("maps", self.maps)
+        self.real_dtype = self.maps.real.dtype
+        self.mask = _as_mask(mask, self.maps.shape, self.real_dtype, self.maps.device)
+        self.oshape = tuple(self.maps.shape)
+        self.ishape = self.oshape[:-3] + self.oshape[-2:]
+        # A column mask (constant along H) lets the readout FFT cancel in A^H A.
+        self.columns_only = self.mask.ndim < 2 or self.mask.shape[-2] == 1
+        self._dims = (-1,) if self.columns_only else (-2, -1)
+        # Pre-shifted copies for the normal operator (see the module docstring).
+        self._maps_s = torch.fft.ifftshift(self.maps, dim=self._dims).contiguous()
+        self._maps_s_conj = self._maps_s.conj().resolve_conj()
+        weights = self.mask * self.mask  # M^H M for real weights
+        self._weights_s = torch.fft.ifftshift(weights, dim=self._dims).contiguous()
+        self._buffers: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # -- plain definitions -----------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``M F S x``: image ``(..., H, W)`` -> masked k-space ``(..., C, H, W)``."""
+        return fft2c(self.maps * x.unsqueeze(-3)) * self.mask
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """``S^H F^H M y``: k-space ``(..., C, H, W)`` -> image ``(..., H, W)``."""
+        return (self.maps.conj() * ifft2c(y * self.mask)).sum(dim=-3)
+
+    __call__ = forward
+
+    def normal(self, x: torch.Tensor) -> torch.Tensor:
+        """``A^H A x`` for an image ``(..., H, W)`` (fast kernel; equals ``adjoint(forward(x))``)."""
+        x_s = torch.fft.ifftshift(x, dim=self._dims)
+        return torch.fft.fftshift(self._normal_shifted(x_s), dim=self._dims)
+
+    # -- fast kernel, in shifted coordinates -------------------------------------------------
+    def _normal_shifted(self, x_s: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``sum_c conj(S'_c) F^-1 |M'|^2 F (S'_c x')`` with reused buffers and no shifts."""
+        shape = torch.broadcast_shapes(x_s.shape[:-2] + (1,) + x_s.shape[-2:], self._maps_s.shape)
+        key = (shape, x_s.dtype, x_s.device)
+        if key not in self._buffers:
+            self._buffers[key] = (
+                torch.empty(shape, dtype=x_s.dtype, device=x_s.device),
+                torch.empty(shape, dtype=x_s.dtype, device=x_s.device),
+            )
+        b1, b2 = self._buffers[key]
+        torch.mul(self._maps_s, x_s.unsqueeze(-3), out=b1)
+        if self.columns_only:
+            torch.fft.fft(b1, dim=-1, norm="ortho", out=b2)
+            b2.mul_(self._weights_s)
+            torch.fft.ifft(b2, dim=-1, norm="ortho", out=b1)
+        else:
+            torch.fft.fft2(b1, norm="ortho", out=b2)
+            b2.mul_(self._weights_s)
+            torch.fft.ifft2(b2, norm="ortho", out=b1)
+        b1.mul_(self._maps_s_conj)
+        if out is None:
+            return b1.sum(dim=-3)
+        return torch.sum(b1, dim=-3, out=out)
+
+    def __repr__(self) -> str:
+        kind = "columns (1-D FFTs in A^H A)" if self.columns_only else "2-D"
+        return f"SenseOp(ishape={self.ishape}, oshape={self.oshape}, mask={kind}, dtype={self.maps.dtype})"
+
+
+# --------------------------------------------------------------------------------------------
+# CG-SENSE
+# --------------------------------------------------------------------------------------------
+def _sqnorm(t: torch.Tensor) -> torch.Tensor:
+    """Per-image ``||t||^2`` over the last two dims, shape ``(..., 1, 1)``, real."""
+    return torch.view_as_real(t).square().sum(dim=(-3, -2, -1)).unsqueeze(-1).unsqueeze(-1)
+
+
+def _redot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image ``Re <a, b>`` over the last two dims, shape ``(..., 1, 1)``."""
+    return (torch.view_as_real(a) * torch.view_as_real(b)).sum(dim=(-3, -2, -1)).unsqueeze(-1).unsqueeze(-1)
+
+
+def cg_sense(
+    kspace: ArrayLike,
+    maps: ArrayLike,
+    mask: ArrayLike,
+    lam: float = 0.0,
+    max_iter: int = 30,
+    tol: float = 1e-6,
+    x0: torch.Tensor | None = None,
+    return_history: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """CG-SENSE: solve ``(A^H A + lam I) x = A^H y`` by conjugate gradients, batched.
+
+    Args:
+        kspace: measured k-space ``y`` ``(..., C, H, W)`` complex (unsampled entries are ignored:
+            ``A^H`` applies the mask).
+        maps: sensitivities, same shape as ``kspace`` (or with fewer/broadcastable leading dims).
+        mask: broadcastable to ``kspace``: ``(W,)``, ``(H, W)`` or per-slice ``(..., 1, 1, W)``.
+        lam: Tikhonov weight ``>= 0`` (sigpy ``SenseRecon``'s ``lamda``: ``+ lam/2 ||x||^2``).
+        max_iter: maximum CG iterations (>= 1).
+        tol: stop an item once ``||r_k|| / ||A^H y|| <= tol`` (``r_k`` the normal-equation residual).
+        x0: optional starting image ``(..., H, W)``.
+        return_history: also return the relative residuals.
+
+    Returns:
+        The complex image ``(..., H, W)`` on the k-space's device and dtype; with
+        ``return_history``, also a real tensor ``(..., n)`` of ``||r_k|| / ||A^H y||`` after each of
+        the ``n`` iterations run (an item that converged early keeps its final value).
+
+    Each batch item has its own step sizes (``alpha``, ``beta`` are ``(..., 1, 1)`` tensors) and is
+    frozen on the device once it meets ``tol``. The loop never calls ``.item()``: the host checks
+    "all converged?" once every ``CHECK_EVERY`` iterations (one sync per block).
+    """
+    y = _as_complex("kspace", kspace, 3)
+    maps_t = _as_complex("maps", maps, 3)
+    if maps_t.shape[-3:] != y.shape[-3:]:
+        raise ValueError(
+            f"maps shape {tuple(maps_t.shape)} does not match kspace shape {tuple(y.shape)} "
+            "(need the same (C, H, W))"
+        )
+    try:
+        bshape = torch.broadcast_shapes(maps_t.shape, y.shape)
+    except RuntimeError:
+        bshape = None
+    if bshape != tuple(y.shape):
+        raise ValueError(f"maps shape {tuple(maps_t.shape)} does not broadcast to kspace shape {tuple(y.shape)}")
+    if maps_t.dtype != y.dtype or maps_t.device != y.device:
+        raise TypeError(
+            f"maps ({maps_t.dtype}, {maps_t.device}) must match kspace ({y.dtype}, {y.device}) in dtype and device"
+        )
+    if not isinstance(lam, (int, float, np.integer, np.floating)) or not math.isfinite(lam) or lam < 0:
+        raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+        raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
+    if not isinstance(tol, (int, float, np.integer, np.floating)) or not tol >= 0:
+        raise ValueError(f"tol must be a number >= 0, got {tol!r}")
+    _check_finite("kspace", y)
+
+    op = SenseOp(maps_t, mask)  # checks maps (finite) and mask
+    lam = float(lam)
+    dims = op._dims
+
+    # Right-hand side, then everything in shifted coordinates (module docstring).
+    b = torch.fft.ifftshift(op.adjoint(y), dim=dims).contiguous()
+    if x0 is not None:
+        x0 = _as_complex("x0", x0, 2)
+        if x0.shape != b.shape:
+            raise ValueError(f"x0 shape {tuple(x0.shape)} must be the image shape {tuple(b.shape)}")
+        _check_finite("x0", x0)
+        x = torch.fft.ifftshift(x0.to(device=b.device, dtype=b.dtype), dim=dims).contiguous()
+        r = b - op._normal_shifted(x)
+        if lam:
+            r.sub_(x, alpha=lam)
+    else:
+        x = torch.zeros_like(b)
+        r = b.clone()
+
+    tiny = torch.finfo(op.real_dtype).tiny
+    bnorm2 = _sqnorm(b)
+    thresh = (float(tol) ** 2) * bnorm2  # converged when ||r||^2 <= tol^2 ||b||^2
+    inv_bnorm = bnorm2.clamp_min(tiny).rsqrt()
+    p = r.clone()
+    ap = torch.empty_like(b)
+    rs = _sqnorm(r)
+    active = rs > thresh
+    history = torch.zeros(b.shape[:-2] + (max_iter,), dtype=op.real_dtype, device=b.device)
+
+    n_run = 0
+    for k in range(max_iter):
+        op._normal_shifted(p, out=ap)
+        if lam:
+            ap.add_(p, alpha=lam)
+        pap = _redot(p, ap)
+        alpha = torch.where(active, rs / pap.clamp_min(tiny), torch.zeros_like(rs))
+        x.add_(p * alpha)
+        r.sub_(ap * alpha)
+        rs_new = _sqnorm(r)
+        beta = torch.where(active, rs_new / rs.clamp_min(tiny), torch.zeros_like(rs))
+        p.mul_(beta).add_(r)
+        rs = rs_new
+        history[..., k] = (rs.sqrt() * inv_bnorm)[..., 0, 0]
+        active = active & (rs > thresh)
+        n_run = k + 1
+        if n_run % CHECK_EVERY == 0 and n_run < max_iter and not bool(active.any()):
+            break
+
+    image = torch.fft.fftshift(x, dim=dims)
+    if return_history:
+        return image, history[..., :n_run]
+    return image
+
+
+# --------------------------------------------------------------------------------------------
+# sensitivity maps from the ACS block
+# --------------------------------------------------------------------------------------------
+def detect_acs(kspace: ArrayLike) -> slice:
+    """The contiguous block of fully sampled columns around the centre of ``kspace`` ``(..., H, W)``.
+
+    A column counts as sampled when it holds any non-zero value (in any slice, coil or row).
+    """
+    y = _as_tensor("kspace", kspace)
+    w = y.shape[-1]
+    sampled = (y.reshape(-1, y.shape[-2], w) != 0).any(dim=1).all(dim=0).cpu().numpy()
+    c = w // 2
+    if not sampled[c]:
+        raise ValueError(f"kspace has no sampled centre column (W={w}, column {c} is empty): cannot find the ACS block")
+    lo, hi = c, c + 1
+    while lo > 0 and sampled[lo - 1]:
+        lo -= 1
+    while hi < w and sampled[hi]:
+        hi += 1
+    return slice(lo, hi)
+
+
+def estimate_maps(
+    kspace: ArrayLike,
+    center_fraction: float | None = None,
+    acs: slice | None = None,
+    method: str = "espirit",
+    kernel_width: int = 6,
+    thresh: float = 0.02,
+    crop: float = 0.95,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """Coil sensitivities ``(..., C, H, W)`` from the fully sampled centre (ACS) columns.
+
+    Args:
+        kspace: k-space ``(..., C, H, W)`` complex, torch or numpy, fully or under-sampled.
+        center_fraction: the ACS block is :func:`mrtl_core.masks.center_lines` ``(W, center_fraction)``
+            -- the same block the masks keep.
+        acs: explicit slice of ACS columns (overrides ``center_fraction``). With neither, the block
+            of fully sampled columns around the centre is found from the data (:func:`detect_acs`).
+        method: ``"espirit"`` -- sigpy's ``mri.app.EspiritCalib`` with ``calib_width`` = the ACS
+            width, ``kernel_width``, ``thresh``, ``crop`` (maps are zero where no eigenvalue exceeds
+            ``crop``, i.e. outside the object); ``"lowres"`` -- low-resolution coil images from the
+            ACS block (Hann-windowed) divided by their root-sum-of-squares: fast, no background mask.
+        eps: relative floor of the RSS in ``"lowres"``.
+
+    Returns:
+        torch complex ``(..., C, H, W)`` with the input's complex dtype (complex64 for numpy
+        complex64) and device; ``sum_c |S_c|^2 = 1`` where the maps are defined.
+    """
+    y = _as_complex("kspace", kspace, 3)
+    _check_finite("kspace", y)
+    w = y.shape[-1]
+    if method not in ("espirit", "lowres"):
+        raise ValueError(f"method must be 'espirit' or 'lowres', got {method!r}")
+    if acs is None:
+        if center_fraction is not None:
+            if not (isinstance(center_fraction, (int, float, np.floating)) and 0 < center_fraction <= 1):
+                raise ValueError(f"center_fraction must lie in (0, 1], got {center_fraction!r}")
+            acs = center_lines(w, float(center_fraction))
+        else:
+            acs = detect_acs(y)
+    if not isinstance(acs, slice):
+        raise TypeError(f"acs must be a slice of columns, got {type(acs).__name__}")
+    start, stop, step = acs.indices(w)
+    width = stop - start
+    if step != 1 or width < 2:
+        raise ValueError(f"acs must be a contiguous slice of >= 2 columns within W={w}, got {acs!r}")
+
+    if method == "lowres":
+        return _lowres_maps(y, slice(start, stop), eps)
+
+    if width <= kernel_width:
+        raise ValueError(
+            f"the ACS block ({width} columns, {acs!r}) must be wider than kernel_width={kernel_width} for ESPIRiT"
+        )
+    import sigpy.mri  # deferred: importing sigpy takes seconds
+
+    # EspiritCalib calibrates on a centred square of calib_width; centre the ACS block first so
+    # that square is the ACS block even when the block is off by one from W // 2.
+    shift = (w // 2) - (start + width // 2)
+    arr = torch.roll(y, shifts=shift, dims=-1).detach().cpu().numpy() if shift else y.detach().cpu().numpy()
+    lead = arr.shape[:-3]
+    flat = arr.reshape((-1,) + arr.shape[-3:])
+    out = np.empty_like(flat)
+    for i in range(flat.shape[0]):
+        out[i] = sigpy.mri.app.EspiritCalib(
+            flat[i], calib_width=width, thresh=thresh, kernel_width=kernel_width, crop=crop, show_pbar=False
+        ).run()
+    maps = torch.from_numpy(out.reshape(lead + arr.shape[-3:]).astype(arr.dtype, copy=False))
+    return maps.to(y.device)
+
+
+def _lowres_maps(y: torch.Tensor, acs: slice, eps: float) -> torch.Tensor:
+    w = y.shape[-1]
+    width = acs.stop - acs.start
+    window = torch.zeros(w, dtype=y.real.dtype, device=y.device)
+    window[acs] = torch.hann_window(width + 2, periodic=False, dtype=y.real.dtype, device=y.device)[1:-1]
+    low = ifft2c(y * window)
+    rss = low.abs().square().sum(dim=-3, keepdim=True).sqrt()
+    floor = eps * rss.flatten(-3).amax(dim=-1)[..., None, None, None]
+    return low / torch.maximum(rss, floor.clamp_min(torch.finfo(rss.dtype).tiny))
