@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Build the executable book: create .venv if needed, execute every chapter with the chosen profile
+# (MRTL_PROFILE=ci|standard|paper, default standard) and write the HTML.
+#
+# Each profile builds into its own folder _build/<profile>/ with its own jupyter-cache: the cache
+# hashes only code cells, not MRTL_PROFILE, so sharing it would show one profile's outputs under
+# another. Within a profile a second build re-executes only chapters whose code changed.
+#
+# A failing cell fails the build (-W turns myst-nb's execution error into an error; --keep-going
+# reports every failing chapter, not just the first). Extra arguments go to `jupyter-book build`,
+# e.g. --all to rebuild every page.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup-env.sh
+export MRTL_PROFILE="${MRTL_PROFILE:-standard}"
+case "$MRTL_PROFILE" in
+  ci|standard|paper) ;;
+  *) echo "MRTL_PROFILE must be ci, standard or paper, got '$MRTL_PROFILE'" >&2; exit 2 ;;
+esac
+out="_build/$MRTL_PROFILE"
+echo "building the book with profile '$MRTL_PROFILE' into $out/ ..."
+start=$(date +%s)
+status=0
+.venv/bin/jupyter-book build . --path-output "$out" -W -n --keep-going "$@" || status=$?
+elapsed=$(( $(date +%s) - start ))
+if [ "$status" -ne 0 ]; then
+  echo "book build FAILED (exit $status) after ${elapsed} s; failing notebooks' logs are under $out/_build/html/reports/" >&2
+  exit "$status"
+fi
+echo "book built in ${elapsed} s (profile $MRTL_PROFILE): $out/_build/html/index.html"
