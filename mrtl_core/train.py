@@ -1,0 +1,775 @@
+"""Training, fine-tuning and evaluation of image-domain reconstruction networks.
+
+The loop is fastMRI's U-Net recipe: L1 loss between the network output and the target, both the
+instance-normalised RSS images of the data pipeline (``sample["image"]`` -> ``sample["target"]``),
+Adam, and a step decay of the learning rate (``StepLR``). Around it:
+
+* **early stopping** on a validation set (L1 in normalised units, or SSIM in physical units),
+  restoring the best weights at the end;
+* **seeds** for torch, numpy, Python and the ``DataLoader`` (generator and ``worker_init_fn``).
+  Every epoch re-seeds all of them from ``(seed, epoch)``, so a run resumed from an epoch-boundary
+  checkpoint is bit-identical on CPU to an uninterrupted one;
+* **checkpoints** written atomically (temporary file + ``os.replace``) after every epoch, holding
+  the full state: model, best model, optimiser, scheduler, grad scaler, epoch, step, early-stopping
+  state, history, RNG states, the configuration and the architecture;
+* **devices**: ``"auto"`` picks CUDA, then MPS, then CPU; mixed precision (``amp``) on CUDA only
+  (bf16 where supported, else fp16 with a ``GradScaler``);
+* **distributed**: if ``torch.distributed`` is initialised (``torchrun``), the model is wrapped in
+  ``DistributedDataParallel``, training batches come from a ``DistributedSampler``, every rank
+  validates on the full (small) validation set -- the same numbers on every rank, so early
+  stopping agrees without communication -- and rank 0 alone writes checkpoints.
+
+``torch.compile`` and ``channels_last`` are off by default: on a 2-core CPU they gave at best
+1.0-1.3x after a 35-55 s compile, and ``channels_last`` was slower (DESIGN section 7).
+
+Fine-tuning strategies (:func:`fine_tune`, :func:`apply_strategy`), for the fastMRI U-Net:
+
+* ``"end-to-end"``     every parameter trains (the paper's method);
+* ``"frozen-encoder"`` the encoder (``down_sample_layers``) and the bottleneck (``conv``) are
+  frozen; the decoder (``up_transpose_conv``, ``up_conv``) trains;
+* ``"last-layers"``    only the final decoder block ``up_conv[-1]`` trains: its two 3x3
+  convolutions and the 1x1 output convolution (the U-Net's last full-resolution stage).
+
+Evaluation (:func:`evaluate`) reconstructs each slice with a model, or with the classical
+``"zero-filled"`` or ``"cg-sense"`` methods, un-normalises to physical units and reports SSIM,
+PSNR, RMSE and NMSE per slice, over the whole image and over a foreground mask, with
+``data_range`` the target volume's maximum (fastMRI's convention).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "EvalResult",
+    "STRATEGIES",
+    "resolve_device",
+    "seed_everything",
+    "architecture",
+    "apply_strategy",
+    "train",
+    "fine_tune",
+    "save_checkpoint",
+    "load_checkpoint",
+    "load_model",
+    "evaluate",
+    "paired_difference",
+    "summarise",
+    "METRICS",
+]
+
+STRATEGIES = ("end-to-end", "frozen-encoder", "last-layers")
+METRICS = ("ssim", "psnr", "rmse", "nmse", "ssim_fg", "psnr_fg", "rmse_fg", "nmse_fg")
+
+
+# --------------------------------------------------------------------------------------------
+# configuration and results
+# --------------------------------------------------------------------------------------------
+@dataclass
+class TrainConfig:
+    """Everything that shapes a training run (stored in every checkpoint).
+
+    ``epochs`` and/or ``max_steps`` bound the run (whichever comes first). An "epoch" is one pass
+    over the training set, or ``steps_per_epoch`` optimiser steps if set: small fine-tuning sets
+    (N = 1 slice) then still get a validation round, a checkpoint and a scheduler step every
+    ``steps_per_epoch`` steps.
+    """
+
+    epochs: int | None = 10
+    max_steps: int | None = None
+    steps_per_epoch: int | None = None
+    batch_size: int = 8
+    lr: float = 1e-3
+    lr_step_size: int = 40           # epochs between learning-rate decays (fastMRI: 40)
+    lr_gamma: float = 0.1
+    weight_decay: float = 0.0
+    patience: int | None = None      # epochs without validation improvement before stopping
+    monitor: str = "l1"              # "l1" (lower is better) or "ssim" (higher is better)
+    min_delta: float = 0.0
+    seed: int = 0
+    num_workers: int = 0
+    device: str = "auto"             # "auto" (cuda > mps > cpu), or any torch device string
+    amp: bool | str = True           # on CUDA only: True/"bf16" (fp16 if bf16 unsupported), "fp16"
+    compile: bool = False
+    channels_last: bool = False
+    grad_clip: float | None = None
+    progress: bool = True
+    log_every: int = 50              # steps between progress-bar postfix updates
+
+    def __post_init__(self) -> None:
+        if self.epochs is None and self.max_steps is None:
+            raise ValueError("TrainConfig needs epochs or max_steps (both are None)")
+        for name in ("epochs", "max_steps", "steps_per_epoch", "patience"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < (0 if name == "patience" else 1)):
+                raise ValueError(f"TrainConfig.{name} must be a positive integer or None, got {value!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"TrainConfig.batch_size must be a positive integer, got {self.batch_size!r}")
+        if not self.lr > 0:
+            raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr!r}")
+        if self.monitor not in ("l1", "ssim"):
+            raise ValueError(f"TrainConfig.monitor must be 'l1' or 'ssim', got {self.monitor!r}")
+        if self.amp not in (True, False, "bf16", "fp16"):
+            raise ValueError(f"TrainConfig.amp must be True, False, 'bf16' or 'fp16', got {self.amp!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """What a run did: one ``history`` row per epoch (train_loss, val_loss, val_ssim, lr, seconds)."""
+
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int | None = None    # 1-based epoch whose weights the model holds at the end
+    best_value: float | None = None
+    steps: int = 0
+    epochs: int = 0
+    seconds: float = 0.0
+    stopped_early: bool = False
+    device: str = "cpu"
+    checkpoint_path: str | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def train_loss(self) -> list[float]:
+        return [row["train_loss"] for row in self.history]
+
+    @property
+    def val_loss(self) -> list[float | None]:
+        return [row.get("val_loss") for row in self.history]
+
+
+# --------------------------------------------------------------------------------------------
+# devices, seeds, architecture, strategies
+# --------------------------------------------------------------------------------------------
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA if available, else Apple MPS, else CPU; anything else as given."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def _derive_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) % (2**32) for p in parts]).generate_state(1)[0])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, numpy's global generator and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _seed_worker(worker_id: int) -> None:
+    # torch seeds each worker from the loader's generator; carry it to numpy and random.
+    worker_seed = torch.initial_seed() % (2**32)
+    np.random.seed(worker_seed)
+    random.seed(worker_seed)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)
+
+
+def architecture(model: nn.Module) -> dict:
+    """The constructor arguments that define ``model`` (for the fastMRI U-Net), else its shapes."""
+    model = _unwrap(model)
+    keys = ("in_chans", "out_chans", "chans", "num_pool_layers", "drop_prob")
+    if all(hasattr(model, k) for k in keys):
+        arch = {"class": type(model).__name__}
+        arch.update({k: getattr(model, k) for k in keys})
+        return arch
+    return {
+        "class": type(model).__name__,
+        "parameters": {name: list(p.shape) for name, p in model.state_dict().items()},
+    }
+
+
+def _check_architecture(checkpoint: dict, model: nn.Module, path: Path | str) -> None:
+    saved = checkpoint.get("architecture")
+    current = architecture(model)
+    if saved is None:
+        raise ValueError(f"checkpoint {str(path)!r} holds no 'architecture' entry: not written by mrtl_core.train")
+    # drop_prob does not change the parameters: a model may be fine-tuned with other dropout.
+    diff = {
+        k: (saved.get(k), current.get(k))
+        for k in sorted(set(saved) | set(current))
+        if k != "drop_prob" and saved.get(k) != current.get(k)
+    }
+    if diff:
+        detail = ", ".join(f"{k}: checkpoint {a!r} vs model {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(
+            f"checkpoint {str(path)!r} was written for architecture {saved}, which does not match "
+            f"the model's {current} ({detail})"
+        )
+
+
+def _strategy_trainable(name: str, strategy: str, num_up: int) -> bool:
+    if strategy == "end-to-end":
+        return True
+    if strategy == "frozen-encoder":
+        return not (name.startswith("down_sample_layers.") or name.startswith("conv."))
+    if strategy == "last-layers":
+        return name.startswith(f"up_conv.{num_up - 1}.")
+    raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+
+
+def apply_strategy(model: nn.Module, strategy: str) -> list[str]:
+    """Set ``requires_grad`` for a fine-tuning strategy; return the names of trainable parameters.
+
+    See the module docstring for what each strategy freezes. Needs the fastMRI U-Net's names
+    (``down_sample_layers``, ``conv``, ``up_conv``) for the partial strategies.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    model = _unwrap(model)
+    names = [n for n, _ in model.named_parameters()]
+    if strategy != "end-to-end" and not any(n.startswith("up_conv.") for n in names):
+        raise ValueError(
+            f"strategy {strategy!r} needs a U-Net with down_sample_layers/conv/up_conv parameters, "
+            f"got {type(model).__name__}"
+        )
+    num_up = len(getattr(model, "up_conv", []))
+    trainable = []
+    for name, param in model.named_parameters():
+        param.requires_grad_(_strategy_trainable(name, strategy, num_up))
+        if param.requires_grad:
+            trainable.append(name)
+    return trainable
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoints
+# --------------------------------------------------------------------------------------------
+def save_checkpoint(path: Path | str, state: dict) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then ``os.replace`` (atomic on POSIX)."""
+    from .cache import atomic_write
+
+    return atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint dictionary; a clear error names a missing or unreadable file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        # Our checkpoints hold numpy RNG states and plain dicts; they are trusted local files.
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the file named
+        raise ValueError(f"could not read checkpoint {str(path)!r}: {exc}") from exc
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise ValueError(f"checkpoint {str(path)!r} is not an mrtl_core checkpoint (no 'model' entry)")
+    return ckpt
+
+
+def load_model(checkpoint_path: Path | str, map_location: str | torch.device = "cpu", best: bool = True) -> nn.Module:
+    """Rebuild the U-Net a checkpoint describes and load its (best, by default) weights; eval mode."""
+    from .unet import Unet
+
+    ckpt = load_checkpoint(checkpoint_path, map_location)
+    arch = dict(ckpt.get("architecture") or {})
+    if arch.get("class") != "Unet":
+        raise ValueError(f"checkpoint {str(checkpoint_path)!r} does not describe a Unet (architecture {arch})")
+    arch.pop("class")
+    model = Unet(**arch)
+    weights = ckpt.get("best_model") if best and ckpt.get("best_model") is not None else ckpt["model"]
+    model.load_state_dict(weights)
+    return model.to(map_location).eval()
+
+
+# --------------------------------------------------------------------------------------------
+# the training loop
+# --------------------------------------------------------------------------------------------
+def _dist() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _batches(
+    dataset: Dataset, config: TrainConfig, batch_size: int, epoch: int, world: tuple[int, int]
+) -> Iterator[dict]:
+    """Endless stream of training batches for one epoch; each pass is seeded by (seed, epoch, pass)."""
+    rank, size = world
+    passes = 0
+    while True:
+        gen = torch.Generator().manual_seed(_derive_seed(config.seed, epoch, passes))
+        sampler = None
+        if size > 1:
+            sampler = torch.utils.data.distributed.DistributedSampler(
+                dataset, num_replicas=size, rank=rank, shuffle=True, seed=config.seed, drop_last=True
+            )
+            sampler.set_epoch(epoch * 100_003 + passes)
+        loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=sampler is None,
+            sampler=sampler,
+            generator=gen,
+            num_workers=config.num_workers,
+            worker_init_fn=_seed_worker,
+            drop_last=False,
+            persistent_workers=False,
+        )
+        yield from loader
+        passes += 1
+
+
+def _forward_batch(model: nn.Module, batch: dict, device: torch.device, config: TrainConfig):
+    image = batch["image"].to(device, non_blocking=True)
+    target = batch["target"].to(device, non_blocking=True)
+    if config.channels_last:
+        image = image.contiguous(memory_format=torch.channels_last)
+    return model(image), target
+
+
+def _amp_settings(config: TrainConfig, device: torch.device) -> tuple[bool, torch.dtype, bool]:
+    """(use autocast, dtype, use GradScaler): AMP on CUDA only; fp16 needs loss scaling, bf16 not."""
+    if device.type != "cuda" or not config.amp:
+        return False, torch.float32, False
+    if config.amp == "fp16" or not torch.cuda.is_bf16_supported():
+        return True, torch.float16, True
+    return True, torch.bfloat16, False
+
+
+@torch.no_grad()
+def _validate(model: nn.Module, val_set: Dataset, config: TrainConfig, device: torch.device, want_ssim: bool) -> dict:
+    model.eval()
+    loader = DataLoader(val_set, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers)
+    use_amp, dtype, _ = _amp_settings(config, device)
+    total, count, ssims = 0.0, 0, []
+    for batch in loader:
+        with torch.autocast(device.type, dtype=dtype, enabled=use_amp):
+            output, target = _forward_batch(model, batch, device, config)
+        output = output.float()
+        total += torch.nn.functional.l1_loss(output, target, reduction="none").mean(dim=(1, 2, 3)).sum().item()
+        count += output.shape[0]
+        if want_ssim:
+            from . import metrics
+
+            mean = batch["mean"].reshape(-1, 1, 1).double()
+            std = batch["std"].reshape(-1, 1, 1).double()
+            pred = output[:, 0].detach().cpu().double() * std + mean
+            targ = batch["target"][:, 0].double() * std + mean
+            for i in range(pred.shape[0]):
+                ssims.append(float(metrics.ssim(pred[i].numpy(), targ[i].numpy(), data_range=float(batch["max_value"][i]))))
+    model.train()
+    out = {"val_loss": total / max(count, 1)}
+    if want_ssim:
+        out["val_ssim"] = float(np.mean(ssims))
+    return out
+
+
+def train(
+    model: nn.Module,
+    train_set: Dataset,
+    val_set: Dataset | None,
+    config: TrainConfig | None = None,
+    checkpoint_path: Path | str | None = None,
+    resume: bool = True,
+    _params: Sequence[nn.Parameter] | None = None,
+) -> TrainResult:
+    """Train ``model`` in place on ``train_set`` (L1, Adam, StepLR); return a :class:`TrainResult`.
+
+    Args:
+        model: maps ``(N, 1, H, W)`` normalised zero-filled images to targets of the same shape.
+        train_set, val_set: datasets of sample dicts with ``"image"`` and ``"target"`` (1, H, W),
+            plus ``"mean"``, ``"std"``, ``"max_value"`` for SSIM monitoring; ``val_set`` may be
+            ``None`` (no early stopping; the last weights are kept).
+        config: the :class:`TrainConfig`.
+        checkpoint_path: if given, the full state is written there after every epoch; with
+            ``resume=True`` and an existing file, training continues from it (its architecture
+            must match ``model``). The run's epochs/max_steps may exceed the checkpoint's.
+
+    At the end the model holds the best validation weights (early stopping) and is in eval mode.
+    """
+    config = config or TrainConfig()
+    if len(train_set) == 0:
+        raise ValueError("train_set is empty")
+    rank, world_size = _dist()
+    device = resolve_device(config.device)
+    if world_size > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
+    core = _unwrap(model).to(device)
+    if config.channels_last:
+        core = core.to(memory_format=torch.channels_last)
+    core.train()
+    params = list(_params) if _params is not None else [p for p in core.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters (all requires_grad=False)")
+    optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step_size, gamma=config.lr_gamma)
+    use_amp, amp_dtype, use_scaler = _amp_settings(config, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+
+    batch_size = min(config.batch_size, len(train_set))
+    per_rank = max(1, len(train_set) // world_size)
+    steps_per_epoch = config.steps_per_epoch or max(1, math.ceil(per_rank / batch_size))
+    max_steps = config.max_steps if config.max_steps is not None else 10**12
+    epochs = config.epochs if config.epochs is not None else math.ceil(max_steps / steps_per_epoch)
+    sign = 1.0 if config.monitor == "l1" else -1.0  # we minimise sign * value
+
+    result = TrainResult(device=str(device), checkpoint_path=str(checkpoint_path) if checkpoint_path else None)
+    start_epoch, step, best_score, stale = 0, 0, math.inf, 0
+    best_state = None
+    previous_seconds = 0.0
+    if checkpoint_path is not None and resume and Path(checkpoint_path).is_file():
+        ckpt = load_checkpoint(checkpoint_path, map_location=device)
+        _check_architecture(ckpt, core, checkpoint_path)
+        core.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        start_epoch, step = ckpt["epoch"], ckpt["step"]
+        best_score, stale = ckpt["best_score"], ckpt["stale"]
+        best_state = ckpt.get("best_model")
+        result.history = list(ckpt["history"])
+        result.best_epoch, result.best_value = ckpt.get("best_epoch"), ckpt.get("best_value")
+        result.stopped_early = bool(ckpt.get("stopped_early"))
+        previous_seconds = float(ckpt.get("seconds", 0.0))
+        _set_rng_state(ckpt["rng"])
+        if result.stopped_early:
+            start_epoch = epochs  # nothing left to do: it stopped early before
+
+    net: nn.Module = core
+    if world_size > 1:
+        net = nn.parallel.DistributedDataParallel(
+            core, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if config.compile:
+        net = torch.compile(net)
+
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    show = config.progress and rank == 0
+    bar = tqdm(total=min(epochs * steps_per_epoch, max_steps), initial=step, disable=not show, desc="train", leave=False)
+    epoch = start_epoch
+    while epoch < epochs and step < max_steps and not result.stopped_early:
+        t0 = time.perf_counter()
+        seed_everything(_derive_seed(config.seed, epoch, 7))
+        stream = _batches(train_set, config, batch_size, epoch, (rank, world_size))
+        losses = []
+        for _ in range(steps_per_epoch):
+            if step >= max_steps:
+                break
+            batch = next(stream)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                output, target = _forward_batch(net, batch, device, config)
+                loss = torch.nn.functional.l1_loss(output.float(), target)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if config.grad_clip is not None:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            losses.append(loss.item())
+            bar.update(1)
+            if show and step % max(1, config.log_every) == 0:
+                bar.set_postfix(loss=f"{np.mean(losses[-config.log_every:]):.4f}", epoch=epoch + 1)
+        scheduler.step()
+        epoch += 1
+        row = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+               "lr": optimizer.param_groups[0]["lr"]}
+        if val_set is not None and len(val_set) > 0:
+            row.update(_validate(core, val_set, config, device, want_ssim=config.monitor == "ssim"))
+            value = row["val_loss"] if config.monitor == "l1" else row["val_ssim"]
+            if sign * value < best_score - config.min_delta:
+                best_score, stale = sign * value, 0
+                best_state = {k: v.detach().clone() for k, v in core.state_dict().items()}
+                result.best_epoch, result.best_value = epoch, float(value)
+            else:
+                stale += 1
+                if config.patience is not None and stale > config.patience:
+                    result.stopped_early = True
+        row["seconds"] = time.perf_counter() - t0
+        result.history.append(row)
+        if show:
+            bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k in ("train_loss", "val_loss", "val_ssim")})
+        if checkpoint_path is not None and rank == 0:
+            save_checkpoint(checkpoint_path, {
+                "model": core.state_dict(),
+                "best_model": best_state,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if use_scaler else None,
+                "epoch": epoch,
+                "step": step,
+                "best_score": best_score,
+                "best_epoch": result.best_epoch,
+                "best_value": result.best_value,
+                "stale": stale,
+                "stopped_early": result.stopped_early,
+                "history": result.history,
+                "seconds": previous_seconds + time.perf_counter() - started,
+                "rng": _rng_state(),
+                "config": config.to_dict(),
+                "architecture": architecture(core),
+            })
+        if world_size > 1:
+            torch.distributed.barrier()
+    bar.close()
+    if best_state is not None:
+        core.load_state_dict(best_state)
+    core.eval()
+    result.steps, result.epochs = step, epoch
+    result.seconds = previous_seconds + time.perf_counter() - started
+    return result
+
+
+def fine_tune(
+    model: nn.Module,
+    train_set: Dataset,
+    val_set: Dataset | None,
+    config: TrainConfig | None = None,
+    strategy: str = "end-to-end",
+    checkpoint_path: Path | str | None = None,
+    resume: bool = True,
+) -> TrainResult:
+    """Fine-tune ``model`` in place with a strategy (see the module docstring), then unfreeze it.
+
+    Only the strategy's trainable parameters enter the optimiser, so frozen weights stay exactly
+    as they were. Afterwards every parameter has ``requires_grad=True`` again.
+    """
+    apply_strategy(model, strategy)
+    try:
+        params = [p for p in _unwrap(model).parameters() if p.requires_grad]
+        result = train(model, train_set, val_set, config, checkpoint_path=checkpoint_path, resume=resume, _params=params)
+    finally:
+        for p in _unwrap(model).parameters():
+            p.requires_grad_(True)
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation
+# --------------------------------------------------------------------------------------------
+def summarise(values: np.ndarray, confidence: float = 0.95) -> dict:
+    """Mean, sample std, and the t-distribution confidence interval of the mean."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    n = values.size
+    mean = float(values.mean()) if n else float("nan")
+    std = float(values.std(ddof=1)) if n > 1 else 0.0
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n)) if n > 1 else float("nan")
+    return {"mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half, "n": n}
+
+
+@dataclass
+class EvalResult:
+    """Per-slice metrics of one method on one dataset, and a few example reconstructions.
+
+    ``metrics[name]`` is a float64 array with one value per slice (``name`` in :data:`METRICS`;
+    ``*_fg`` are over the target's foreground mask). ``slices`` lists ``(fname, slice_idx)`` in
+    the same order. ``examples[i]`` holds physical-unit ``pred``, ``target``, ``zero_filled``
+    (H, W) float32 arrays and ``foreground`` for the requested dataset indices.
+    """
+
+    method: str
+    metrics: dict[str, np.ndarray]
+    slices: list[tuple[str, int]]
+    examples: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def summary(self, confidence: float = 0.95) -> dict[str, dict]:
+        return {name: summarise(v, confidence) for name, v in self.metrics.items()}
+
+    def mean(self, metric: str) -> float:
+        return float(np.mean(self.metrics[metric]))
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "seconds": self.seconds, "summary": self.summary(),
+                "per_slice": {k: v.tolist() for k, v in self.metrics.items()},
+                "slices": [list(s) for s in self.slices]}
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        parts = ", ".join(f"{k}={s[k]['mean']:.4g}" for k in ("ssim", "psnr", "ssim_fg") if k in s)
+        return f"EvalResult({self.method!r}, n={len(self.slices)}, {parts})"
+
+
+def paired_difference(result_a: EvalResult, result_b: EvalResult, metric: str = "ssim", confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean of ``a - b`` over the same slices, with its t confidence interval: (mean, low, high)."""
+    if result_a.slices != result_b.slices:
+        raise ValueError(
+            f"paired_difference needs results on the same slices in the same order: "
+            f"{result_a.method!r} has {len(result_a.slices)}, {result_b.method!r} has {len(result_b.slices)}"
+        )
+    for r in (result_a, result_b):
+        if metric not in r.metrics:
+            raise ValueError(f"metric {metric!r} not in result {r.method!r}; choose from {sorted(r.metrics)}")
+    s = summarise(result_a.metrics[metric] - result_b.metrics[metric], confidence)
+    return s["mean"], s["ci_low"], s["ci_high"]
+
+
+def _center_crop(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    top, left = (h - shape[0]) // 2, (w - shape[1]) // 2
+    return x[..., top:top + shape[0], left:left + shape[1]]
+
+
+def _cg_sense_image(sample: dict, shape: tuple[int, int], cg_iters: int, center_fraction: float | None,
+                    maps_method: str = "espirit") -> torch.Tensor:
+    """CG-SENSE magnitude of one sample, cropped like the target: (H, W) float."""
+    from . import sense
+
+    kspace = sample["masked_kspace"]
+    mask = torch.as_tensor(sample["mask"]).bool()
+    maps = sample.get("sens_maps")
+    if maps is None:
+        # ESPIRiT from the ACS block: center_lines(W, center_fraction), or found from the data
+        maps = sense.estimate_maps(kspace, center_fraction=center_fraction, method=maps_method)
+    maps = torch.as_tensor(maps)
+    image = sense.cg_sense(kspace, maps, mask, max_iter=cg_iters)
+    return _center_crop(torch.as_tensor(image).abs(), shape).float()
+
+
+def _slice_metrics(pred: np.ndarray, target: np.ndarray, data_range: float) -> dict[str, float]:
+    from . import metrics
+
+    out = {
+        "ssim": float(metrics.ssim(pred, target, data_range=data_range)),
+        "psnr": float(metrics.psnr(pred, target, data_range=data_range)),
+        "rmse": float(metrics.rmse(pred, target)),
+        "nmse": float(metrics.nmse(pred, target)),
+    }
+    fg = np.asarray(metrics.foreground_mask(target), dtype=bool)
+    out.update({
+        "ssim_fg": float(metrics.ssim(pred, target, data_range=data_range, mask=fg)),
+        "psnr_fg": float(metrics.psnr(pred, target, data_range=data_range, mask=fg)),
+        "rmse_fg": float(metrics.rmse(pred, target, mask=fg)),
+        "nmse_fg": float(metrics.nmse(pred, target, mask=fg)),
+    })
+    return out
+
+
+def evaluate(
+    reconstruct: nn.Module | str | Callable[[dict], Any],
+    dataset: Dataset,
+    batch_size: int = 8,
+    device: str | torch.device = "auto",
+    examples: Sequence[int] = (0,),
+    cg_iters: int = 30,
+    center_fraction: float | None = None,
+    maps_method: str = "espirit",
+    max_slices: int | None = None,
+    progress: bool = False,
+    name: str | None = None,
+) -> EvalResult:
+    """Reconstruct every slice of ``dataset`` and score it against the target in physical units.
+
+    Args:
+        reconstruct: a network (normalised image -> normalised target), ``"zero-filled"``, or
+            ``"cg-sense"`` (needs a dataset built with ``with_kspace=True``; uses the sample's
+            ``sens_maps`` if present, else ESPIRiT maps from the ACS lines via
+            :func:`mrtl_core.sense.estimate_maps`).
+        dataset: sample dicts as in :class:`mrtl_core.data.SliceDataset`.
+        examples: dataset indices whose images are kept for figures.
+        center_fraction: ACS fraction for map estimation (default: the centred run of sampled
+            columns); ``maps_method`` ``"espirit"`` or ``"lowres"`` (see ``estimate_maps``).
+
+    The target is ``sample["target_raw"]`` when present, else ``target * std + mean``; a network
+    output is un-normalised the same way; ``data_range`` is ``sample["max_value"]``.
+    """
+    started = time.perf_counter()
+    if isinstance(reconstruct, str):
+        if reconstruct not in ("zero-filled", "cg-sense"):
+            raise ValueError(f"reconstruct must be a model, 'zero-filled' or 'cg-sense', got {reconstruct!r}")
+        method = reconstruct
+    else:
+        method = name or type(_unwrap(reconstruct)).__name__
+    dev = resolve_device(device)
+    if isinstance(reconstruct, nn.Module):
+        reconstruct = _unwrap(reconstruct).to(dev).eval()
+    n = len(dataset) if max_slices is None else min(max_slices, len(dataset))
+    keep = set(int(i) for i in examples)
+    per: dict[str, list[float]] = {k: [] for k in METRICS}
+    slices: list[tuple[str, int]] = []
+    kept: dict[int, dict[str, np.ndarray]] = {}
+    from tqdm.auto import tqdm
+
+    indices = list(range(n))
+    bar = tqdm(total=n, disable=not progress, desc=f"evaluate {method}", leave=False)
+    for start in range(0, n, batch_size):
+        samples = [dataset[i] for i in indices[start:start + batch_size]]
+        if method == "cg-sense" and "masked_kspace" not in samples[0]:
+            raise ValueError("evaluate('cg-sense', ...) needs a dataset built with with_kspace=True (no 'masked_kspace' key)")
+        mean = torch.stack([torch.as_tensor(s["mean"]) for s in samples]).double().reshape(-1, 1, 1)
+        std = torch.stack([torch.as_tensor(s["std"]) for s in samples]).double().reshape(-1, 1, 1)
+        image = torch.stack([s["image"] for s in samples])
+        zero_filled = image[:, 0].double() * std + mean
+        if all("target_raw" in s for s in samples):
+            target = torch.stack([torch.as_tensor(s["target_raw"]) for s in samples]).double()
+        else:
+            target = torch.stack([s["target"] for s in samples])[:, 0].double() * std + mean
+        shape = tuple(target.shape[-2:])
+        if method == "zero-filled":
+            pred = zero_filled
+        elif method == "cg-sense":
+            pred = torch.stack([_cg_sense_image(s, shape, cg_iters, center_fraction, maps_method) for s in samples]).double()
+        elif isinstance(reconstruct, nn.Module):
+            with torch.no_grad():
+                out = reconstruct(image.to(dev)).float().cpu()
+            pred = out[:, 0].double() * std + mean
+        else:
+            pred = torch.stack([torch.as_tensor(reconstruct(s)) for s in samples]).double().reshape(target.shape)
+        for j, s in enumerate(samples):
+            idx = start + j
+            p, t = pred[j].numpy(), target[j].numpy()
+            for k, v in _slice_metrics(p, t, float(s["max_value"])).items():
+                per[k].append(v)
+            slices.append((str(s.get("fname", "")), int(s.get("slice_idx", idx))))
+            if idx in keep:
+                from . import metrics
+
+                kept[idx] = {"pred": p.astype(np.float32), "target": t.astype(np.float32),
+                             "zero_filled": zero_filled[j].numpy().astype(np.float32),
+                             "foreground": np.asarray(metrics.foreground_mask(t), dtype=bool)}
+        bar.update(len(samples))
+    bar.close()
+    return EvalResult(method=method, metrics={k: np.asarray(v, dtype=np.float64) for k, v in per.items()},
+                      slices=slices, examples=kept, seconds=time.perf_counter() - started)

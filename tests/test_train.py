@@ -1,0 +1,242 @@
+"""Training loop, checkpoints, fine-tuning strategies and evaluation on tiny fastMRI-layout files."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mrtl_core import metrics
+from mrtl_core.data import SliceDataset, write_fastmri_file
+from mrtl_core.fft import fft2c_np
+from mrtl_core.train import (
+    STRATEGIES,
+    TrainConfig,
+    apply_strategy,
+    evaluate,
+    fine_tune,
+    load_model,
+    paired_difference,
+    summarise,
+    train,
+)
+from mrtl_core.unet import Unet
+
+SIZE = 32
+COILS = 4
+
+
+def _subject(rng: np.random.Generator, num_slices: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ellipses inside a disc, 4 Gaussian coil maps (normalised), readout oversampled 2x."""
+    hk, wk = 2 * SIZE, SIZE
+    y, x = np.mgrid[-1:1:hk * 1j, -1:1:wk * 1j]
+    y = y * 2  # the object fills the central half of the oversampled readout
+    kspace, maps_all = [], []
+    centres = [(-1, -1), (-1, 1), (1, -1), (1, 1)]
+    maps = np.stack([np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / 1.5) * np.exp(1j * 0.3 * c) for c, (cx, cy) in enumerate(centres)])
+    maps = maps / np.sqrt((np.abs(maps) ** 2).sum(0, keepdims=True))
+    for _ in range(num_slices):
+        img = (x**2 + y**2 < 0.7).astype(float) * 0.5
+        for _ in range(3):
+            cx, cy, r = rng.uniform(-0.4, 0.4), rng.uniform(-0.4, 0.4), rng.uniform(0.08, 0.25)
+            img += ((x - cx) ** 2 + (y - cy) ** 2 < r**2) * rng.uniform(0.2, 0.6)
+        coil = maps * img
+        k = fft2c_np(coil) + 0.002 * (rng.standard_normal(coil.shape) + 1j * rng.standard_normal(coil.shape))
+        kspace.append(k)
+        maps_all.append(maps)
+    return np.stack(kspace).astype(np.complex64), np.stack(maps_all).astype(np.complex64)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    paths = []
+    for s in range(4):
+        k, m = _subject(rng, 4)
+        paths.append(write_fastmri_file(
+            root / f"s{s}.h5", k, field_strength_T=1.5, fov_mm=(220, 220, 5), recon_size=(SIZE, SIZE),
+            patient_id=f"p{s}", acquisition="test", sens_maps=m))
+    return paths
+
+
+def _sets(files):
+    train_set = SliceDataset(files[:2], acceleration=4, seed_masks=False)
+    val_set = SliceDataset(files[2:3], acceleration=4, seed_masks=True)
+    test_set = SliceDataset(files[3:], acceleration=4, seed_masks=True, with_kspace=True)
+    return train_set, val_set, test_set
+
+
+def _model(seed=0, chans=4):
+    torch.manual_seed(seed)
+    return Unet(chans=chans, num_pool_layers=2)
+
+
+def _cfg(**kw):
+    base = dict(epochs=2, batch_size=4, lr=3e-3, seed=1, progress=False, device="cpu")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_loss_falls(files):
+    train_set, val_set, _ = _sets(files)
+    model = _model()
+    result = train(model, train_set, val_set, _cfg(epochs=8))
+    assert result.steps == 8 * 2
+    assert result.history[-1]["train_loss"] < 0.7 * result.history[0]["train_loss"]
+    assert min(result.val_loss) < result.history[0]["val_loss"]
+    assert result.best_epoch == int(np.argmin(result.val_loss)) + 1
+
+
+def test_deterministic_with_seed(files):
+    train_set, val_set, _ = _sets(files)
+    a, b = _model(), _model()
+    ra = train(a, train_set, val_set, _cfg())
+    rb = train(b, train_set, val_set, _cfg())
+    assert ra.train_loss == rb.train_loss
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), k
+    c = _model()
+    rc = train(c, train_set, val_set, _cfg(seed=2))
+    assert rc.train_loss != ra.train_loss  # the seed matters (masks and order)
+
+
+def test_resume_is_bit_identical(files, tmp_path):
+    train_set, val_set, _ = _sets(files)
+    full = _model()
+    r_full = train(full, train_set, val_set, _cfg(epochs=3))
+
+    part = _model()
+    ckpt = tmp_path / "run.pt"
+    train(part, train_set, val_set, _cfg(epochs=1), checkpoint_path=ckpt)
+    resumed = _model(seed=123)  # different init: everything must come from the checkpoint
+    r_res = train(resumed, train_set, val_set, _cfg(epochs=3), checkpoint_path=ckpt)
+    assert r_res.history == [dict(h, seconds=r) for h, r in zip(r_full.history, [h["seconds"] for h in r_res.history])]
+    assert r_res.steps == r_full.steps and r_res.best_epoch == r_full.best_epoch
+    for (k, va), vb in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(va, vb), k
+    loaded = load_model(ckpt)
+    for (k, va), vb in zip(full.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(va, vb), k
+
+
+def test_wrong_architecture_checkpoint_names_file(files, tmp_path):
+    train_set, val_set, _ = _sets(files)
+    ckpt = tmp_path / "arch.pt"
+    train(_model(chans=4), train_set, None, _cfg(epochs=1), checkpoint_path=ckpt)
+    with pytest.raises(ValueError, match=r"arch\.pt.*chans: checkpoint 4 vs model 6"):
+        train(_model(chans=6), train_set, None, _cfg(epochs=2), checkpoint_path=ckpt)
+    with pytest.raises(ValueError, match="arch.pt"):
+        train(Unet(chans=4, num_pool_layers=3), train_set, None, _cfg(epochs=2), checkpoint_path=ckpt)
+
+
+def test_early_stopping_restores_best(files):
+    train_set, val_set, _ = _sets(files)
+    model = _model()
+    # min_delta larger than any change: no epoch after the first counts as an improvement.
+    result = train(model, train_set, val_set, _cfg(epochs=20, patience=1, min_delta=10.0))
+    assert result.stopped_early and result.epochs == 3 and result.best_epoch == 1
+    assert result.history[-1]["val_loss"] != result.best_value
+    from mrtl_core.train import _validate
+
+    again = _validate(model, val_set, _cfg(), torch.device("cpu"), want_ssim=False)["val_loss"]
+    assert again == pytest.approx(result.best_value, rel=1e-6)
+
+
+def _expected_trainable(names, strategy, num_pool):
+    if strategy == "end-to-end":
+        return set(names)
+    if strategy == "frozen-encoder":
+        return {n for n in names if n.split(".")[0] in ("up_conv", "up_transpose_conv")}
+    return {n for n in names if n.startswith(f"up_conv.{num_pool - 1}.")}
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_strategies_freeze_exactly(files, strategy):
+    train_set, val_set, _ = _sets(files)
+    model = _model()
+    names = [n for n, _ in model.named_parameters()]
+    trainable = set(apply_strategy(model, strategy))
+    assert trainable == _expected_trainable(names, strategy, 2)
+    assert trainable == {n for n, p in model.named_parameters() if p.requires_grad}
+    if strategy == "last-layers":  # the two 3x3 convs and the 1x1 output conv (weight + bias)
+        assert trainable == {"up_conv.1.0.layers.0.weight", "up_conv.1.0.layers.4.weight", "up_conv.1.1.weight", "up_conv.1.1.bias"}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    fine_tune(model, train_set, val_set, _cfg(epochs=1, max_steps=1, lr=1e-2), strategy=strategy)
+    for n, p in model.named_parameters():
+        changed = not torch.equal(before[n], p.detach())
+        assert changed == (n in trainable), n
+        assert p.requires_grad  # unfrozen again afterwards
+    with pytest.raises(ValueError, match="strategy"):
+        apply_strategy(model, "frozen-decoder")
+
+
+def test_evaluation_equals_metrics_module(files):
+    _, _, test_set = _sets(files)
+    model = _model()
+    res = evaluate(model, test_set, batch_size=3, device="cpu", examples=(0, 2))
+    assert len(res.slices) == len(test_set) == 4
+    # Independent recomputation: un-normalise by hand, batched metrics calls.
+    preds, targets, ranges = [], [], []
+    with torch.no_grad():
+        for i in range(len(test_set)):
+            s = test_set[i]
+            out = model(s["image"][None])[0, 0].double()
+            preds.append((out * s["std"].double() + s["mean"].double()).numpy())
+            targets.append(s["target_raw"].double().numpy())
+            ranges.append(float(s["max_value"]))
+    p, t, dr = np.stack(preds), np.stack(targets), np.array(ranges)
+    fg = metrics.foreground_mask(t)
+    np.testing.assert_allclose(res.metrics["ssim"], metrics.ssim(p, t, data_range=dr), rtol=1e-6)
+    np.testing.assert_allclose(res.metrics["psnr"], metrics.psnr(p, t, data_range=dr), rtol=1e-6)
+    np.testing.assert_allclose(res.metrics["rmse"], metrics.rmse(p, t), rtol=1e-6)
+    np.testing.assert_allclose(res.metrics["nmse"], metrics.nmse(p, t), rtol=1e-6)
+    np.testing.assert_allclose(res.metrics["ssim_fg"], metrics.ssim(p, t, data_range=dr, mask=fg), rtol=1e-6)
+    np.testing.assert_allclose(res.metrics["rmse_fg"], metrics.rmse(p, t, mask=fg), rtol=1e-6)
+    assert set(res.examples) == {0, 2}
+    np.testing.assert_allclose(res.examples[2]["pred"], p[2], rtol=1e-5, atol=1e-6)
+    # the target is the stored reconstruction_rss, which equals un-normalising the clamped target here
+    s = test_set[1]
+    np.testing.assert_allclose(t[1], (s["target"][0] * s["std"] + s["mean"]).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_zero_filled_and_cg_sense(files):
+    pytest.importorskip("mrtl_core.sense")
+    _, _, test_set = _sets(files)
+    zf = evaluate("zero-filled", test_set)
+    cg = evaluate("cg-sense", test_set, cg_iters=20)
+    assert zf.method == "zero-filled" and cg.method == "cg-sense"
+    # The true maps are stored: CG-SENSE must beat zero-filling clearly at R = 4.
+    assert cg.mean("ssim_fg") > zf.mean("ssim_fg") + 0.05
+    assert cg.mean("nmse") < zf.mean("nmse")
+    d, lo, hi = paired_difference(cg, zf, "psnr")
+    assert lo <= d <= hi and lo > 0
+    # Without stored maps, maps estimated from the ACS lines stand in (a little worse than the
+    # truth). 32 columns are too few for ESPIRiT's kernel, so the low-resolution estimate here.
+    r2 = SliceDataset(files[3:], acceleration=2, center_fraction=0.25, with_kspace=True)
+    no_maps = [{k: v for k, v in r2[i].items() if k != "sens_maps"} for i in range(2)]
+    esp = evaluate("cg-sense", no_maps, cg_iters=20, maps_method="lowres")
+    oracle = evaluate("cg-sense", [r2[i] for i in range(2)], cg_iters=20)
+    zf2 = evaluate("zero-filled", no_maps)
+    assert oracle.mean("ssim_fg") > esp.mean("ssim_fg") > 0.5  # the true maps win; estimated ones work
+    assert esp.mean("nmse_fg") < 0.1
+    with pytest.raises(ValueError, match="with_kspace"):
+        evaluate("cg-sense", SliceDataset(files[3:], acceleration=4))
+    with pytest.raises(ValueError, match="reconstruct"):
+        evaluate("sense", test_set)
+
+
+def test_summary_confidence_interval():
+    from scipy import stats
+
+    values = np.array([0.8, 0.82, 0.79, 0.85, 0.81])
+    s = summarise(values)
+    lo, hi = stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=stats.sem(values))
+    assert s["ci_low"] == pytest.approx(lo) and s["ci_high"] == pytest.approx(hi)
+    assert s["std"] == pytest.approx(values.std(ddof=1))
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="epochs or max_steps"):
+        TrainConfig(epochs=None, max_steps=None)
+    with pytest.raises(ValueError, match="monitor"):
+        TrainConfig(monitor="psnr")
