@@ -1,0 +1,532 @@
+"""Knee anatomy for the synthetic knee scanners: a procedural 3-D joint sampled on sagittal planes.
+
+The knee is a set of implicit (signed-distance-like, millimetre) functions of anatomical
+coordinates ``x`` (medial -> lateral), ``y`` (posterior -> anterior) and ``z`` (inferior ->
+superior), origin at the centre of the tibiofemoral joint line, evaluated on each slice's pixel grid
+(vectorised float32 numpy, no 3-D volume). Modelled structures:
+
+* bones with a cortical shell around fatty marrow whose trabecular network (band-pass filtered
+  noise thresholded into a lacy pattern) partially replaces marrow by bone: distal femur (shaft,
+  metaphysis, medial and lateral condyles, trochlea with its groove, intercondylar notch under
+  Blumensaat's line), tibia (sloped plateau, medial concave / lateral convex, tibial spines,
+  tubercle, shaft), patella (with its pointed lower pole) and fibular head and shaft;
+* hyaline cartilage on the femoral condyles and trochlea, the tibial plateaux and the patella;
+* wedge-shaped medial and lateral menisci (C-shaped in 3-D: two triangles - anterior and posterior
+  horns - in central sagittal slices, a bow-tie body in peripheral ones), optionally torn;
+* ligaments and tendons: ACL, PCL, MCL, LCL, patellar and quadriceps tendons, iliotibial band,
+  biceps femoris and semimembranosus tendons; a thin deep fascia;
+* synovial fluid: a film in the tibiofemoral and patellofemoral joints, a suprapatellar recess of
+  random size (effusion), optionally a Baker's (popliteal) cyst;
+* muscles (quadriceps heads, hamstrings, sartorius, gastrocnemius heads, popliteus, soleus,
+  tibialis anterior) with fat septa between them and fatty marbling; popliteal artery (flow void)
+  and vein; Hoffa's, prefemoral and popliteal fat; subcutaneous fat and skin.
+
+Subjects differ (all from ``rng``) by size and per-axis scale, bone proportions, flexion, rotations,
+patellar height, joint space, cartilage thickness (and focal defects), meniscus size, effusion,
+subcutaneous fat (BMI), muscle bulk, a smooth elastic warp and the slice positions, which spread
+medial -> lateral through the whole joint (or lateral -> medial for a "left" knee).
+
+Output: :func:`knee_tissue_slices` -> ``{tissue: (num_slices, size, size) float32}`` partial-volume
+fractions in [0, 1] summing to <= 1 per pixel (the rest is air, or a flow void). Display: sagittal,
+rows superior -> inferior, columns anterior -> posterior (anterior on the left, as radiologists
+view sagittal knees). The leg is cut off smoothly above and below so the object stays within the
+central ~85 % of a ``FOV_MM`` square field of view.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["FOV_MM", "SLICE_THICKNESS_MM", "TISSUES", "knee_tissue_slices"]
+
+FOV_MM = 160.0            # square field of view of the sagittal slices
+SLICE_THICKNESS_MM = 3.0  # nominal, as fastMRI's sagittal/coronal PD knees
+TISSUES = ("marrow", "cortical_bone", "cartilage", "meniscus", "fluid", "muscle", "fat", "skin", "tendon")
+
+_F32 = np.float32
+
+
+# ----------------------------------------------------------------------------- implicit-shape helpers
+def _inside(d: np.ndarray, pix: float) -> np.ndarray:
+    """Occupancy of a pixel by the region ``d < 0``: a linear ramp one pixel wide (the exact area
+    fraction for a straight edge along the grid)."""
+    return np.clip(_F32(0.5) - d * _F32(1.0 / pix), 0.0, 1.0)
+
+
+def _smin(a, b, k):
+    """Smooth union (polynomial smooth minimum) of two distances, blending over ``k`` mm."""
+    h = np.clip(0.5 + 0.5 * (b - a) / k, 0.0, 1.0)
+    return b + (a - b) * h - k * h * (1.0 - h)
+
+
+def _smax(a, b, k):
+    """Smooth intersection."""
+    return -_smin(-a, -b, k)
+
+
+def _ellipsoid(p, c, r):
+    """Approximate signed distance to an ellipsoid (centre ``c``, semi-axes ``r``; r may be arrays)."""
+    u = (p[0] - c[0]) / r[0]
+    v = (p[1] - c[1]) / r[1]
+    w = (p[2] - c[2]) / r[2]
+    k0 = np.sqrt(u * u + v * v + w * w)
+    k1 = np.sqrt((u / r[0]) ** 2 + (v / r[1]) ** 2 + (w / r[2]) ** 2)
+    return k0 * (k0 - 1.0) / (k1 + 1e-6)
+
+
+def _ellipse(a, b, ca, cb, ra, rb):
+    """Approximate signed distance to an ellipse in the (a, b) plane."""
+    u = (a - ca) / ra
+    v = (b - cb) / rb
+    k0 = np.sqrt(u * u + v * v)
+    k1 = np.sqrt((u / ra) ** 2 + (v / rb) ** 2)
+    return k0 * (k0 - 1.0) / (k1 + 1e-6)
+
+
+def _gcyl(p, zk, xc, yc, ax, ay):
+    """Generalised elliptic cylinder along z: centre and semi-axes interpolated from knots ``zk``."""
+    z = p[2]
+    return _ellipse(p[0], p[1], np.interp(z, zk, xc), np.interp(z, zk, yc),
+                    np.interp(z, zk, ax), np.interp(z, zk, ay))
+
+
+def _rbox(p, zk, xc, yc, ax, ay, rf=0.55):
+    """Generalised rounded-rectangle cylinder along z (an axial section like a distal femur's)."""
+    z = p[2]
+    ax, ay = np.interp(z, zk, ax), np.interp(z, zk, ay)
+    r = rf * np.minimum(ax, ay)
+    qx = np.abs(p[0] - np.interp(z, zk, xc)) - ax + r
+    qy = np.abs(p[1] - np.interp(z, zk, yc)) - ay + r
+    out = np.sqrt(np.maximum(qx, 0.0) ** 2 + np.maximum(qy, 0.0) ** 2)
+    return out + np.minimum(np.maximum(qx, qy), 0.0) - r
+
+
+def _seg(p, a, b, dims=(0, 1, 2)):
+    """Distance to the segment a-b, measured in the coordinate axes ``dims``."""
+    ba = [b[i] - a[i] for i in dims]
+    pa = [p[i] - a[i] for i in dims]
+    bb = sum(v * v for v in ba)
+    h = np.clip(sum(q * v for q, v in zip(pa, ba)) / bb, 0.0, 1.0)
+    return np.sqrt(sum((q - v * h) ** 2 for q, v in zip(pa, ba)))
+
+
+def _polyline(p, pts, dims=(0, 1, 2)):
+    d = _seg(p, pts[0], pts[1], dims)
+    for a, b in zip(pts[1:-1], pts[2:]):
+        d = np.minimum(d, _seg(p, a, b, dims))
+    return d
+
+
+def _bezier(p0, p1, p2, n=6):
+    t = np.linspace(0.0, 1.0, n + 1)[:, None]
+    pts = (1 - t) ** 2 * np.asarray(p0) + 2 * t * (1 - t) * np.asarray(p1) + t * t * np.asarray(p2)
+    return [tuple(q) for q in pts]
+
+
+def _rot_x(theta):
+    """Rotation in the (y, z) plane by ``theta`` (radians); positive turns superior -> posterior."""
+    c, s = math.cos(theta), math.sin(theta)
+    return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+
+
+def _rotation(ax_deg, ay_deg, az_deg):
+    a, b, g = np.deg2rad([ax_deg, ay_deg, az_deg])
+    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
+    rz = np.array([[np.cos(g), -np.sin(g), 0], [np.sin(g), np.cos(g), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+# ----------------------------------------------------------------------------- one subject's anatomy
+class _Knee:
+    """One subject: random parameters drawn once, then implicit functions evaluated per slice."""
+
+    def __init__(self, rng: np.random.Generator):
+        u = rng.uniform
+        # global pose and size
+        s = u(0.9, 1.1)
+        self.scale = s * u(0.96, 1.04, size=3)                      # x, y, z
+        self.rot = _rotation(u(-5, 5), u(-3, 3), u(-7, 7))          # sagittal tilt, varus/valgus, int/ext rot
+        self.shift = np.array([0.0, u(-12, -6), u(-5, 5)])         # anatomy at the FOV centre
+        self.flex = math.radians(u(0.0, 14.0))
+        # smooth elastic warp: a few random low-frequency sinusoids (mm)
+        k = 4
+        dirs = rng.standard_normal((k, 3))
+        dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+        self.warp_w = (2 * np.pi / u(90, 200, size=(k, 1))) * dirs
+        self.warp_phase = u(0, 2 * np.pi, size=k)
+        self.warp_amp = rng.normal(0.0, 0.9, size=(k, 3))
+        # joint
+        self.js = u(0.3, 1.6)                                       # joint space between cartilage surfaces
+        self.cf, self.ct, self.cp = u(1.8, 2.8), u(1.5, 2.5), u(2.6, 4.0)   # cartilage thickness
+        self.zfb = self.js / 2 + self.cf                              # femoral subchondral bone, lowest point
+        self.ztb = -(self.js / 2 + self.ct)                           # tibial subchondral bone at the contact
+        self.rm, self.rl = 21.0 * u(0.9, 1.1), 19.5 * u(0.9, 1.1)     # medial / lateral condyle radius
+        self.ycc = -8.0 + u(-2, 2)                                    # condyle centre (A-P)
+        self.cond_w = 14.0 * u(0.9, 1.1)
+        self.cond_x = 21.0 * u(0.93, 1.07)
+        self.notch_w = 9.5 * u(0.85, 1.15)
+        self.roof_slope = math.tan(math.radians(u(33, 42)))
+        self.groove = u(3.5, 6.5)
+        self.tib_w = 38.0 * u(0.93, 1.07)
+        self.tib_d = 24.0 * u(0.93, 1.07)
+        self.slope = math.tan(math.radians(u(3, 10)))
+        self.spine = u(4.0, 7.5)
+        self.pat_r = np.array([22.0, 11.0, 20.0]) * u(0.9, 1.1, size=3)
+        self.pat_dz = u(-6, 7)                                       # patella baja / alta
+        self.pat_tilt = math.radians(u(-6, 6))
+        self.defect = None
+        if u() < 0.3:                                                 # focal cartilage defect
+            self.defect = (u(-30, 30), u(-25, 15), u(2.0, 5.0))
+        self.men = u(0.85, 1.15)
+        self.men_tear = u() < 0.2
+        self.eff = rng.beta(1.3, 3.0)                                 # effusion 0..1
+        self.baker = u(0, 1) if u() < 0.2 else None
+        self.fat = u(3.0, 15.0)                                       # subcutaneous fat (BMI)
+        self.mb = u(0.85, 1.15)                                       # muscle bulk
+        self.bvf = u(0.08, 0.16)                                      # trabecular bone fraction
+        self.marble = u(0.05, 0.25)                                   # fatty infiltration of muscle
+        self._derived()
+
+    # fixed-in-subject derived geometry ---------------------------------------------------------
+    def _derived(self):
+        self.C = np.array([0.0, self.ycc, self.zfb + self.rm])        # flexion centre (medial condyle)
+        self.Rf = _rot_x(self.flex)                                   # femur frame -> tibia frame
+        # patella: in the tibia frame, resting on the trochlea
+        ry = self.pat_r[1]
+        zp = 36.0 + self.pat_dz - 12.0 * self.flex
+        # rest the patella on the trochlea: find the femur's anterior surface at the patella's height
+        ys = np.linspace(0.0, 45.0, 181)
+        front = 0.0
+        for xq in (-6.0, 3.0, 12.0):
+            pt = np.stack([np.full_like(ys, xq), ys, np.full_like(ys, zp)])
+            pf = self.Rf.T @ (pt - self.C[:, None]) + self.C[:, None]
+            d, _ = self.femur(tuple(pf))
+            front = max(front, float(ys[d < 0].max()) if (d < 0).any() else 0.0)
+        self.pat_c = np.array([3.0, front + self.cf + self.cp + 0.6 + ry, zp])
+        ypc, zpc, rz = self.pat_c[1], self.pat_c[2], self.pat_r[2]
+        self.pat_lo = (0.0, ypc + 1.0, zpc - rz + 3.0)
+        self.pat_hi = (0.0, ypc - 2.0, zpc + rz - 3.0)
+        self.tub = (0.0, 28.0, -24.0)
+
+    def to_tibia(self, pf):
+        """Femur-frame point -> tibia frame (flexion about the condyle centre)."""
+        return tuple(self.Rf @ (np.asarray(pf, float) - self.C) + self.C)
+
+    # coordinates ---------------------------------------------------------------------------
+    def coords(self, x0, yy, zz):
+        """Anatomical (tibia-frame) and femur-frame coordinates of a sagittal plane at ``x0`` mm."""
+        pts = [np.full_like(yy, x0), yy, zz]
+        R = self.rot
+        p = [sum(_F32(R[i, j]) * pts[j] for j in range(3)) / _F32(self.scale[i]) + _F32(self.shift[i])
+             for i in range(3)]
+        arg = [sum(_F32(self.warp_w[k, j]) * p[j] for j in range(3)) + _F32(self.warp_phase[k])
+               for k in range(len(self.warp_phase))]
+        sins = [np.sin(a) for a in arg]
+        p = [p[i] + sum(_F32(self.warp_amp[k, i]) * sins[k] for k in range(len(sins))) for i in range(3)]
+        Ri = self.Rf.T                                                # tibia -> femur frame
+        c = self.C
+        pf = [p[0], _F32(Ri[1, 1]) * (p[1] - c[1]) + _F32(Ri[1, 2]) * (p[2] - c[2]) + _F32(c[1]),
+              _F32(Ri[2, 1]) * (p[1] - c[1]) + _F32(Ri[2, 2]) * (p[2] - c[2]) + _F32(c[2])]
+        return p, pf
+
+    # bones -----------------------------------------------------------------------------------
+    def femur(self, q):
+        x, y, z = q
+        zfb = self.zfb
+        d = None
+        for xc, r in ((-self.cond_x, self.rm), (self.cond_x, self.rl)):
+            zc = zfb + r
+            circ = np.sqrt((y - self.ycc) ** 2 + (z - zc) ** 2) - r
+            ant = _ellipse(y, z, 5.0, zc + 3.0, 16.0, r - 3.0)
+            prof = _smin(circ, ant, 6.0)
+            dc = _smax(prof, np.abs(x - xc) - self.cond_w, 5.0)
+            d = dc if d is None else np.minimum(d, dc)
+        groove = -self.groove * np.exp(-((x - 1.0) / 9.0) ** 2) + 1.5 * np.clip(x / 20.0, -1, 1)
+        tro = _ellipse(y, z, 4.0 + groove, zfb + self.rm + 4.0, 16.0, 20.0)
+        tro = _smax(tro, np.abs(x - 1.0) - 31.0, 6.0)
+        meta = _rbox(q, [8.0, 28.0, 45.0, 70.0, 400.0], [0, 0, 0, 0, 0], [-4.0, -4.0, -1.0, 1.5, 2.0],
+                     [37.0, 40.0, 32.0, 17.0, 15.0], [18.0, 19.0, 17.0, 14.0, 13.0], 0.7)
+        meta = _smax(meta, 14.0 - z, 5.0)
+        d = _smin(_smin(d, tro, 5.0), meta, 7.0)
+        notch = self.notch(q)
+        return _smax(d, -notch, 2.0), notch
+
+    def notch(self, q):
+        x, y, z = q
+        zroof = self.zfb + 8.0 + (6.0 - y) * self.roof_slope
+        return _smax(np.abs(x - 0.5) - self.notch_w, z - zroof, 3.0)
+
+    def tib_top(self, q):
+        x, y, _ = q
+        dy = (y - self.ycc) / 22.0
+        med = 1.0 / (1.0 + np.exp(x / 3.0))                          # 1 medially, 0 laterally
+        top = self.ztb + self.slope * (y - self.ycc) + dy * dy * (1.3 * med - 0.9 * (1.0 - med))
+        ey = np.exp(-(y / 9.0) ** 2)
+        top = top + self.spine * ey * (np.exp(-((x + 4.5) / 3.2) ** 2) + 0.8 * np.exp(-((x - 4.5) / 3.2) ** 2))
+        return top
+
+    def tibia(self, q):
+        x, y, z = q
+        w, dp = self.tib_w, self.tib_d
+        cyl = _rbox(q, [-400.0, -65.0, -40.0, -16.0, 0.0, 10.0], [2, 2, 0, 0, 0, 0], [2.0, 2.0, 0.0, -1.0, -1.0, -1.0],
+                    [12.0, 14.0, 0.6 * w, 0.95 * w, w, w], [13.0, 15.0, 0.72 * dp, 0.96 * dp, dp, dp], 0.8)
+        tub = _ellipsoid(q, (4.0, 22.0, -25.0), (11.0, 7.0, 13.0))
+        cyl = _smin(cyl, tub, 5.0)
+        top = self.tib_top(q)
+        return _smax(cyl, z - top, 2.5), cyl, top
+
+    def fibula(self, q):
+        head = _ellipsoid(q, (31.0, -20.0, -17.0), (9.0, 9.5, 9.0))
+        tip = _ellipsoid(q, (33.0, -23.0, -9.0), (4.0, 4.0, 6.0))
+        shaft = _smax(_ellipse(q[0], q[1], 31.5, -20.0, 6.0, 6.0), q[2] + 16.0, 3.0)
+        return _smin(_smin(head, tip, 3.0), shaft, 6.0)
+
+    def patella(self, q):
+        c, r = self.pat_c, self.pat_r
+        x, y, z = q
+        ct, st = math.cos(self.pat_tilt), math.sin(self.pat_tilt)
+        yl, zl = ct * (y - c[1]) - st * (z - c[2]), st * (y - c[1]) + ct * (z - c[2])
+        ry = r[1] * (1.0 - 0.38 * np.clip(-zl / r[2], 0.0, 1.0) ** 1.5)   # pointed inferior pole
+        ryy = ry + 0.0 * yl
+        return _ellipsoid((x - c[0], yl, zl), (0.0, 0.0, 0.0), (r[0], ryy, r[2])), yl, zl
+
+    # soft tissue ----------------------------------------------------------------------------
+    def deep(self, q):
+        """Deep fascia (the limb without subcutaneous fat) in the tibia frame."""
+        x, y, z = q
+        c = self.pat_c
+        ry, rz = self.pat_r[1], self.pat_r[2]
+        zp, yp = c[2], c[1]
+        zk = [-200.0, -60.0, -30.0, -8.0, zp - rz - 4.0, zp - 10.0, zp, zp + 10.0, zp + rz + 6.0, 82.0, 200.0]
+        ya = [17.0, 19.0, 28.0, 32.0, yp + 5.0, yp + 0.87 * ry + 1.2, yp + ry + 1.2, yp + 0.87 * ry + 1.0,
+              yp + 3.0, yp + 2.0, yp + 2.0]
+        yq = np.array([-62.0, -66.0, -66.0, -58.0, -54.0, -53.0, -55.0, -58.0, -60.0, -63.0, -63.0])
+        yq = -8.0 + (yq + 8.0) * self.mb
+        ya = np.asarray(ya)
+        axk = np.array([40.0, 42.0, 44.0, 47.0, 49.0, 50.0, 50.0, 51.0, 52.0, 56.0, 56.0]) * (0.6 + 0.4 * self.mb)
+        yc = (ya + yq) / 2.0
+        ay = (ya - yq) / 2.0
+        return _gcyl(q, zk, [-2.0] * len(zk), yc.tolist(), axk.tolist(), ay.tolist()), np.interp(z, zk, yc), np.interp(z, zk, ay)
+
+
+# ----------------------------------------------------------------------------- muscles
+# (frame, z knots, x centre, y centre, x semi-axis, y semi-axis, z low, z high)
+_MUSCLES = (
+    ("p", [0, 20, 60], [0, 0, 0], [24, 25, 26], [27, 29, 30], [8, 9, 11], 16, 200),              # vastus intermedius
+    ("p", [30, 200], [3, 3], [40, 42], [16, 16], [8, 9], 48, 200),                                 # rectus femoris
+    ("p", [-30, 0, 200], [-32, -31, -30], [8, 10, 10], [15, 17, 17], [19, 24, 24], -8, 200),       # vastus medialis
+    ("p", [0, 200], [33, 33], [6, 4], [14, 15], [20, 22], 14, 200),                                # vastus lateralis
+    ("f", [20, 60, 200], [-27, -27, -25], [-38, -42, -42], [13, 16, 17], [13, 17, 18], 22, 200),   # semimembranosus
+    ("f", [30, 60, 200], [31, 30, 28], [-36, -39, -40], [13, 15, 16], [13, 16, 17], 30, 200),      # biceps femoris
+    ("f", [-20, 200], [-44, -42], [-22, -24], [8, 8], [9, 10], -200, 200),                         # sartorius
+    ("t", [-200, -30, 0, 20, 42], [-14, -15, -19, -21, -22], [-47, -46, -43, -39, -30],
+     [23, 22, 17, 14, 8], [19, 18, 14, 10, 5], -200, 44),                                           # gastrocnemius, medial
+    ("t", [-200, -30, 0, 20, 38], [13, 14, 18, 21, 23], [-46, -45, -42, -38, -30],
+     [19, 18, 15, 12, 7], [17, 16, 12, 9, 5], -200, 38),                                            # gastrocnemius, lateral
+    ("t", [-200, -30], [3, 3], [-29, -27], [28, 25], [9, 7], -200, -26),                           # soleus
+    ("t", [-200, -20], [19, 18], [6, 6], [9, 8], [11, 10], -200, -18),                             # tibialis anterior
+    ("t", [-200, -30], [33, 33], [-6, -6], [8, 7], [8, 7], -200, -28),                             # extensor digitorum / peronei
+)
+
+
+def _muscle_d(m, p, pf, mb, ztop):
+    frame, zk, xc, yc, ax, ay, zlo, zhi = m
+    q = p if frame == "t" else pf
+    if frame == "p":                    # quadriceps: heights relative to the patella's upper pole
+        q = (q[0], q[1], q[2] - _F32(ztop))
+    d = _gcyl(q, zk, xc, yc, [a * mb for a in ax], [a * mb for a in ay])
+    cap = np.maximum(zlo - q[2], q[2] - zhi)
+    return _smax(d, cap, 8.0)
+
+
+# ----------------------------------------------------------------------------- textures
+def _trabecular(noise: np.ndarray, pix: float) -> np.ndarray:
+    """Lacy trabecular network in [0, ~3] (mean ~1) from white noise: ridges of band-passed noise."""
+    s1 = max(0.55, 0.5 / pix)
+    bp = ndimage.gaussian_filter(noise, s1) - ndimage.gaussian_filter(noise, 2.0 * s1)
+    bp *= 1.0 / (bp.std() + 1e-6)
+    net = np.exp(-(bp / 0.7) ** 2) * 2.2
+    a = float(np.clip(0.7 / pix, 0.3, 0.8))                # coarse pixels average the network out
+    return (1.0 - a) + a * net
+
+
+def _striation(noise: np.ndarray, pix: float) -> np.ndarray:
+    """Fatty streaks along the muscle fibres (mostly superior-inferior): anisotropic smoothing."""
+    g = ndimage.gaussian_filter(noise, (max(0.6, 5.0 / pix), max(0.4, 0.6 / pix)))
+    g *= 1.0 / (g.std() + 1e-6)
+    return np.clip(g - 0.8, 0.0, 1.5) / 1.5
+
+
+# ----------------------------------------------------------------------------- one slice
+def _render(k: _Knee, x0: float, yy, zz, pix: float, noise_t, noise_m, out: dict, s: int):
+    p, pf = k.coords(x0, yy, zz)
+    acc = {t: np.zeros_like(yy) for t in TISSUES}
+    half = _F32(0.5 * FOV_MM)
+
+    d_deep, yc_deep, ay_deep = k.deep(p)
+    post = np.clip(0.5 - 0.7 * (p[1] - yc_deep) / ay_deep, 0.0, 1.0)   # 0 anterior .. 1 posterior
+    fat_t = k.fat * (0.3 + 0.45 * post) + 0.3 * k.fat * np.clip(-p[0] / 45.0, 0.0, 1.0)
+    d_env = d_deep - fat_t - 1.6                                     # skin 1.6 mm
+    box = np.maximum(np.abs(zz) - _F32(0.88 * half), np.abs(yy) - _F32(0.88 * half))
+    d_env = _smax(d_env, box, 5.0)
+    remain = _inside(d_env, pix)
+
+    def put(name, occ, frac=1.0):
+        nonlocal remain
+        f = remain * occ
+        if name is not None:
+            acc[name] += f if frac == 1.0 else f * _F32(frac)
+        remain = remain - f
+
+    put("skin", 1.0 - _inside(d_env + 1.6, pix))
+    put("fat", 1.0 - _inside(_smax(d_deep, box + 3.0, 8.0), pix))
+    put("tendon", _inside(np.abs(d_deep + 0.4) - 0.4, pix) * _F32(0.35))   # deep fascia line
+
+    # bones ---------------------------------------------------------------------------------
+    d_fem, notch = k.femur(pf)
+    d_tib, tib_cyl, tib_top = k.tibia(p)
+    d_fib = k.fibula(p)
+    d_pat, pyl, pzl = k.patella(p)
+    t_fem = 1.4 + 3.0 * np.clip((pf[2] - 45.0) / 30.0, 0.0, 1.0)
+    t_tib = 1.3 + 3.0 * np.clip((-p[2] - 35.0) / 30.0, 0.0, 1.0)
+    outer = np.maximum.reduce([_inside(d_fem, pix), _inside(d_tib, pix), _inside(d_fib, pix), _inside(d_pat, pix)])
+    inner = np.maximum.reduce([_inside(d_fem + t_fem, pix), _inside(d_tib + t_tib, pix),
+                               _inside(d_fib + 1.3, pix), _inside(d_pat + 1.3, pix)])
+    # trabecular density: dense in the epiphyses, sparse (fatty) in the shafts
+    bvf = k.bvf * (0.3 + 0.7 * np.exp(-(p[2] / 38.0) ** 2))
+    trab = np.clip(bvf * noise_t, 0.0, 0.85)
+    marrow = inner * (1.0 - trab)
+    acc["marrow"] += remain * marrow
+    acc["cortical_bone"] += remain * (outer - marrow)
+    remain = remain * (1.0 - outer)
+
+    # cartilage ----------------------------------------------------------------------------
+    zone_f = _inside(pf[2] - 42.0, pix) * (1.0 - _inside(notch + 1.0, pix)) * _inside(np.abs(pf[0]) - 37.0, pix)
+    c_f = _inside(d_fem - k.cf, pix) * zone_f
+    zone_t = _inside(tib_top - 2.5 - p[2], pix) * _inside(tib_cyl + 2.0, pix) * (1.0 - _inside(np.abs(p[0]) - 7.5, pix))
+    c_t = _inside(d_tib - k.ct, pix) * zone_t
+    zone_p = _inside(pyl + 3.0, pix) * _inside(-(pzl + 0.62 * k.pat_r[2]), pix)
+    c_p = _inside(d_pat - k.cp * (1.0 - 0.35 * np.clip(np.abs(p[0] - k.pat_c[0]) / k.pat_r[0], 0, 1)), pix) * zone_p
+    cart = np.maximum.reduce([c_f, c_t, c_p])
+    if k.defect is not None:
+        dx, dy, r = k.defect
+        cart = cart * (1.0 - 0.8 * _inside(np.sqrt((pf[0] - dx) ** 2 + (pf[1] - dy) ** 2) - r, pix))
+    put("cartilage", cart)
+
+    # menisci: wedges in a C-shaped ring between condyle and plateau ----------------------------
+    d_fc = d_fem - k.cf
+    men = np.zeros_like(yy)
+    tear = None
+    for xc, ax, ay, rin_a, rin_p in ((-k.cond_x - 1.0, 15.5, 23.0, 0.60, 0.45), (k.cond_x + 1.0, 14.5, 18.0, 0.55, 0.55)):
+        if abs(x0 / k.scale[0] - xc) > ax + 12.0:
+            continue
+        u = (p[0] - xc) / (ax * k.men)
+        v = (p[1] - k.ycc - 2.0) / (ay * k.men)
+        rho = np.sqrt(u * u + v * v)
+        rin = rin_a + (rin_p - rin_a) * np.clip(0.5 - v, 0.0, 1.0)
+        sc = 0.5 * (ax + ay) * k.men
+        zb = tib_top + k.ct
+        h = 7.5 * k.men * np.clip((rho - rin) / (1.0 - rin), 0.0, 1.0) + 0.3
+        dm = np.maximum.reduce([(rin - rho) * sc, (rho - 1.0) * sc, zb - p[2], (p[2] - zb - h) * 0.8, -d_fc + 0.3])
+        men = np.maximum(men, _inside(dm, pix))
+        if k.men_tear and xc < 0:
+            tear = _inside(np.abs(p[2] - zb - 0.45 * h) - 0.45, pix) * _inside(v + 0.2, pix) * _inside(dm - 0.6, pix)
+    if tear is not None:
+        men = men * (1.0 - tear)
+    put("meniscus", men)
+
+    # ligaments and tendons ------------------------------------------------------------------
+    tf = k.to_tibia
+    pl = _F32(k.pat_c[0])
+    ten = []
+    ten.append(_seg(p, tf((8.0, -17.0, 24.0)), (1.0, 7.0, -1.0)) - 4.3)                     # ACL
+    ten.append(_polyline(p, _bezier(tf((-4.0, 1.0, 17.0)), tf((-3.0, -21.0, 21.0)), (-1.0, -21.0, -10.0))) - 5.0)  # PCL
+    ten.append(_smax(_seg(p, tf((-42.5, -4.0, 32.0)), (-33.0, 3.0, -55.0), (0, 2)) - 1.3,
+                     np.abs(p[1] + 1.0) - 7.5, 2.0))                                             # MCL
+    ten.append(_seg(p, tf((41.5, -4.0, 22.0)), (36.5, -17.0, -14.0)) - 2.5)                  # LCL
+    ten.append(_seg(p, tf((37.0, -33.0, 28.0)), (35.0, -22.0, -12.0)) - 3.0)                 # biceps tendon
+    ten.append(_seg(p, tf((-30.0, -32.0, 18.0)), (-29.0, -17.0, -8.0)) - 2.8)                # semimembranosus
+    ten.append(_smax(_seg(p, tf((46.0, 2.0, 70.0)), (29.0, 12.0, -10.0), (0, 2)) - 1.1,
+                     np.abs(p[1] - 6.0) - 6.0, 2.0))                                             # iliotibial band
+    pt = _seg(p, k.pat_lo, k.tub, (1, 2)) - (2.3 + 0.6 * np.clip((k.pat_lo[2] - p[2]) / 40.0, 0, 1))
+    ten.append(_smax(pt, np.abs(p[0] - pl) - 15.0, 3.0))                                        # patellar tendon
+    qt = _seg(p, k.pat_hi, tf((0.0, k.pat_c[1] - 6.0, k.pat_c[2] + 80.0)), (1, 2)) - 3.6
+    ten.append(_smax(qt, np.abs(p[0] - pl) - 17.0, 3.0))                                        # quadriceps tendon
+    put("tendon", _inside(np.minimum.reduce(ten), pix))
+
+    # fluid -------------------------------------------------------------------------------
+    g = k.js / 2 + k.ct + 0.8 + 1.5 * k.eff
+    fl = [_smax(d_fem - g, d_tib - g, 1.0), _smax(d_fem - k.cf - 1.2 - k.eff, d_pat - k.cp - 1.2 - k.eff, 1.0)]
+    th = 0.8 + 6.5 * k.eff
+    zr = 14.0 + 22.0 * k.eff
+    fl.append(_ellipsoid(pf, (0.0, 19.5 + th, k.pat_c[2] + k.pat_r[2] + zr - 12.0), (27.0, th, zr)))   # suprapatellar
+    if k.baker is not None:
+        b = k.baker
+        fl.append(_ellipsoid(p, (-22.0, -44.0, 6.0), (7.0 + 5 * b, 5.0 + 7 * b, 10.0 + 12 * b)))
+    occ = _inside(np.minimum.reduce(fl), pix)
+    if tear is not None:
+        occ = np.maximum(occ, tear)
+    put("fluid", occ)
+
+    # popliteal vessels: artery = flow void, vein = slow-flow bright ----------------------------
+    art = [tf((2.0, -33.0, 90.0)), tf((2.0, -34.0, 30.0)), (1.0, -33.0, -5.0), (-1.0, -31.0, -90.0)]
+    put(None, _inside(_polyline(p, art) - 3.2, pix))
+    vein = [(a[0] + 4.0, a[1] - 5.0, a[2]) for a in art]
+    put("fluid", _inside(_polyline(p, vein) - 3.6, pix), 0.5)
+
+    # muscles with fat septa (the boundaries between neighbouring muscles) and fatty marbling -----
+    ds = [_muscle_d(m, p, pf, k.mb, k.pat_c[2] + k.pat_r[2]) for m in _MUSCLES]
+    ds.append(_smax(_seg(p, tf((30.0, -28.0, 6.0)), (-16.0, -27.0, -38.0)) - 6.0, -d_tib - 1.0, 2.0))   # popliteus
+    D = np.stack(ds)
+    two = np.partition(D, 1, axis=0)
+    d1, d2 = two[0], two[1]
+    mus = _inside(d1, pix) * (1.0 - _inside(np.abs(d2 - d1) - 0.7, pix) * _inside(d2 - 0.5, pix))
+    mus = mus * (1.0 - k.marble * noise_m)
+    put("muscle", mus)
+    put("fat", 1.0)                                                  # Hoffa's, prefemoral, popliteal, septa
+
+    for t in TISSUES:
+        out[t][s] = acc[t]
+
+
+def knee_tissue_slices(rng: np.random.Generator, num_slices: int, size: int) -> dict[str, np.ndarray]:
+    """Sagittal slices through one random knee, medial -> lateral (or the reverse for a "left" knee).
+
+    Args:
+        rng: the subject's random generator (all variation comes from it).
+        num_slices: number of slices S, spread evenly through the joint at subject-specific positions.
+        size: matrix size N (the FOV is ``FOV_MM`` square).
+
+    Returns:
+        ``{tissue: (S, N, N) float32}`` partial-volume fractions in [0, 1], summing to <= 1 per pixel,
+        for the tissues in :data:`TISSUES`. Rows run superior -> inferior, columns anterior -> posterior.
+    """
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    if isinstance(num_slices, bool) or not isinstance(num_slices, (int, np.integer)) or num_slices < 1:
+        raise ValueError(f"num_slices must be a positive integer, got {num_slices!r}")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 16:
+        raise ValueError(f"size must be an integer >= 16, got {size!r}")
+    num_slices, size = int(num_slices), int(size)
+    k = _Knee(rng)
+    # slice positions: the whole joint, bone edge to bone edge plus a margin of soft tissue
+    lo, hi = -rng.uniform(40.0, 48.0), rng.uniform(38.0, 46.0)
+    if num_slices == 1:
+        xs = np.array([rng.uniform(lo, hi)])
+    else:
+        xs = np.linspace(lo, hi, num_slices) + rng.uniform(-2.0, 2.0)
+    xs = xs * k.scale[0]
+    if rng.random() < 0.5:                                          # a "left" knee: lateral -> medial
+        xs = xs[::-1]
+    pix = FOV_MM / size
+    c = (np.arange(size, dtype=_F32) - _F32(size / 2 - 0.5)) * _F32(pix)
+    zz, yy = np.meshgrid(-c, -c, indexing="ij")                     # rows: superior first; cols: anterior first
+    out = {t: np.zeros((num_slices, size, size), _F32) for t in TISSUES}
+    for s, x0 in enumerate(xs):
+        noise_t = _trabecular(rng.standard_normal((size, size), dtype=_F32), pix)
+        noise_m = _striation(rng.standard_normal((size, size), dtype=_F32), pix)
+        _render(k, float(x0), yy, zz, pix, noise_t, noise_m, out, s)
+    return out
