@@ -41,6 +41,12 @@ class Profile:
     # classical baseline
     cg_iters: int
     extra: dict = field(default_factory=dict)
+    # small-data training details (mrtl_core.experiment.finetune_config)
+    finetune_batch_size: int = 4    # capped at N
+    finetune_eval_every: int = 10   # optimiser steps per validation round (early stopping)
+    finetune_patience: int = 5      # rounds without validation improvement before stopping
+    scratch_steps: int | None = None  # step budget of a from-scratch U-Net on N slices (None: finetune_steps)
+    data_seed: int = 0              # the synthetic subjects' seed
 
     def replace(self, **changes) -> "Profile":
         return dataclasses.replace(self, **changes)

@@ -1,0 +1,408 @@
+"""The paper's experiment as cached building blocks the chapters call with a :class:`Profile`.
+
+Arshad et al. (2021): a U-Net pre-trained on 1.5 T brain images at 4x fails on (a) 3 T brain,
+(b) 1.5 T knee and (c) other accelerations; end-to-end fine-tuning on a few target slices repairs
+it. Here:
+
+* :func:`domain_splits` -- subject-wise train/val/test files of a synthetic domain;
+* :func:`make_dataset` -- a :class:`~mrtl_core.data.SliceDataset` with the experiment's masks
+  (random Cartesian, centre fraction ``0.32 / R``: 0.08 at 4x, as in fastMRI), fresh masks per
+  access for training, fixed per-slice masks for validation and test;
+* :func:`pretrained_unet` -- trained once on ``brain-1.5T`` at R = 4, cached;
+* :func:`finetune_run` -- fine-tuned (or trained from scratch) on N target slices, cached;
+* :func:`scratch_full` -- trained from scratch on the whole target training split, cached;
+* :func:`evaluate_on` -- any model or ``"zero-filled"`` / ``"cg-sense"`` on a domain's test split.
+
+Every trained model is cached under ``cache_root()/models/<name>-<hash>``, the hash covering
+everything that changes the weights (data sizes, simulator version, architecture, training
+configuration, seeds, the pre-trained model's own key), so a changed profile retrains and an
+unchanged one loads in well under a second. An interrupted training resumes from a checkpoint
+kept under ``cache_root()/models/.partial/``.
+
+The N target slices of :func:`finetune_run` are the first N of a seeded permutation of the target
+training slices, so for one seed the sets are nested (the 5 slices are among the 20): curves over N
+then differ by data added, not by a new draw. For the acceleration shift the "target" is the source
+domain itself at another R, so its training split is the source's.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Subset
+
+from . import cache, data
+from .profiles import Profile, get_profile
+from .train import (
+    EvalResult,
+    TrainConfig,
+    TrainResult,
+    evaluate,
+    fine_tune,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+    train,
+)
+from .unet import Unet
+
+__all__ = [
+    "SOURCE_DOMAIN",
+    "SOURCE_ACCELERATION",
+    "TARGET_DOMAINS",
+    "EXPERIMENT_VERSION",
+    "shifts",
+    "domain_splits",
+    "make_dataset",
+    "new_unet",
+    "pretrain_config",
+    "finetune_config",
+    "scratch_config",
+    "pretrained_unet",
+    "finetune_run",
+    "scratch_full",
+    "target_slices",
+    "evaluate_on",
+]
+
+SOURCE_DOMAIN = "brain-1.5T"
+SOURCE_ACCELERATION = 4
+TARGET_DOMAINS = ("brain-3T", "knee-1.5T")
+EXPERIMENT_VERSION = 1  # bump to invalidate every cached model (a change in how they are trained)
+
+_memo: dict[Any, Any] = {}
+
+
+def _profile(profile: Profile | str) -> Profile:
+    return get_profile(profile)
+
+
+def _extra(profile: Profile, name: str, default: Any) -> Any:
+    return getattr(profile, name, profile.extra.get(name, default))
+
+
+def shifts(profile: Profile | str) -> list[dict]:
+    """The three kinds of shift: ``[{"name", "domain", "acceleration", "kind"}]``.
+
+    Field strength (brain-3T, 4x), anatomy (knee-1.5T, 4x), and acceleration (brain-1.5T at every
+    R of ``profile.accelerations`` other than 4).
+    """
+    profile = _profile(profile)
+    out = [
+        {"name": "brain-3T R4", "domain": "brain-3T", "acceleration": 4, "kind": "field"},
+        {"name": "knee-1.5T R4", "domain": "knee-1.5T", "acceleration": 4, "kind": "anatomy"},
+    ]
+    for r in profile.accelerations:
+        if float(r) != SOURCE_ACCELERATION:
+            out.append({"name": f"brain-1.5T R{r:g}", "domain": SOURCE_DOMAIN, "acceleration": r, "kind": "acceleration"})
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------
+def _split_counts(profile: Profile, domain: str) -> dict[str, int]:
+    n_train = profile.source_train_subjects if domain == SOURCE_DOMAIN else profile.target_train_subjects
+    return {"train": int(n_train), "val": int(profile.val_subjects), "test": int(profile.test_subjects)}
+
+
+def _data_key(profile: Profile, domain: str) -> dict:
+    return {
+        "domain": domain,
+        "subjects": _split_counts(profile, domain),
+        "slices_per_subject": profile.slices_per_subject,
+        "image_size": profile.image_size,
+        "data_seed": _extra(profile, "data_seed", 0),
+        "data_version": data.DATA_VERSION,
+        "physics": data._physics_version(),
+    }
+
+
+def domain_splits(profile: Profile | str, domain: str, progress: bool = True) -> dict[str, list[Path]]:
+    """Train/val/test files of ``domain`` (split by subject), generated once into the cache.
+
+    The source domain (brain-1.5T) has ``source_train_subjects`` training subjects, a target
+    domain ``target_train_subjects``; both have ``val_subjects`` and ``test_subjects``.
+    """
+    profile = _profile(profile)
+    counts = _split_counts(profile, domain)
+    key = ("splits", json.dumps(_data_key(profile, domain), sort_keys=True, default=str))
+    if key not in _memo:
+        files = data.domain_files(domain, sum(counts.values()), profile.slices_per_subject, profile.image_size,
+                                  seed=_extra(profile, "data_seed", 0), progress=progress)
+        _memo[key] = data.split_by_subject(files, counts, seed=0)
+    return {k: list(v) for k, v in _memo[key].items()}
+
+
+def make_dataset(
+    files: Sequence[Path],
+    acceleration: float,
+    profile: Profile | str,
+    train: bool,
+    with_kspace: bool = False,
+) -> data.SliceDataset:
+    """A slice dataset with the experiment's random Cartesian masks (centre fraction ``0.32 / R``).
+
+    ``train=True`` draws a fresh mask per access (from torch's RNG, seeded by the training loop);
+    otherwise every slice has a fixed mask, so all methods are scored on the same inputs.
+    """
+    profile = _profile(profile)
+    return data.SliceDataset(
+        list(files),
+        acceleration=acceleration,
+        center_fraction=None,
+        mask_kind="random",
+        crop_size=(profile.image_size, profile.image_size),
+        seed_masks=not train,
+        with_kspace=with_kspace,
+    )
+
+
+def target_slices(profile: Profile | str, domain: str, n_slices: int, seed: int, acceleration: float = 4) -> Subset:
+    """``n_slices`` training slices of ``domain``: the first N of a permutation seeded by ``seed``."""
+    profile = _profile(profile)
+    full = make_dataset(domain_splits(profile, domain, progress=False)["train"], acceleration, profile, train=True)
+    if not 1 <= n_slices <= len(full):
+        raise ValueError(f"n_slices must lie in [1, {len(full)}] (the {domain} training slices), got {n_slices!r}")
+    order = np.random.default_rng([int(seed), 20210]).permutation(len(full))
+    return Subset(full, sorted(int(i) for i in order[:n_slices]))
+
+
+# --------------------------------------------------------------------------------------------
+# configurations
+# --------------------------------------------------------------------------------------------
+def new_unet(profile: Profile | str, seed: int = 0) -> Unet:
+    """A freshly initialised U-Net of the profile's size (initialisation seeded)."""
+    profile = _profile(profile)
+    torch.manual_seed(seed)
+    return Unet(in_chans=1, out_chans=1, chans=profile.chans, num_pool_layers=profile.num_pool_layers)
+
+
+def pretrain_config(profile: Profile | str, progress: bool = True, device: str = "auto") -> TrainConfig:
+    """Pre-training: ``pretrain_epochs`` epochs, Adam at ``lr``, decayed 10x for the last fifth."""
+    profile = _profile(profile)
+    epochs = profile.pretrain_epochs
+    return TrainConfig(epochs=epochs, batch_size=profile.batch_size, lr=profile.lr,
+                       lr_step_size=max(1, int(round(0.8 * epochs))), lr_gamma=0.1, seed=0,
+                       device=device, progress=progress, monitor="l1")
+
+
+def finetune_config(profile: Profile | str, n_slices: int, seed: int, from_scratch: bool = False,
+                    progress: bool = True, device: str = "auto") -> TrainConfig:
+    """Small-data training: at most ``finetune_steps`` steps (``scratch_steps`` from scratch),
+    validation every ``finetune_eval_every`` steps, early stopping after ``finetune_patience``
+    rounds without improvement; fine-tuning at the small ``finetune_lr``, scratch at ``lr``."""
+    profile = _profile(profile)
+    steps = _extra(profile, "scratch_steps", profile.finetune_steps) if from_scratch else profile.finetune_steps
+    return TrainConfig(
+        max_steps=int(steps), epochs=None,
+        steps_per_epoch=int(_extra(profile, "finetune_eval_every", 10)),
+        batch_size=int(min(_extra(profile, "finetune_batch_size", profile.batch_size), n_slices)),
+        lr=profile.lr if from_scratch else profile.finetune_lr,
+        lr_step_size=10**6, patience=_extra(profile, "finetune_patience", 5), seed=int(seed),
+        device=device, progress=progress,
+    )
+
+
+def scratch_config(profile: Profile | str, progress: bool = True, device: str = "auto") -> TrainConfig:
+    """From scratch on a whole target training split: like pre-training, ``scratch_epochs`` long."""
+    profile = _profile(profile)
+    epochs = profile.scratch_epochs
+    return TrainConfig(epochs=epochs, batch_size=profile.batch_size, lr=profile.lr,
+                       lr_step_size=max(1, int(round(0.8 * epochs))), lr_gamma=0.1, seed=0,
+                       device=device, progress=progress)
+
+
+def _train_key(config: TrainConfig) -> dict:
+    d = config.to_dict()
+    for k in ("progress", "log_every", "device", "num_workers"):
+        d.pop(k)
+    return d
+
+
+# --------------------------------------------------------------------------------------------
+# cached models
+# --------------------------------------------------------------------------------------------
+def _cached_model(name: str, key: dict, run: Callable[[Path], TrainResult], extra_info: dict) -> tuple[Unet, dict]:
+    """Load ``models/<name>-<hash(key)>/model.pt`` or build it with ``run(checkpoint_path)``.
+
+    The cache keeps only the best weights, architecture, configuration and history (not the
+    optimiser state), about 8 MB for a ``chans=16`` U-Net.
+    """
+    memo_key = ("model", name, cache.config_hash(key))
+    t0 = time.perf_counter()
+    built = {"flag": False}
+
+    def build(tmp: Path) -> None:
+        partial = cache.cache_root() / "models" / ".partial" / f"{name}-{cache.config_hash(key)}.pt"
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        result = run(partial)
+        ckpt = load_checkpoint(partial)
+        best = ckpt.get("best_model") if ckpt.get("best_model") is not None else ckpt["model"]
+        save_checkpoint(tmp / "model.pt", {"model": best, "architecture": ckpt["architecture"],
+                                           "config": ckpt["config"], "history": ckpt["history"]})
+        info = {**extra_info, **result.to_dict(), "name": name}
+        info.pop("checkpoint_path", None)
+        (tmp / "info.json").write_text(json.dumps(info, indent=1, default=str))
+        partial.unlink(missing_ok=True)
+        built["flag"] = True
+
+    entry = cache.cached_dir("models", name, key, build)
+    if memo_key not in _memo or built["flag"]:
+        model = load_model(entry / "model.pt")
+        _memo[memo_key] = (model.state_dict(), json.loads((entry / "info.json").read_text()))
+    state, info = _memo[memo_key]
+    model = Unet(**key["model"])
+    model.load_state_dict(state)  # copies: the memoised weights never alias a caller's model
+    model.eval()
+    info = dict(info, path=str(entry / "model.pt"), cached=not built["flag"], load_seconds=time.perf_counter() - t0)
+    return model, info
+
+
+def _pretrain_key(profile: Profile) -> dict:
+    return {
+        "what": "pretrain",
+        "version": EXPERIMENT_VERSION,
+        "data": _data_key(profile, SOURCE_DOMAIN),
+        "acceleration": SOURCE_ACCELERATION,
+        "center_fraction": 0.08,
+        "model": {"in_chans": 1, "out_chans": 1, "chans": profile.chans, "num_pool_layers": profile.num_pool_layers},
+        "train": _train_key(pretrain_config(profile, progress=False)),
+    }
+
+
+def pretrained_unet(profile: Profile | str, progress: bool = True, device: str = "auto") -> tuple[Unet, dict]:
+    """The U-Net pre-trained on brain-1.5T at R = 4 (random mask, centre fraction 0.08), cached.
+
+    Returns ``(model, info)``: the model (CPU, eval mode, best validation weights) and a dict with
+    the training ``history``, ``best_epoch``, ``seconds``, ``steps``, ``num_train_slices``,
+    ``path`` of the checkpoint, ``cached`` (loaded rather than trained) and ``load_seconds``.
+    Every call returns a fresh copy: fine-tuning it never changes the cached weights.
+    """
+    profile = _profile(profile)
+    key = _pretrain_key(profile)
+    splits = domain_splits(profile, SOURCE_DOMAIN, progress=progress)
+
+    def run(checkpoint: Path) -> TrainResult:
+        train_set = make_dataset(splits["train"], SOURCE_ACCELERATION, profile, train=True)
+        val_set = make_dataset(splits["val"], SOURCE_ACCELERATION, profile, train=False)
+        model = new_unet(profile, seed=0)
+        return train(model, train_set, val_set, pretrain_config(profile, progress, device), checkpoint_path=checkpoint)
+
+    n_train = profile.source_train_subjects * profile.slices_per_subject
+    return _cached_model(f"unet-{SOURCE_DOMAIN}-R{SOURCE_ACCELERATION}-{profile.name}", key, run,
+                         {"num_train_slices": n_train, "domain": SOURCE_DOMAIN, "acceleration": SOURCE_ACCELERATION})
+
+
+def finetune_run(
+    profile: Profile | str,
+    target_domain: str,
+    n_slices: int,
+    seed: int,
+    acceleration: float = 4,
+    strategy: str = "end-to-end",
+    from_scratch: bool = False,
+    progress: bool = True,
+    return_info: bool = False,
+    device: str = "auto",
+):
+    """A model adapted to ``target_domain`` at ``acceleration`` from ``n_slices`` target slices.
+
+    ``from_scratch=False`` fine-tunes the pre-trained U-Net with ``strategy``; ``True`` trains a
+    fresh U-Net (initialised with ``seed``) on the same slices. Early stopping on the target's
+    validation split. Cached; returns the model, or ``(model, info)`` with ``return_info``.
+    """
+    profile = _profile(profile)
+    splits = domain_splits(profile, target_domain, progress=progress)
+    cfg = finetune_config(profile, n_slices, seed, from_scratch=from_scratch, progress=progress, device=device)
+    key = {
+        "what": "scratch-n" if from_scratch else "finetune",
+        "version": EXPERIMENT_VERSION,
+        "base": None if from_scratch else cache.config_hash(_pretrain_key(profile)),
+        "data": _data_key(profile, target_domain),
+        "acceleration": float(acceleration),
+        "n_slices": int(n_slices),
+        "seed": int(seed),
+        "strategy": None if from_scratch else strategy,
+        "model": {"in_chans": 1, "out_chans": 1, "chans": profile.chans, "num_pool_layers": profile.num_pool_layers},
+        "train": _train_key(cfg),
+    }
+
+    def run(checkpoint: Path) -> TrainResult:
+        train_set = target_slices(profile, target_domain, n_slices, seed, acceleration)
+        val_set = make_dataset(splits["val"], acceleration, profile, train=False)
+        if from_scratch:
+            return train(new_unet(profile, seed=seed), train_set, val_set, cfg, checkpoint_path=checkpoint)
+        model, _ = pretrained_unet(profile, progress=progress, device=device)
+        return fine_tune(model, train_set, val_set, cfg, strategy=strategy, checkpoint_path=checkpoint)
+
+    tag = "scratch" if from_scratch else strategy
+    name = f"{tag}-{target_domain}-R{acceleration:g}-N{n_slices}-s{seed}-{profile.name}"
+    model, info = _cached_model(name, key, run, {"domain": target_domain, "acceleration": acceleration,
+                                                 "n_slices": n_slices, "seed": seed, "strategy": tag})
+    return (model, info) if return_info else model
+
+
+def scratch_full(
+    profile: Profile | str,
+    target_domain: str,
+    acceleration: float = 4,
+    progress: bool = True,
+    return_info: bool = False,
+    device: str = "auto",
+):
+    """A U-Net trained from scratch on the whole training split of ``target_domain``, cached."""
+    profile = _profile(profile)
+    splits = domain_splits(profile, target_domain, progress=progress)
+    cfg = scratch_config(profile, progress=progress, device=device)
+    key = {
+        "what": "scratch-full",
+        "version": EXPERIMENT_VERSION,
+        "data": _data_key(profile, target_domain),
+        "acceleration": float(acceleration),
+        "model": {"in_chans": 1, "out_chans": 1, "chans": profile.chans, "num_pool_layers": profile.num_pool_layers},
+        "train": _train_key(cfg),
+    }
+
+    def run(checkpoint: Path) -> TrainResult:
+        train_set = make_dataset(splits["train"], acceleration, profile, train=True)
+        val_set = make_dataset(splits["val"], acceleration, profile, train=False)
+        return train(new_unet(profile, seed=0), train_set, val_set, cfg, checkpoint_path=checkpoint)
+
+    n_train = len(splits["train"]) * profile.slices_per_subject
+    model, info = _cached_model(f"scratch-full-{target_domain}-R{acceleration:g}-{profile.name}", key, run,
+                                {"domain": target_domain, "acceleration": acceleration, "num_train_slices": n_train})
+    return (model, info) if return_info else model
+
+
+def evaluate_on(
+    profile: Profile | str,
+    reconstruct: torch.nn.Module | str,
+    domain: str,
+    acceleration: float = 4,
+    split: str = "test",
+    examples: Sequence[int] = (0,),
+    name: str | None = None,
+    progress: bool = False,
+    device: str = "auto",
+    max_slices: int | None = None,
+) -> EvalResult:
+    """Score a model, ``"zero-filled"`` or ``"cg-sense"`` on ``domain``'s ``split`` at ``acceleration``.
+
+    All methods see the same fixed masks, so results on one (domain, acceleration, split) pair
+    can be compared slice by slice (:func:`mrtl_core.train.paired_difference`).
+    """
+    profile = _profile(profile)
+    files = domain_splits(profile, domain, progress=progress)[split]
+    with_kspace = isinstance(reconstruct, str) and reconstruct == "cg-sense"
+    key = ("dataset", domain, float(acceleration), split, with_kspace, profile.name,
+           json.dumps(_data_key(profile, domain), sort_keys=True, default=str))
+    if key not in _memo:
+        _memo[key] = make_dataset(files, acceleration, profile, train=False, with_kspace=with_kspace)
+    return evaluate(reconstruct, _memo[key], batch_size=profile.batch_size, device=device, examples=examples,
+                    cg_iters=profile.cg_iters, max_slices=max_slices, progress=progress, name=name)
