@@ -82,7 +82,7 @@ def _envelope_distance() -> np.ndarray:
     _, _, mask = _load_template()
     coarse = _block_mean(mask, 2)
     coarse = np.pad(coarse, _PAD)
-    envelope = ndimage.gaussian_filter(coarse, sigma=2.0) > 0.25
+    envelope = ndimage.gaussian_filter(coarse, sigma=2.0) > 0.35
     envelope = ndimage.binary_fill_holes(envelope)
     outside = ndimage.distance_transform_edt(~envelope)
     inside = ndimage.distance_transform_edt(envelope)
@@ -148,8 +148,8 @@ def brain_tissue_slices(rng: np.random.Generator, num_slices: int, size: int) ->
     wave_phase = rng.uniform(0, 2 * np.pi, size=n_waves).astype(np.float32)
     wave_amp = rng.normal(0, 1.2, size=(n_waves, 3)).astype(np.float32)   # mm
     # head layers outside the intracranial envelope (mm)
-    csf_rim = rng.uniform(0.8, 2.5)
-    inner_table, diploe, outer_table = rng.uniform(1.2, 2.2), rng.uniform(1.5, 4.0), rng.uniform(1.2, 2.2)
+    csf_rim = rng.uniform(0.3, 1.5)
+    inner_table, diploe, outer_table = rng.uniform(1.5, 2.5), rng.uniform(1.0, 3.0), rng.uniform(1.5, 2.5)
     temporalis = rng.uniform(4.0, 9.0)
     scalp_fat, skin = rng.uniform(2.5, 6.0), rng.uniform(1.4, 2.4)
     # slice stack (template voxel z): from the posterior fossa to the convexity, evenly spaced

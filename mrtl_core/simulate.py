@@ -1,0 +1,591 @@
+"""Physics-based synthetic MR scanners: tissue fractions -> multi-coil Cartesian k-space.
+
+A *domain* (``brain-1.5T``, ``brain-3T``, ``knee-1.5T``, ``knee-3T``) is one anatomy, one field
+strength, one receive array and one fixed protocol. :func:`simulate_subject` turns a random subject of
+that anatomy (partial-volume tissue maps from :mod:`mrtl_core.phantoms`) into fastMRI-like raw data:
+
+1. **Contrast** -- each tissue's magnetisation from the protocol's signal equation with field-dependent
+   relaxation times (:data:`TISSUES`, jittered a few % per subject), summed over the tissue fractions.
+2. **Transmit field B1+** -- a smooth map of the actual/nominal flip-angle ratio ``r``: nearly flat at
+   1.5 T, centre-bright / periphery-dark at 3 T (the dielectric effect of a ~26 cm RF wavelength in
+   tissue). A spin echo with 90/180 pulses scaled by ``r`` gives ``sin(r pi/2) sin^2(r pi/2)``
+   (excitation x refocusing efficiency); we use that first-order model for the TSE too (it ignores
+   the stimulated-echo pathways of a long echo train, which make a TSE somewhat *less* sensitive).
+3. **Receive coils** -- quasi-static Biot-Savart fields of rectangular loops on a cylinder around the
+   object (one ring of 8 at 1.5 T, two rings of 8 at 3 T), ``S_c = B_x - i B_y``. The delivered maps are
+   normalised, ``sum_c |S_c|^2 = 1``; the residual receive shading (the coil's "bias field", partly
+   flattened as scanners do with a prescan normalisation) stays in the image ``x`` so that
+   ``coil image_c = S_c x`` holds exactly (the SENSE model).
+4. **Phase** -- a smooth low-order background phase (B0 offsets, RF phase), per subject and slice.
+5. **Encoding** -- the image is simulated on a 2x oversampled readout, ``(2 size, size)``, with the
+   anatomy in the central ``size`` rows (as fastMRI raw data), transformed with the centred orthonormal
+   FFT, and complex white Gaussian noise of standard deviation ``noise_std`` (per coil, per sample;
+   real and imaginary parts each ``noise_std / sqrt 2``) is added.
+
+**SNR.** The thermal SNR per unit volume grows about linearly with B0 (signal ~ B0^2: polarisation x
+induced EMF; body-dominated noise ~ B0). We scale the noise by ``1.5 T / B0``: 3 T gets 2x the SNR of
+1.5 T at identical tissue signal. In practice the gain is smaller (about 1.6-1.9x): longer T1 at 3 T
+lowers the recovered signal at the same TR (this *is* in our signal equation: white matter loses 7 %
+on the brain protocol), the higher B1+ inhomogeneity loses signal in the periphery (also modelled),
+and 3 T protocols trade SNR for a higher readout bandwidth (chemical shift) and lower SAR (not
+modelled). The noise level is set so that the domain's reference tissue (white matter for the brain,
+muscle for the knee) has an RSS SNR of ``snr_1p5T`` (30 / 25) at 1.5 T at unit B1 and bias, whatever
+the matrix size (as if slice thickness or averages were adapted to the resolution).
+
+**Protocols.** The same protocol runs at both fields (as a hospital would move it to a 3 T system).
+
+* Brain: axial T2-weighted turbo spin echo, TR 4500 / TE 100 ms ("AXT2", the most common fastMRI
+  brain contrast). The TR 500 / TE 15 spin echo of a first prototype had *no* grey/white contrast at
+  1.5 T (0.246 vs 0.245) because T1 and proton-density weighting cancel. With T2 weighting the water
+  content (GM 0.80 vs WM 0.69) and T2 (95 vs 72 ms) both favour grey matter, at both fields. Computed
+  with :data:`TISSUES` (see :func:`contrast_table`): 1.5 T: GM 0.272, WM 0.170, CSF 0.656, ratio GM/WM
+  1.60; 3 T: GM 0.264, WM 0.159, CSF 0.630, ratio 1.66. 3 T thus changes contrast only mildly (CSF
+  and fat slightly, GM/WM by 4 %), plus B1+, coil count and SNR: a realistic shift, not "contrast
+  appears".
+* Knee: proton-density-weighted turbo spin echo, TR 3000 / TE 30 ms (fastMRI's CORPD / SAGPD):
+  fluid and fat bright, cartilage intermediate, muscle intermediate-dark, meniscus, tendons and
+  cortical bone dark.
+
+Fat is bright on TSE because the closely spaced refocusing pulses suppress J-coupling dephasing
+(Henkelman et al., JMRI 1992;2:533): we lengthen fat's T2 by ``TSE_FAT_T2_FACTOR`` for TSE sequences.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import scipy.fft
+
+
+__all__ = [
+    "TissueProperties", "TISSUES", "TSE_FAT_T2_FACTOR", "Protocol", "Domain", "DOMAINS", "get_domain",
+    "SimulatedSubject", "simulate_subject", "tissue_signal", "contrast_table", "b1_signal_factor",
+    "coil_sensitivities", "subject_seed_sequence",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# Tissues
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TissueProperties:
+    """Relative proton density and relaxation times (ms) at 1.5 T and 3 T."""
+
+    pd: float
+    t1: tuple[float, float]   # (1.5 T, 3 T)
+    t2: tuple[float, float]
+    source: str = ""
+
+    def at(self, field_strength_T: float) -> tuple[float, float, float]:
+        """(PD, T1, T2) at ``field_strength_T``, linearly interpolated in B0 between 1.5 and 3 T."""
+        w = float(np.clip((field_strength_T - 1.5) / 1.5, 0.0, 1.0)) if field_strength_T != 1.5 else 0.0
+        t1 = (1 - w) * self.t1[0] + w * self.t1[1]
+        t2 = (1 - w) * self.t2[0] + w * self.t2[1]
+        return self.pd, t1, t2
+
+
+#: Literature values, rounded. PD is relative water (proton) density, pure water = 1.
+#: - Stanisz GJ et al. "T1, T2 relaxation and magnetization transfer in tissue at 3T." MRM 2005;54:507-512
+#:   (white/grey matter, muscle, cartilage at 1.5 T and 3 T); Bojorquez JZ et al. "What are normal
+#:   relaxation times of tissues at 3 T?" MRI 2017;35:69-80 (review, confirms the brain values; CSF).
+#: - Gold GE et al. "Musculoskeletal MRI at 3.0 T: relaxation times and image contrast." AJR
+#:   2004;183:343-351 (synovial fluid, bone marrow of the knee, 1.5 T and 3 T).
+#: - de Bazelaire CMJ et al. "MR imaging relaxation times of abdominal and pelvic tissues measured in
+#:   vivo at 3.0 T: preliminary results." Radiology 2004;230:652-659 (subcutaneous fat, 1.5 T and 3 T).
+#: - Water content (PD) of grey / white matter about 0.80 / 0.69: e.g. Neeb H et al., NeuroImage
+#:   2006;31:1156-1168. Fat and marrow PD are apparent (MR-visible lipid protons relative to water).
+#: - skin, meniscus, tendon, cortical bone: estimates (no single reference): meniscus and tendon are
+#:   short-T2 collagen (T2 ~ 10 / ~ 5 ms, dark on every clinical sequence); cortical bone has T2* below
+#:   1 ms and gives no signal at clinical echo times.
+TISSUES: dict[str, TissueProperties] = {
+    "white_matter": TissueProperties(0.69, (884, 1084), (72, 69), "Stanisz 2005"),
+    "grey_matter": TissueProperties(0.80, (1124, 1820), (95, 99), "Stanisz 2005"),
+    "csf": TissueProperties(1.00, (3700, 4200), (1900, 1800), "Bojorquez 2017 (mid-range of reported values)"),
+    "fluid": TissueProperties(1.00, (2850, 3620), (1210, 767), "Gold 2004 (synovial fluid)"),
+    "fat": TissueProperties(0.90, (343, 382), (58, 68), "de Bazelaire 2004 (subcutaneous fat)"),
+    "marrow": TissueProperties(0.85, (288, 371), (165, 133), "Gold 2004 (bone marrow)"),
+    "muscle": TissueProperties(0.75, (1008, 1412), (44, 50), "Stanisz 2005 (skeletal muscle)"),
+    "skin": TissueProperties(0.65, (800, 1000), (35, 32), "estimate (collagen-rich dermis)"),
+    "cartilage": TissueProperties(0.75, (1024, 1168), (30, 27), "Stanisz 2005 (articular cartilage)"),
+    "meniscus": TissueProperties(0.60, (1000, 1200), (12, 10), "estimate (fibrocartilage, short T2)"),
+    "tendon": TissueProperties(0.50, (600, 800), (5, 4), "estimate (ligament/tendon, very short T2)"),
+    "cortical_bone": TissueProperties(0.05, (250, 300), (0.5, 0.4), "estimate (T2* < 1 ms: no signal)"),
+}
+
+#: Apparent T2 lengthening of fat in fast/turbo spin echo (J-coupling suppressed by the echo train).
+TSE_FAT_T2_FACTOR = 1.8
+_FAT_LIKE = ("fat",)   # marrow's Gold 2004 T2 was measured with a CPMG train already
+
+
+# --------------------------------------------------------------------------------------------------
+# Protocols and signal equations
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Protocol:
+    """One fixed acquisition protocol (times in ms).
+
+    ``sequence``: ``"SE"`` (spin echo), ``"TSE"`` (turbo/fast spin echo: the SE equation at the
+    effective TE, with fat's J-coupling T2 lengthening) or ``"IR"`` (inversion recovery spin echo).
+    ``acquisition`` is the fastMRI-style label written to the HDF5 ``acquisition`` attribute.
+    """
+
+    acquisition: str
+    sequence: str
+    TR: float
+    TE: float
+    TI: float | None = None
+    echo_train_length: int = 1
+
+    def __post_init__(self) -> None:
+        if self.sequence not in ("SE", "TSE", "IR"):
+            raise ValueError(f"Protocol.sequence must be 'SE', 'TSE' or 'IR', got {self.sequence!r}")
+        if not (self.TR > 0 and self.TE > 0 and self.TE < self.TR):
+            raise ValueError(f"Protocol needs 0 < TE < TR, got TR={self.TR!r}, TE={self.TE!r}")
+        if self.sequence == "IR" and not (self.TI and 0 < self.TI < self.TR):
+            raise ValueError(f"an IR protocol needs 0 < TI < TR, got TI={self.TI!r}")
+
+    def signal(self, pd, t1, t2, *, fat_like: bool = False):
+        """Magnetisation at the echo for nominal flip angles (arrays broadcast)."""
+        pd, t1, t2 = (np.asarray(v, dtype=np.float64) for v in (pd, t1, t2))
+        if self.sequence == "TSE" and fat_like:
+            t2 = t2 * TSE_FAT_T2_FACTOR
+        decay = np.exp(-self.TE / t2)
+        if self.sequence == "IR":
+            return pd * np.abs(1.0 - 2.0 * np.exp(-self.TI / t1) + np.exp(-self.TR / t1)) * decay
+        return pd * (1.0 - np.exp(-self.TR / t1)) * decay
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"acquisition": self.acquisition, "sequence": self.sequence, "TR": self.TR, "TE": self.TE,
+               "TI": self.TI, "echo_train_length": self.echo_train_length}
+        return {k: v for k, v in out.items() if v is not None}
+
+
+def tissue_signal(tissue: str, protocol: Protocol, field_strength_T: float) -> float:
+    """Nominal (un-jittered, B1 = 1) signal of ``tissue`` for ``protocol`` at ``field_strength_T``."""
+    if tissue not in TISSUES:
+        raise ValueError(f"unknown tissue {tissue!r}; known: {sorted(TISSUES)}")
+    pd, t1, t2 = TISSUES[tissue].at(field_strength_T)
+    return float(protocol.signal(pd, t1, t2, fat_like=tissue in _FAT_LIKE))
+
+
+def contrast_table(protocol: Protocol, fields=(1.5, 3.0), tissues=None) -> dict[str, dict[float, float]]:
+    """``{tissue: {field: signal}}`` for a protocol: the numbers behind the protocol choice."""
+    tissues = tissues or list(TISSUES)
+    return {t: {b: tissue_signal(t, protocol, b) for b in fields} for t in tissues}
+
+
+def b1_signal_factor(ratio: np.ndarray) -> np.ndarray:
+    """Spin-echo signal vs. actual/nominal flip-angle ratio: ``sin(r pi/2) * sin^2(r pi/2)``.
+
+    Excitation (90 deg x r) gives ``sin``; a refocusing pulse of 180 deg x r refocuses the fraction
+    ``sin^2(r pi/2)``. Equal to 1 at r = 1, e.g. 0.86 at r = 1.2 or 0.8.
+    """
+    s = np.sin(0.5 * np.pi * np.asarray(ratio))
+    return s * s * s
+
+
+# --------------------------------------------------------------------------------------------------
+# Receive coils (quasi-static Biot-Savart of loops on a cylinder)
+# --------------------------------------------------------------------------------------------------
+def _loop_segments(num_coils: int, rings: int, radius: float, height: float, ring_gap: float,
+                   segments_per_side: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """Midpoints and vectors (C, N, 3) of the straight segments of rectangular loops on a cylinder
+    (axis = z). Each loop spans 1.15x its share of the circumference (overlap, as decoupled arrays)."""
+    per_ring = num_coils // rings
+    width = 1.15 * 2 * np.pi / per_ring
+    mids, vecs = [], []
+    edges = np.linspace(0.0, 1.0, segments_per_side + 1)
+    for ring in range(rings):
+        zc = (ring - (rings - 1) / 2) * ring_gap
+        for k in range(per_ring):
+            phi0 = 2 * np.pi * (k + 0.5 * ring) / per_ring
+            a, b = phi0 - width / 2, phi0 + width / 2
+            z0, z1 = zc - height / 2, zc + height / 2
+            pts = []
+            # closed path: bottom arc a->b, right side z0->z1, top arc b->a, left side z1->z0
+            for e in edges[:-1]:
+                pts.append((a + (b - a) * e, z0))
+            for e in edges[:-1]:
+                pts.append((b, z0 + (z1 - z0) * e))
+            for e in edges[:-1]:
+                pts.append((b + (a - b) * e, z1))
+            for e in edges[:-1]:
+                pts.append((a, z1 + (z0 - z1) * e))
+            pts.append(pts[0])
+            p = np.array([[radius * np.cos(ph), radius * np.sin(ph), z] for ph, z in pts])
+            mids.append(0.5 * (p[1:] + p[:-1]))
+            vecs.append(p[1:] - p[:-1])
+    return np.array(mids), np.array(vecs)
+
+
+def coil_sensitivities(points: np.ndarray, num_coils: int, rings: int, radius: float, height: float,
+                       ring_gap: float, coil_phase: np.ndarray | None = None) -> np.ndarray:
+    """Receive sensitivities ``B_x - i B_y`` (arbitrary units) of a loop array at ``points`` (..., 3) mm.
+
+    Returns complex64 (C, ...). Biot-Savart for unit current; ``coil_phase`` (C,) adds each channel's
+    cable/receiver phase.
+    """
+    mids, vecs = _loop_segments(num_coils, rings, radius, height, ring_gap)   # (C, N, 3)
+    shape = points.shape[:-1]
+    p = points.reshape(-1, 3).astype(np.float32)
+    m = mids.reshape(-1, 3).astype(np.float32)                                 # (C N, 3)
+    # B(p) = sum_n dl_n x (p - m_n) / |p - m_n|^3, expanded so that the (P, C N) work is one matrix
+    # of inverse cubed distances and the cross products become small matrix products.
+    # a finite conductor width (5 % of the radius) keeps fields bounded near the wires
+    r2 = np.full((p.shape[0], m.shape[0]), (0.05 * radius) ** 2, dtype=np.float32)
+    for k in range(3):
+        r2 += np.square(p[:, k:k + 1] - m[None, :, k])
+    inv = (r2 * np.sqrt(r2)).reshape(p.shape[0], num_coils, -1)
+    np.reciprocal(inv, out=inv)                                                 # (P, C, N)
+    dl = vecs.astype(np.float32)
+    mx, my, mz = (mids[..., k].astype(np.float32) for k in range(3))
+    dx, dy, dz = dl[..., 0], dl[..., 1], dl[..., 2]
+    # per-coil sums over segments as one GEMM with a block-diagonal weight matrix (C N, 8 C)
+    weights = [dy, dy * mz, dz, dz * my, dz * mx, dx, dx * mz]
+    n_seg = mids.shape[1]
+    w = np.zeros((num_coils, n_seg, len(weights), num_coils), dtype=np.float32)
+    for j, wt in enumerate(weights):
+        w[np.arange(num_coils), :, j, np.arange(num_coils)] = wt
+    t = (inv.reshape(p.shape[0], -1) @ w.reshape(num_coils * n_seg, -1)).reshape(p.shape[0], len(weights), num_coils)
+    px, py, pz = p[:, 0:1], p[:, 1:2], p[:, 2:3]
+    # (dl x r)_x = dy rz - dz ry, (dl x r)_y = dz rx - dx rz, with r = p - m
+    bx = pz * t[:, 0] - t[:, 1] - py * t[:, 2] + t[:, 3]
+    by = px * t[:, 2] - t[:, 4] - pz * t[:, 5] + t[:, 6]
+    out = (bx - 1j * by).T * radius                                             # (C, P), O(1) near a coil
+    if coil_phase is not None:
+        out *= np.exp(1j * np.asarray(coil_phase))[:, None]
+    return out.reshape((num_coils, *shape)).astype(np.complex64)
+
+
+def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """(n_out, n_in) linear interpolation from ``n_in`` to ``n_out`` samples over the same extent
+    (sample centres, edge values held)."""
+    x = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
+    x = np.clip(x, 0, n_in - 1)
+    i0 = np.clip(np.floor(x).astype(int), 0, n_in - 2) if n_in > 1 else np.zeros(n_out, int)
+    w = x - i0
+    m = np.zeros((n_out, n_in), dtype=np.float32)
+    m[np.arange(n_out), i0] += 1 - w
+    if n_in > 1:
+        m[np.arange(n_out), i0 + 1] += w
+    return m
+
+
+def _linear_weights(x: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+    """(len(x), len(nodes)) weights of linear interpolation at ``x`` between increasing ``nodes``."""
+    if len(nodes) == 1:
+        return np.ones((len(x), 1), dtype=np.float32)
+    i0 = np.clip(np.searchsorted(nodes, x, side="right") - 1, 0, len(nodes) - 2)
+    w = np.clip((x - nodes[i0]) / (nodes[i0 + 1] - nodes[i0]), 0.0, 1.0)
+    m = np.zeros((len(x), len(nodes)), dtype=np.float32)
+    m[np.arange(len(x)), i0] = 1 - w
+    m[np.arange(len(x)), i0 + 1] += w
+    return m
+
+
+def _interpolate_maps(coarse: np.ndarray, mr: np.ndarray, mc: np.ndarray) -> np.ndarray:
+    """Separable linear interpolation of complex maps (C, S, r, w) -> (S, C, H, n) with two plain
+    2-D GEMMs (numpy's batched matmul is very slow for many small complex products)."""
+    C, S, r, w = coarse.shape
+    H, n = mr.shape[0], mc.shape[0]
+    x = np.ascontiguousarray(coarse.transpose(2, 1, 0, 3)).view(np.float32)        # (r, S, C, 2w)
+    x = (mr @ x.reshape(r, -1)).reshape(H * S * C, 2 * w)                          # rows
+    kron = np.kron(mc.T, np.eye(2, dtype=np.float32))                               # (2w, 2n), re/im kept
+    x = (x @ kron).view(np.complex64).reshape(H, S, C, n)                           # columns
+    return np.ascontiguousarray(x.transpose(1, 2, 0, 3))
+
+
+# --------------------------------------------------------------------------------------------------
+# Domains
+# --------------------------------------------------------------------------------------------------
+def _brain_slices(rng, num_slices, size):
+    from .phantoms.brain import brain_tissue_slices
+
+    return brain_tissue_slices(rng, num_slices, size)
+
+
+def _knee_slices(rng, num_slices, size):
+    from .phantoms.knee import knee_tissue_slices  # written separately; imported only when used
+
+    return knee_tissue_slices(rng, num_slices, size)
+
+
+def _anatomy_constant(anatomy: str, name: str, default: float) -> float:
+    try:
+        module = importlib.import_module(f".phantoms.{anatomy}", __package__)
+    except ImportError:
+        return default
+    return float(getattr(module, name, default))
+
+
+BRAIN_PROTOCOL = Protocol("AXT2", "TSE", TR=4500.0, TE=100.0, echo_train_length=16)
+KNEE_PROTOCOL = Protocol("SAGPD", "TSE", TR=3000.0, TE=30.0, echo_train_length=8)
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A synthetic scanner: anatomy + field + receive array + protocol + field imperfections.
+
+    ``b1_centre`` / ``b1_edge``: nominal transmit ratio at the object's centre / at its reference
+    ellipse (``object_radii_mm``, half-widths along rows and columns); ``b1_jitter`` the subject-to-
+    subject spread. ``coil_*``: loop array geometry (mm); the cylinder axis is the slice normal for
+    axial brain slices (``coil_axis="slice"``) and the image rows for the knee (``coil_axis="rows"``,
+    the leg's long axis lies in coronal and sagittal planes). ``receive_bias``: exponent of the
+    receive shading kept in the image (0: perfectly flattened, 1: raw array shading).
+    """
+
+    name: str
+    anatomy: str
+    field_strength_T: float
+    num_coils: int
+    protocol: Protocol
+    reference_tissue: str
+    snr_1p5T: float
+    b1_centre: float
+    b1_edge: float
+    object_radii_mm: tuple[float, float]
+    coil_rings: int
+    coil_radius_mm: float
+    coil_height_mm: float
+    coil_axis: str = "slice"
+    slice_extent_mm: float = 90.0
+    receive_bias: float = 0.35
+    b1_jitter: float = 0.03
+    param_jitter: float = 0.03
+    description: str = ""
+
+    @property
+    def tissue_slices(self) -> Callable[[np.random.Generator, int, int], dict[str, np.ndarray]]:
+        if self.anatomy == "brain":
+            return _brain_slices
+        if self.anatomy == "knee":
+            return _knee_slices
+        raise ValueError(f"Domain {self.name!r}: unknown anatomy {self.anatomy!r}")
+
+    @property
+    def fov_mm(self) -> float:
+        """Square reconstructed FOV (mm), defined by the anatomy module."""
+        default = 256.0 if self.anatomy == "brain" else 160.0
+        return _anatomy_constant(self.anatomy, "FOV_MM", default)
+
+    @property
+    def slice_thickness_mm(self) -> float:
+        default = 5.0 if self.anatomy == "brain" else 3.0
+        return _anatomy_constant(self.anatomy, "SLICE_THICKNESS_MM", default)
+
+    @property
+    def noise_std(self) -> float:
+        """Complex noise standard deviation per coil and k-space sample (see the module docstring)."""
+        ref = tissue_signal(self.reference_tissue, self.protocol, 1.5)
+        return ref / self.snr_1p5T * (1.5 / self.field_strength_T)
+
+
+def _brain(name: str, field_T: float, coils: int, b1_centre: float, b1_edge: float, description: str) -> Domain:
+    return Domain(
+        name=name, anatomy="brain", field_strength_T=field_T, num_coils=coils, protocol=BRAIN_PROTOCOL,
+        reference_tissue="white_matter", snr_1p5T=30.0, b1_centre=b1_centre, b1_edge=b1_edge,
+        object_radii_mm=(95.0, 75.0), coil_rings=1 if coils <= 8 else 2, coil_radius_mm=135.0,
+        coil_height_mm=150.0 if coils <= 8 else 90.0, coil_axis="slice", slice_extent_mm=90.0,
+        description=description,
+    )
+
+
+def _knee(name: str, field_T: float, coils: int, b1_centre: float, b1_edge: float, description: str) -> Domain:
+    return Domain(
+        name=name, anatomy="knee", field_strength_T=field_T, num_coils=coils, protocol=KNEE_PROTOCOL,
+        reference_tissue="muscle", snr_1p5T=25.0, b1_centre=b1_centre, b1_edge=b1_edge,
+        object_radii_mm=(70.0, 60.0), coil_rings=1 if coils <= 8 else 2, coil_radius_mm=105.0,
+        coil_height_mm=160.0 if coils <= 8 else 90.0, coil_axis="rows", slice_extent_mm=100.0,
+        description=description,
+    )
+
+
+DOMAINS: dict[str, Domain] = {
+    d.name: d for d in (
+        _brain("brain-1.5T", 1.5, 8, 1.02, 0.95, "axial T2 TSE brain, 1.5 T, 8-channel head coil (source)"),
+        _brain("brain-3T", 3.0, 16, 1.12, 0.78, "axial T2 TSE brain, 3 T, 16-channel head coil, other subjects"),
+        _knee("knee-1.5T", 1.5, 8, 1.02, 0.96, "PD TSE knee, 1.5 T, 8-channel knee coil"),
+        _knee("knee-3T", 3.0, 16, 1.08, 0.88, "PD TSE knee, 3 T, 16-channel knee coil"),
+    )
+}
+
+
+def get_domain(name: str | Domain) -> Domain:
+    """The registered :class:`Domain` called ``name`` (a :class:`Domain` is returned unchanged)."""
+    if isinstance(name, Domain):
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"domain must be a str or Domain, got {type(name).__name__}")
+    try:
+        return DOMAINS[name]
+    except KeyError:
+        raise ValueError(f"unknown domain {name!r}; known: {sorted(DOMAINS)}") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Simulation
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class SimulatedSubject:
+    """One simulated subject (a "file"): fastMRI multi-coil raw data plus the ground truth behind it.
+
+    Shapes: S slices, C coils, k-space ``(S, C, 2 size, size)`` (readout oversampled 2x along rows).
+    ``image`` is the noise-free complex image (S, 2 size, size) with ``coil image_c = sens_maps_c *
+    image``; ``b1_ratio`` the transmit ratio map and ``bias`` the receive shading kept in ``image``.
+    ``fov_mm`` is the *reconstructed* FOV (readout, phase, slice thickness); the encoded readout FOV is
+    twice the first entry.
+    """
+
+    kspace: np.ndarray
+    sens_maps: np.ndarray
+    domain: str
+    field_strength_T: float
+    patient_id: str
+    fov_mm: tuple[float, float, float]
+    protocol: dict
+    noise_std: float
+    subject_index: int
+    seed: int
+    image: np.ndarray
+    b1_ratio: np.ndarray
+    bias: np.ndarray
+    fractions: dict[str, np.ndarray] = field(repr=False)
+    tissue_params: dict[str, tuple[float, float, float]] = field(repr=False)
+
+    @property
+    def num_slices(self) -> int:
+        return int(self.kspace.shape[0])
+
+    @property
+    def num_coils(self) -> int:
+        return int(self.kspace.shape[1])
+
+
+def subject_seed_sequence(domain: str, subject_index: int, seed: int = 0) -> np.random.SeedSequence:
+    """The subject's seed: (dataset seed, CRC-32 of the domain name, subject index). CRC-32 is stable
+    across processes (Python's ``hash`` of a str is salted), and naming the domain gives every domain
+    its own subjects."""
+    return np.random.SeedSequence([int(seed), zlib.crc32(domain.encode("utf-8")), int(subject_index)])
+
+
+def _smooth_poly(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, scale: float) -> np.ndarray:
+    """Random 2nd-order polynomial in normalised coordinates (u, v in about [-1, 1])."""
+    c = rng.normal(0.0, scale, size=5)
+    return c[0] * u + c[1] * v + c[2] * u * u + c[3] * v * v + c[4] * u * v
+
+
+def simulate_subject(domain: str | Domain, subject_index: int, num_slices: int, size: int,
+                     seed: int = 0) -> SimulatedSubject:
+    """Simulate one subject of ``domain``: ``num_slices`` slices, ``size x size`` images.
+
+    Deterministic in (domain name, subject_index, seed). See the module docstring for the physics.
+    """
+    dom = get_domain(domain)
+    for arg, value, low in (("subject_index", subject_index, 0), ("num_slices", num_slices, 1), ("size", size, 8)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{arg} must be an integer >= {low}, got {value!r}")
+    if size % 2:
+        raise ValueError(f"size must be even (centred FFT with a 2x readout), got {size!r}")
+    S, n, C = int(num_slices), int(size), dom.num_coils
+    H = 2 * n
+    ss = subject_seed_sequence(dom.name, int(subject_index), int(seed))
+    rng_anatomy, rng_tissue, rng_fields, rng_noise = (np.random.default_rng(s) for s in ss.spawn(4))
+
+    # 1. anatomy and contrast -------------------------------------------------------------------
+    fractions = dom.tissue_slices(rng_anatomy, S, n)
+    unknown = sorted(set(fractions) - set(TISSUES))
+    if unknown:
+        raise ValueError(f"anatomy {dom.anatomy!r} returned unknown tissues {unknown}")
+    names = sorted(fractions)
+    tissue_params = {}
+    signals = np.empty(len(names), dtype=np.float64)
+    for i, t in enumerate(names):
+        pd, t1, t2 = TISSUES[t].at(dom.field_strength_T)
+        pd, t1, t2 = np.array([pd, t1, t2]) * (1.0 + dom.param_jitter * rng_tissue.standard_normal(3))
+        tissue_params[t] = (float(pd), float(t1), float(t2))
+        signals[i] = dom.protocol.signal(pd, t1, t2, fat_like=t in _FAT_LIKE)
+    stack = np.stack([fractions[t] for t in names], axis=1)                  # (S, T, n, n)
+    object_frac = stack.sum(axis=1)
+    magnetisation = np.einsum("t,stij->sij", signals.astype(np.float32), stack)  # (S, n, n)
+
+    # physical coordinates of the (H, n) encoded grid, mm from the FOV centre
+    fov = dom.fov_mm
+    pix = fov / n
+    ys = (np.arange(H) - (H - 1) / 2) * pix                                   # rows (readout)
+    xs = (np.arange(n) - (n - 1) / 2) * pix                                   # columns (phase encode)
+
+    # 2. transmit field B1+ (smooth, per subject) ---------------------------------------------------
+    ry, rx = dom.object_radii_mm
+    v, u = ys[:, None] / ry, xs[None, :] / rx
+    centre = dom.b1_centre * (1 + dom.b1_jitter * rng_fields.standard_normal())
+    edge = dom.b1_edge * (1 + dom.b1_jitter * rng_fields.standard_normal())
+    tilt = rng_fields.normal(0.0, 0.5 * abs(dom.b1_centre - dom.b1_edge) + 0.01, size=2)
+    b1 = centre + (edge - centre) * (u * u + v * v) + tilt[0] * u + tilt[1] * v
+    b1 = np.clip(b1, 0.2, 1.8).astype(np.float32)                            # (H, n)
+    b1 = np.broadcast_to(b1, (S, H, n))
+
+    # 3. receive coils: coarse Biot-Savart, interpolated; the cylinder is fixed, the object moves --
+    # The fields are smooth: evaluate them on a coarse grid (<= 48 x 24) at <= 5 slice offsets and
+    # interpolate linearly (in-plane and between slices).
+    nc_r, nc_c = min(H, 48), min(n, 24)
+    cy = (np.arange(nc_r) - (nc_r - 1) / 2) * (H * pix / nc_r)
+    cx = (np.arange(nc_c) - (nc_c - 1) / 2) * (n * pix / nc_c)
+    centre_offset = rng_fields.normal(0.0, 8.0)
+    offsets = (np.linspace(-0.5, 0.5, S) if S > 1 else np.zeros(1)) * dom.slice_extent_mm + centre_offset
+    n_z = min(S, 5)
+    z_nodes = np.linspace(offsets[0], offsets[-1], n_z)
+    gz, gy, gx = np.meshgrid(z_nodes, cy, cx, indexing="ij")
+    if dom.coil_axis == "slice":      # axial: cylinder axis = slice normal
+        pts = np.stack([gx, -gy, gz], axis=-1)
+    else:                             # cylinder axis along the image rows; slice offset in-plane normal
+        pts = np.stack([gx, gz, gy], axis=-1)
+    rot = rng_fields.uniform(-np.pi / 16, np.pi / 16)                        # array rotation vs. anatomy
+    cr, sr = np.cos(rot), np.sin(rot)
+    pts = pts @ np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]]).T
+    coil_phase = rng_fields.uniform(-np.pi, np.pi, size=C)
+    coarse = coil_sensitivities(pts, C, dom.coil_rings, dom.coil_radius_mm, dom.coil_height_mm,
+                                ring_gap=dom.coil_height_mm * 0.9, coil_phase=coil_phase)  # (C, Z, r, c)
+    if n_z != S:
+        mz = _linear_weights(offsets, z_nodes)
+        coarse = np.einsum("sz,czrw->csrw", mz, coarse).astype(np.complex64)
+    mr, mc = _interp_matrix(H, nc_r), _interp_matrix(n, nc_c)
+    raw = _interpolate_maps(coarse, mr, mc)                                  # (S, C, H, n) complex64
+    rss = np.sqrt(np.sum(raw.real**2 + raw.imag**2, axis=1))                 # (S, H, n)
+    sens = raw
+    sens *= (1.0 / rss)[:, None]
+    inside = np.zeros((S, H, n), dtype=bool)
+    inside[:, n // 2: n // 2 + n] = object_frac > 0.5
+    bias = (rss / max(float(rss[inside].mean()) if inside.any() else float(rss.mean()), 1e-12)) ** dom.receive_bias
+
+    # 4. smooth background phase (per subject, plus a per-slice offset) -------------------------------
+    uu, vv = xs[None, :] / (fov / 2), ys[:, None] / (fov / 2)
+    phase = _smooth_poly(rng_fields, uu, vv, 0.6)[None] + rng_fields.uniform(-np.pi, np.pi, size=(S, 1, 1))
+
+    # 5. image, coils, k-space, noise --------------------------------------------------------------
+    image = np.zeros((S, H, n), dtype=np.complex64)
+    image[:, n // 2: n // 2 + n] = magnetisation
+    image *= (b1_signal_factor(b1) * bias).astype(np.float32) * np.exp(1j * phase).astype(np.complex64)
+    # centred FFT without shifts (H, n even): fft2c(x) = (-1)^((H+n)/2) c * fft2(c * x), with the
+    # checkerboard c = (-1)^(row+col); the input factor is folded into the (coil-independent) image.
+    checker = np.where((np.arange(H)[:, None] + np.arange(n)[None, :]) % 2, -1.0, 1.0).astype(np.float32)
+    sign = -1.0 if ((H + n) // 2) % 2 else 1.0
+    coil_images = sens * (image * (sign * checker))[:, None]
+    kspace = scipy.fft.fft2(coil_images, norm="ortho", overwrite_x=True)
+    kspace *= checker
+    sigma = dom.noise_std
+    noise = rng_noise.standard_normal((S, C, H, n, 2), dtype=np.float32)
+    kspace += (sigma / np.sqrt(2.0)) * noise.view(np.complex64)[..., 0]
+
+    return SimulatedSubject(
+        kspace=kspace, sens_maps=sens, domain=dom.name, field_strength_T=float(dom.field_strength_T),
+        patient_id=f"{dom.name}-s{int(seed)}-{int(subject_index):05d}",
+        fov_mm=(float(fov), float(fov), float(dom.slice_thickness_mm)),
+        protocol=dom.protocol.to_dict(), noise_std=float(sigma), subject_index=int(subject_index),
+        seed=int(seed), image=image, b1_ratio=np.ascontiguousarray(b1), bias=bias.astype(np.float32),
+        fractions=fractions, tissue_params=tissue_params,
+    )
