@@ -285,7 +285,8 @@ def cg_sense(
         if lam:
             ap.add_(p, alpha=lam)
         pap = _redot(p, ap)
-        alpha = torch.where(active, rs / pap.clamp_min(tiny), torch.zeros_like(rs))
+        # p^H (A^H A + lam I) p > 0 unless p = 0; guard the 0/0 of an exactly solved item.
+        alpha = torch.where(active & (pap > 0), rs / pap.clamp_min(tiny), torch.zeros_like(rs))
         x.add_(p * alpha)
         r.sub_(ap * alpha)
         rs_new = _sqnorm(r)
@@ -383,7 +384,9 @@ def estimate_maps(
     import sigpy.mri  # deferred: importing sigpy takes seconds
 
     # EspiritCalib calibrates on a centred square of calib_width; centre the ACS block first so
-    # that square is the ACS block even when the block is off by one from W // 2.
+    # that square is the ACS block even when the block is off by one from W // 2. The roll
+    # multiplies every coil image by the same linear phase, which EspiritCalib removes when it
+    # references all maps to coil 0's phase (maps *= conj(maps[0] / |maps[0]|)).
     shift = (w // 2) - (start + width // 2)
     arr = torch.roll(y, shifts=shift, dims=-1).detach().cpu().numpy() if shift else y.detach().cpu().numpy()
     lead = arr.shape[:-3]
@@ -393,6 +396,8 @@ def estimate_maps(
         out[i] = sigpy.mri.app.EspiritCalib(
             flat[i], calib_width=width, thresh=thresh, kernel_width=kernel_width, crop=crop, show_pbar=False
         ).run()
+    # sigpy divides by |maps[0]|: a pixel where coil 0 is exactly zero would be NaN; make it 0.
+    np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     maps = torch.from_numpy(out.reshape(lead + arr.shape[-3:]).astype(arr.dtype, copy=False))
     return maps.to(y.device)
 

@@ -1,0 +1,176 @@
+"""CG-SENSE time: ``mrtl_core.sense.cg_sense`` against sigpy's ``SenseRecon``, in one run.
+
+For each (coils, size) it builds one problem -- a smooth phantom, sigpy birdcage maps (normalised),
+a 4x random column mask with fastMRI's 8% centre, complex64 -- and times, with the same number of
+CG iterations (``tol=0`` for both, so both run every iteration):
+
+* ``sigpy``:  ``sigpy.mri.app.SenseRecon(y, maps, weights=mask, max_iter=N, tol=0).run()``
+  (NumPy back end: its FFTs and element-wise products run on one core whatever the thread count),
+* ``ours``:   ``cg_sense(y, maps, mask, max_iter=N, tol=0)`` with ``torch`` at ``--threads``
+  threads, and again at one thread (the same core count sigpy uses) -- one row each,
+* the **FFT floor**: ``N x (C forward + C inverse)`` 2-D FFTs of ``(C, H, W)`` complex64 with
+  ``torch.fft`` at the row's thread count, the cost of a textbook CG-SENSE iteration with nothing
+  else in it; and the 1-D floor along ``W`` only, which is what our readout-decoupled normal
+  operator needs (see ``mrtl_core/sense.py``): our time can beat the 2-D floor.
+
+Each time is the minimum over ``--repeats`` runs (the machine may be shared; minima are the least
+inflated by other processes). ``agree`` is ``||ours - sigpy|| / ||sigpy||``. When CUDA is present
+``cg_sense`` is also timed there (with ``torch.cuda.synchronize``) and the device is named.
+
+    python benchmarks/cg_sense.py                 # about two minutes on 2 CPU cores
+    python benchmarks/cg_sense.py --configs 8x256 --iters 30 --repeats 5
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mrtl_core.fft import fft2c_np  # noqa: E402
+from mrtl_core.masks import make_mask  # noqa: E402
+from mrtl_core.sense import cg_sense  # noqa: E402
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _load() -> str:
+    try:
+        return f"{os.getloadavg()[0]:.2f} (1 min)"
+    except OSError:
+        return "unknown"
+
+
+def problem(coils: int, size: int, seed: int = 0):
+    import sigpy.mri as mr
+
+    maps = mr.birdcage_maps((coils, size, size)).astype(np.complex128)
+    maps /= np.sqrt((np.abs(maps) ** 2).sum(0, keepdims=True))
+    yy, xx = np.meshgrid(np.linspace(-1, 1, size), np.linspace(-1, 1, size), indexing="ij")
+    img = ((xx / 0.75) ** 2 + (yy / 0.85) ** 2 < 1) * (1.0 + 0.4 * xx) * np.exp(0.5j * yy)
+    mask = make_mask(size, 4, seed=seed)
+    rng = np.random.default_rng(seed)
+    noise = 0.01 * (rng.standard_normal(maps.shape) + 1j * rng.standard_normal(maps.shape))
+    ksp = (fft2c_np(maps * img) + noise) * mask
+    return ksp.astype(np.complex64), maps.astype(np.complex64), mask
+
+
+def best_of(fn, repeats: int, sync=lambda: None) -> tuple[float, object]:
+    out, times = None, []
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        out = fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return min(times), out
+
+
+def fft_floor(coils: int, size: int, iters: int, repeats: int, one_d: bool) -> float:
+    a = torch.randn(coils, size, size, dtype=torch.complex64)
+    b = torch.empty_like(a)
+
+    def run():
+        for _ in range(iters):
+            if one_d:
+                torch.fft.fft(a, dim=-1, norm="ortho", out=b)
+                torch.fft.ifft(b, dim=-1, norm="ortho", out=a)
+            else:
+                torch.fft.fft2(a, norm="ortho", out=b)
+                torch.fft.ifft2(b, norm="ortho", out=a)
+
+    run()  # plan / warm up
+    return best_of(run, repeats)[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs="+", default=["8x256", "16x256", "8x320", "16x320"],
+                        help="COILSxSIZE problems (square images)")
+    parser.add_argument("--iters", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args(argv)
+
+    import sigpy as sp
+    import sigpy.mri as mr
+
+    torch.set_num_threads(args.threads)
+    print("CG-SENSE: mrtl_core.sense.cg_sense vs sigpy.mri.app.SenseRecon (same problem, same iterations)")
+    print(f"cpu: {cpu_model()}, {os.cpu_count()} logical cores; python {platform.python_version()}")
+    print(f"torch {torch.__version__} ({args.threads} threads), numpy {np.__version__}, sigpy {sp.__version__}")
+    print(f"load average at start (other processes share this CPU): {_load()}")
+    print(f"R=4 random columns, centre 8%, complex64, {args.iters} CG iterations, tol=0, "
+          f"best of {args.repeats}")
+    print()
+    header = (f"{'coils':>5} {'size':>5} {'threads':>7} | {'ours s':>7} {'sigpy s':>8} {'sigpy/ours':>10} "
+              f"{'agree':>8} | {'2-D FFT floor s':>15} {'ours/floor':>10} {'1-D floor s':>11}")
+    print(header)
+    print("-" * len(header))
+    rows = []
+    for cfg in args.configs:
+        coils, size = (int(v) for v in cfg.lower().split("x"))
+        ksp, maps, mask = problem(coils, size)
+        weights = np.broadcast_to(mask, (size, size)).astype(np.float32)
+        y_t, s_t = torch.from_numpy(ksp), torch.from_numpy(maps)
+
+        def ours():
+            return cg_sense(y_t, s_t, mask, max_iter=args.iters, tol=0)
+
+        def theirs():
+            return mr.app.SenseRecon(ksp, maps, weights=weights, max_iter=args.iters, tol=0, show_pbar=False).run()
+
+        theirs()
+        t_sp, x_sp = best_of(theirs, args.repeats)
+        for threads in dict.fromkeys([args.threads, 1]):
+            torch.set_num_threads(threads)
+            ours()  # warm-up: FFT plans, allocator
+            t_ours, x_ours = best_of(ours, args.repeats)
+            floor2 = fft_floor(coils, size, args.iters, args.repeats, one_d=False)
+            floor1 = fft_floor(coils, size, args.iters, args.repeats, one_d=True)
+            agree = float(np.linalg.norm(x_ours.numpy() - x_sp) / np.linalg.norm(x_sp))
+            if threads == args.threads:
+                rows.append((coils, size, t_ours))
+            print(f"{coils:>5} {size:>5} {threads:>7} | {t_ours:>7.3f} {t_sp:>8.3f} {t_sp / t_ours:>9.1f}x "
+                  f"{agree:>8.1e} | {floor2:>15.3f} {t_ours / floor2:>10.2f} {floor1:>11.3f}")
+        torch.set_num_threads(args.threads)
+    print(f"load average at end: {_load()}")
+    print("sigpy's NumPy back end runs on one core; the threads=1 rows compare like with like.")
+    print("ours / floor < 1 is possible: a column mask lets A^H A skip the readout FFTs (1-D floor).")
+
+    if torch.cuda.is_available():
+        dev = torch.device("cuda")
+        print(f"\nCUDA: {torch.cuda.get_device_name(dev)}")
+        print(f"{'coils':>5} {'size':>5} | {'c64 s':>8} {'c128 s':>8} {'CPU ours / c64':>14}")
+        sync = lambda: torch.cuda.synchronize(dev)  # noqa: E731
+        for coils, size, t_cpu in rows:
+            ksp, maps, mask = problem(coils, size)
+            times = []
+            for dt in (torch.complex64, torch.complex128):
+                y_g = torch.from_numpy(ksp).to(dev, dt)
+                s_g = torch.from_numpy(maps).to(dev, dt)
+                run = lambda: cg_sense(y_g, s_g, mask, max_iter=args.iters, tol=0)  # noqa: E731
+                run()
+                times.append(best_of(run, max(args.repeats, 5), sync)[0])
+            print(f"{coils:>5} {size:>5} | {times[0]:>8.4f} {times[1]:>8.4f} {t_cpu / times[0]:>13.1f}x")
+    else:
+        print("\nCUDA: not available on this machine (GPU path not timed)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
