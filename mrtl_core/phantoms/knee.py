@@ -85,20 +85,41 @@ def _ellipse(a, b, ca, cb, ra, rb):
     return k0 * (k0 - 1.0) / (k1 + 1e-6)
 
 
+_ZSTEP = 0.2                                  # mm: resolution of the tabulated z-profiles
+_ZGRID = np.arange(-300.0, 300.0 + _ZSTEP, _ZSTEP)
+
+
+class _Pts(tuple):
+    """Coordinates (x, y, z) of a slice's pixels, with ``zi``: z quantised to ``_ZSTEP`` as indices into
+    ``_ZGRID``, so that a profile along z costs one table look-up instead of an ``np.interp``."""
+
+    @classmethod
+    def make(cls, x, y, z, zi=None):
+        p = cls((x, y, z))
+        if zi is None:
+            zi = np.clip(np.rint((z + _F32(300.0)) * _F32(1.0 / _ZSTEP)), 0, len(_ZGRID) - 1).astype(np.intp)
+        p.zi = zi
+        return p
+
+
+def _interp(p, zk, v):
+    """Piecewise-linear profile v(z) (knots ``zk``) at the points ``p``."""
+    if isinstance(p, _Pts):
+        return np.interp(_ZGRID, zk, v).astype(_F32)[p.zi]
+    return np.interp(p[2], zk, v).astype(_F32)
+
+
 def _gcyl(p, zk, xc, yc, ax, ay):
     """Generalised elliptic cylinder along z: centre and semi-axes interpolated from knots ``zk``."""
-    z = p[2]
-    return _ellipse(p[0], p[1], np.interp(z, zk, xc), np.interp(z, zk, yc),
-                    np.interp(z, zk, ax), np.interp(z, zk, ay))
+    return _ellipse(p[0], p[1], _interp(p, zk, xc), _interp(p, zk, yc), _interp(p, zk, ax), _interp(p, zk, ay))
 
 
 def _rbox(p, zk, xc, yc, ax, ay, rf=0.55):
     """Generalised rounded-rectangle cylinder along z (an axial section like a distal femur's)."""
-    z = p[2]
-    ax, ay = np.interp(z, zk, ax), np.interp(z, zk, ay)
-    r = rf * np.minimum(ax, ay)
-    qx = np.abs(p[0] - np.interp(z, zk, xc)) - ax + r
-    qy = np.abs(p[1] - np.interp(z, zk, yc)) - ay + r
+    ax, ay = _interp(p, zk, ax), _interp(p, zk, ay)
+    r = _F32(rf) * np.minimum(ax, ay)
+    qx = np.abs(p[0] - _interp(p, zk, xc)) - ax + r
+    qy = np.abs(p[1] - _interp(p, zk, yc)) - ay + r
     out = np.sqrt(np.maximum(qx, 0.0) ** 2 + np.maximum(qy, 0.0) ** 2)
     return out + np.minimum(np.maximum(qx, qy), 0.0) - r
 
@@ -230,7 +251,7 @@ class _Knee:
         c = self.C
         pf = [p[0], _F32(Ri[1, 1]) * (p[1] - c[1]) + _F32(Ri[1, 2]) * (p[2] - c[2]) + _F32(c[1]),
               _F32(Ri[2, 1]) * (p[1] - c[1]) + _F32(Ri[2, 2]) * (p[2] - c[2]) + _F32(c[2])]
-        return p, pf
+        return _Pts.make(*p), _Pts.make(*pf)
 
     # bones -----------------------------------------------------------------------------------
     def femur(self, q):
@@ -309,7 +330,7 @@ class _Knee:
         axk = np.array([40.0, 42.0, 44.0, 47.0, 49.0, 50.0, 50.0, 51.0, 52.0, 56.0, 56.0]) * (0.6 + 0.4 * self.mb)
         yc = (ya + yq) / 2.0
         ay = (ya - yq) / 2.0
-        return _gcyl(q, zk, [-2.0] * len(zk), yc.tolist(), axk.tolist(), ay.tolist()), np.interp(z, zk, yc), np.interp(z, zk, ay)
+        return _gcyl(q, zk, [-2.0] * len(zk), yc.tolist(), axk.tolist(), ay.tolist()), _interp(q, zk, yc), _interp(q, zk, ay)
 
 
 # ----------------------------------------------------------------------------- muscles
@@ -336,7 +357,7 @@ def _muscle_d(m, p, pf, mb, ztop):
     frame, zk, xc, yc, ax, ay, zlo, zhi = m
     q = p if frame == "t" else pf
     if frame == "p":                    # quadriceps: heights relative to the patella's upper pole
-        q = (q[0], q[1], q[2] - _F32(ztop))
+        q = _Pts.make(q[0], q[1], q[2] - _F32(ztop), np.clip(q.zi - int(round(ztop / _ZSTEP)), 0, len(_ZGRID) - 1))
     d = _gcyl(q, zk, xc, yc, [a * mb for a in ax], [a * mb for a in ay])
     cap = np.maximum(zlo - q[2], q[2] - zhi)
     return _smax(d, cap, 8.0)
@@ -363,6 +384,10 @@ def _striation(noise: np.ndarray, pix: float) -> np.ndarray:
 # ----------------------------------------------------------------------------- one slice
 def _render(k: _Knee, x0: float, yy, zz, pix: float, noise_t, noise_m, out: dict, s: int):
     p, pf = k.coords(x0, yy, zz)
+    xmin, xmax = float(p[0].min()), float(p[0].max())
+
+    def near(lo, hi):                 # does the slice reach the x-range [lo, hi] of a structure?
+        return lo - 4.0 < xmax and hi + 4.0 > xmin
     acc = {t: np.zeros_like(yy) for t in TISSUES}
     half = _F32(0.5 * FOV_MM)
 
@@ -386,9 +411,12 @@ def _render(k: _Knee, x0: float, yy, zz, pix: float, noise_t, noise_m, out: dict
     put("tendon", _inside(np.abs(d_deep + 0.4) - 0.4, pix) * _F32(0.35))   # deep fascia line
 
     # bones ---------------------------------------------------------------------------------
+    cap = box + 4.0                   # bones cut by the field of view end in a cortical cap, under the fat
     d_fem, notch = k.femur(pf)
+    d_fem = np.maximum(d_fem, cap)
     d_tib, tib_cyl, tib_top = k.tibia(p)
-    d_fib = k.fibula(p)
+    d_tib = np.maximum(d_tib, cap)
+    d_fib = np.maximum(k.fibula(p), cap) if near(20.0, 45.0) else np.full_like(yy, 100.0)
     d_pat, pyl, pzl = k.patella(p)
     t_fem = 1.4 + 3.0 * np.clip((pf[2] - 45.0) / 30.0, 0.0, 1.0)
     t_tib = 1.3 + 3.0 * np.clip((-p[2] - 35.0) / 30.0, 0.0, 1.0)
@@ -442,20 +470,30 @@ def _render(k: _Knee, x0: float, yy, zz, pix: float, noise_t, noise_m, out: dict
     tf = k.to_tibia
     pl = _F32(k.pat_c[0])
     ten = []
-    ten.append(_seg(p, tf((8.0, -17.0, 24.0)), (1.0, 7.0, -1.0)) - 4.3)                     # ACL
-    ten.append(_polyline(p, _bezier(tf((-4.0, 1.0, 17.0)), tf((-3.0, -21.0, 21.0)), (-1.0, -21.0, -10.0))) - 5.0)  # PCL
-    ten.append(_smax(_seg(p, tf((-42.5, -4.0, 32.0)), (-33.0, 3.0, -55.0), (0, 2)) - 1.3,
-                     np.abs(p[1] + 1.0) - 7.5, 2.0))                                             # MCL
-    ten.append(_seg(p, tf((41.5, -4.0, 22.0)), (36.5, -17.0, -14.0)) - 2.5)                  # LCL
-    ten.append(_seg(p, tf((37.0, -33.0, 28.0)), (35.0, -22.0, -12.0)) - 3.0)                 # biceps tendon
-    ten.append(_seg(p, tf((-30.0, -32.0, 18.0)), (-29.0, -17.0, -8.0)) - 2.8)                # semimembranosus
-    ten.append(_smax(_seg(p, tf((46.0, 2.0, 70.0)), (29.0, 12.0, -10.0), (0, 2)) - 1.1,
-                     np.abs(p[1] - 6.0) - 6.0, 2.0))                                             # iliotibial band
-    pt = _seg(p, k.pat_lo, k.tub, (1, 2)) - (2.3 + 0.6 * np.clip((k.pat_lo[2] - p[2]) / 40.0, 0, 1))
-    ten.append(_smax(pt, np.abs(p[0] - pl) - 15.0, 3.0))                                        # patellar tendon
-    qt = _seg(p, k.pat_hi, tf((0.0, k.pat_c[1] - 6.0, k.pat_c[2] + 80.0)), (1, 2)) - 3.6
-    ten.append(_smax(qt, np.abs(p[0] - pl) - 17.0, 3.0))                                        # quadriceps tendon
-    put("tendon", _inside(np.minimum.reduce(ten), pix))
+    if near(-2.0, 13.0):
+        ten.append(_seg(p, tf((8.0, -17.0, 24.0)), (1.0, 7.0, -1.0)) - 4.3)                 # ACL
+    if near(-10.0, 4.0):
+        ten.append(_polyline(p, _bezier(tf((-4.0, 1.0, 17.0)), tf((-3.0, -21.0, 21.0)), (-1.0, -21.0, -10.0))) - 5.0)  # PCL
+    if xmin < -26.0:                                                                         # MCL on the medial bones
+        d_med = np.minimum(d_fem, d_tib)
+        mcl_y = _interp(p, [-60.0, 0.0, 40.0], [4.0, -1.0, -4.0])
+        ten.append(_smax(np.abs(d_med - 2.2) - 1.3,
+                         np.maximum.reduce([np.abs(p[1] - mcl_y) - 8.0, p[0] + 28.0, np.abs(p[2] + 10.0) - 45.0]), 2.0))
+    if near(34.0, 44.0):
+        ten.append(_seg(p, tf((41.5, -4.0, 22.0)), (36.5, -17.0, -14.0)) - 2.5)              # LCL
+        ten.append(_seg(p, tf((37.0, -33.0, 28.0)), (35.0, -22.0, -12.0)) - 3.0)             # biceps tendon
+    if near(-33.0, -26.0):
+        ten.append(_seg(p, tf((-30.0, -32.0, 18.0)), (-29.0, -17.0, -8.0)) - 2.8)            # semimembranosus
+    if near(28.0, 47.0):
+        ten.append(_smax(_seg(p, tf((46.0, 2.0, 70.0)), (29.0, 12.0, -10.0), (0, 2)) - 1.1,
+                         np.abs(p[1] - 6.0) - 6.0, 2.0))                                         # iliotibial band
+    if near(k.pat_c[0] - 17.0, k.pat_c[0] + 17.0):
+        pt = _seg(p, k.pat_lo, k.tub, (1, 2)) - (2.3 + 0.6 * np.clip((k.pat_lo[2] - p[2]) / 40.0, 0, 1))
+        ten.append(_smax(pt, np.abs(p[0] - pl) - 15.0, 3.0))                                    # patellar tendon
+        qt = _seg(p, k.pat_hi, tf((0.0, k.pat_c[1] - 6.0, k.pat_c[2] + 80.0)), (1, 2)) - 3.6
+        ten.append(_smax(qt, np.abs(p[0] - pl) - 17.0, 3.0))                                    # quadriceps tendon
+    if ten:
+        put("tendon", _inside(np.minimum.reduce(ten), pix))
 
     # fluid -------------------------------------------------------------------------------
     g = k.js / 2 + k.ct + 0.8 + 1.5 * k.eff
@@ -478,7 +516,8 @@ def _render(k: _Knee, x0: float, yy, zz, pix: float, noise_t, noise_m, out: dict
     put("fluid", _inside(_polyline(p, vein) - 3.6, pix), 0.5)
 
     # muscles with fat septa (the boundaries between neighbouring muscles) and fatty marbling -----
-    ds = [_muscle_d(m, p, pf, k.mb, k.pat_c[2] + k.pat_r[2]) for m in _MUSCLES]
+    ds = [_muscle_d(m, p, pf, k.mb, k.pat_c[2] + k.pat_r[2]) for m in _MUSCLES
+          if min(m[2]) - max(m[4]) * k.mb - 4.0 < xmax and max(m[2]) + max(m[4]) * k.mb + 4.0 > xmin]
     ds.append(_smax(_seg(p, tf((30.0, -28.0, 6.0)), (-16.0, -27.0, -38.0)) - 6.0, -d_tib - 1.0, 2.0))   # popliteus
     D = np.stack(ds)
     two = np.partition(D, 1, axis=0)
@@ -513,7 +552,7 @@ def knee_tissue_slices(rng: np.random.Generator, num_slices: int, size: int) -> 
     num_slices, size = int(num_slices), int(size)
     k = _Knee(rng)
     # slice positions: the whole joint, bone edge to bone edge plus a margin of soft tissue
-    lo, hi = -rng.uniform(40.0, 48.0), rng.uniform(38.0, 46.0)
+    lo, hi = -rng.uniform(32.0, 40.0), rng.uniform(30.0, 38.0)
     if num_slices == 1:
         xs = np.array([rng.uniform(lo, hi)])
     else:
