@@ -240,3 +240,29 @@ def test_config_validation():
         TrainConfig(epochs=None, max_steps=None)
     with pytest.raises(ValueError, match="monitor"):
         TrainConfig(monitor="psnr")
+
+
+def test_cli_train_finetune_evaluate(files, tmp_path, capsys):
+    import json
+
+    from mrtl_core.cli import main
+
+    for name, chosen in (("train", files[:2]), ("val", files[2:3]), ("test", files[3:])):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for f in chosen:
+            (tmp_path / "data" / name / f.name).symlink_to(f)
+    common = ["--data-dir", str(tmp_path / "data"), "--profile", "ci", "--device", "cpu", "--quiet"]
+    assert main(["train", *common, "--chans", "4", "--num-pool-layers", "2", "--epochs", "2", "--batch-size", "4",
+                 "--checkpoint", str(tmp_path / "a.pt"), "--out", str(tmp_path / "a.json")]) == 0
+    a = json.loads((tmp_path / "a.json").read_text())
+    assert a["result"]["steps"] == 4 and a["train_slices"] == 8
+    assert main(["finetune", *common, "--init", str(tmp_path / "a.pt"), "--n-slices", "3", "--max-steps", "3",
+                 "--strategy", "last-layers", "--checkpoint", str(tmp_path / "b.pt"), "--out", str(tmp_path / "b.json")]) == 0
+    b = json.loads((tmp_path / "b.json").read_text())
+    assert b["n_slices"] == 3 and b["result"]["steps"] == 3 and b["strategy"] == "last-layers"
+    assert main(["evaluate", *common, "--checkpoint", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"),
+                 "--methods", "zero-filled", "--out", str(tmp_path / "e.json")]) == 0
+    e = json.loads((tmp_path / "e.json").read_text())
+    assert [r["method"] for r in e["results"]] == ["zero-filled", str(tmp_path / "a.pt"), str(tmp_path / "b.pt")]
+    assert len(e["results"][0]["per_slice"]["ssim"]) == 4
+    assert "SSIM" in capsys.readouterr().out
