@@ -250,7 +250,9 @@ def cg_sense(
         raise ValueError(f"tol must be a number >= 0, got {tol!r}")
     _check_finite("kspace", y)
 
-    op = SenseOp(maps_t, mask)  # checks maps (finite) and mask
+    # Shared maps (fewer leading dims) become a view of the k-space's shape, so that per-slice
+    # masks broadcast against them too.
+    op = SenseOp(maps_t.expand(y.shape), mask)  # checks maps (finite) and mask
     lam = float(lam)
     dims = op._dims
 

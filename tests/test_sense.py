@@ -149,6 +149,9 @@ def test_batched_equals_per_slice_and_history_decreases():
     for i in range(s):
         single = cg_sense(y[i], maps[i], masks[i, 0, 0], lam=0.01, max_iter=40, tol=0)
         assert _rel(batch[i].numpy(), single.numpy()) < 1e-10
+    shared = cg_sense(y, maps[0], masks, lam=0.01, max_iter=40, tol=0)  # one map set for all slices
+    single = cg_sense(y[2], maps[0], masks[2, 0, 0], lam=0.01, max_iter=40, tol=0)
+    assert _rel(shared[2].numpy(), single.numpy()) < 1e-10
     hist = hist.numpy()
     assert np.all(hist[:, 5:] < hist[:, :-5])  # CG residuals may wiggle, but fall over every 5 steps
     assert np.all(hist[:, -1] < 1e-2 * hist[:, 0])
