@@ -432,7 +432,10 @@ def _render(k: _Knee, x0: float, yy, zz, pix: float, noise_t, noise_m, out: dict
     remain = remain * (1.0 - outer)
 
     # cartilage ----------------------------------------------------------------------------
-    zone_f = _inside(pf[2] - 42.0, pix) * (1.0 - _inside(notch + 1.0, pix)) * _inside(np.abs(pf[0]) - 37.0, pix)
+    # articular surfaces only: condyles (not their outer flanks), trochlea; never the notch walls
+    side = np.minimum(np.abs(pf[0] - k.cond_x), np.abs(pf[0] + k.cond_x)) - (k.cond_w - 1.5)
+    side = np.minimum(side, np.maximum(np.abs(pf[0] - 1.0) - 27.0, 6.0 - pf[1]))
+    zone_f = _inside(pf[2] - 42.0, pix) * (1.0 - _inside(notch + 1.0, pix)) * _inside(side, pix)
     c_f = _inside(d_fem - k.cf, pix) * zone_f
     zone_t = _inside(tib_top - 2.5 - p[2], pix) * _inside(tib_cyl + 2.0, pix) * (1.0 - _inside(np.abs(p[0]) - 7.5, pix))
     c_t = _inside(d_tib - k.ct, pix) * zone_t
