@@ -30,7 +30,7 @@ FOV_MM = 256.0            # square reconstructed FOV; the head (about 210 mm A-P
 SLICE_THICKNESS_MM = 5.0  # nominal, as clinical axial T2 (fastMRI AXT2: 5 mm)
 TISSUES = ("white_matter", "grey_matter", "csf", "cortical_bone", "marrow", "muscle", "fat", "skin")
 
-_PAD = 24                 # voxels (at 2 mm) of padding around the envelope's distance map: room for the scalp
+_PAD = 10                 # voxels (at 2 mm) of padding: with the template margins, >= 45 mm of room for the scalp
 _DIST_VOXEL_MM = 2.0
 
 
