@@ -198,7 +198,7 @@ def finetune_config(profile: Profile | str, n_slices: int, seed: int, from_scrat
     validation every ``finetune_eval_every`` steps, early stopping after ``finetune_patience``
     rounds without improvement; fine-tuning at the small ``finetune_lr``, scratch at ``lr``."""
     profile = _profile(profile)
-    steps = _extra(profile, "scratch_steps", profile.finetune_steps) if from_scratch else profile.finetune_steps
+    steps = (_extra(profile, "scratch_steps", None) or profile.finetune_steps) if from_scratch else profile.finetune_steps
     return TrainConfig(
         max_steps=int(steps), epochs=None,
         steps_per_epoch=int(_extra(profile, "finetune_eval_every", 10)),

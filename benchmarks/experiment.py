@@ -1,0 +1,185 @@
+"""The paper's whole experiment grid, resumable: every finished run is appended to a JSON file.
+
+    python benchmarks/experiment.py --profile standard            # hours on 2 CPU cores
+    python benchmarks/experiment.py --profile ci                  # minutes: every code path once
+    python benchmarks/experiment.py --profile standard --shifts brain-3T knee-1.5T --seeds 0 1 2
+
+Grid (issue 5, item 4):
+  * the pre-trained U-Net (brain-1.5T, R = 4) on its own test set and on every shift (brain-3T R4,
+    knee-1.5T R4, brain-1.5T at each other R of the profile), beside zero-filling and CG-SENSE;
+  * per shift: end-to-end fine-tuning on N target slices (N = 1, 5, 10, 20, 50, capped at the
+    target training set), a U-Net from scratch on the same N, and one from scratch on the whole
+    target training set; several seeds (the N slices and the scratch initialisation change with
+    the seed), so every number has a confidence interval over seeds;
+  * forgetting: every fine-tuned model back on the source test set (brain-1.5T, R = 4).
+
+Trained models are cached (``mrtl_core.experiment``), and each evaluation is appended to the JSON
+as soon as it is done, so an interrupted run picks up where it stopped. At the end (or with
+``--report`` alone) it prints markdown tables: SSIM (foreground SSIM in parentheses), mean over
+seeds with the 95% t-interval of the mean.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mrtl_core import experiment as ex  # noqa: E402
+from mrtl_core.cache import atomic_write  # noqa: E402
+from mrtl_core.profiles import get_profile  # noqa: E402
+from mrtl_core.train import summarise  # noqa: E402
+
+DEFAULT_NS = (1, 5, 10, 20, 50)
+
+
+def _load(path: Path) -> dict:
+    if path.is_file():
+        return json.loads(path.read_text())
+    return {}
+
+
+def _save(path: Path, results: dict) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(results, indent=1)))
+
+
+def _record(result, extra: dict) -> dict:
+    summary = result.summary()
+    return {**extra, "n_slices_eval": len(result.slices), "seconds": result.seconds,
+            "summary": {k: {kk: vv for kk, vv in v.items()} for k, v in summary.items()},
+            "per_slice": {k: result.metrics[k].tolist() for k in ("ssim", "psnr", "ssim_fg", "psnr_fg")}}
+
+
+def run_grid(args: argparse.Namespace) -> dict:
+    profile = get_profile(args.profile)
+    out = Path(args.out)
+    results = _load(out)
+    results.setdefault("_meta", {}).update({"profile": profile.to_dict(), "torch": torch.__version__,
+                                           "python": platform.python_version(), "threads": torch.get_num_threads()})
+    shifts = [s for s in ex.shifts(profile) if not args.shifts or s["domain"] in args.shifts or s["name"] in args.shifts]
+    source = {"name": f"{ex.SOURCE_DOMAIN} R{ex.SOURCE_ACCELERATION}", "domain": ex.SOURCE_DOMAIN,
+              "acceleration": ex.SOURCE_ACCELERATION, "kind": "source"}
+    seeds = args.seeds if args.seeds is not None else list(profile.seeds)
+    quiet = not args.progress
+
+    def done(key: str) -> bool:
+        return key in results
+
+    def store(key: str, result, **extra) -> None:
+        results[key] = _record(result, extra)
+        _save(out, results)
+        s = results[key]["summary"]
+        print(f"{key}: SSIM {s['ssim']['mean']:.4f}  SSIM_fg {s['ssim_fg']['mean']:.4f}  "
+              f"PSNR {s['psnr']['mean']:.2f}  ({time.perf_counter() - t_start:.0f} s)", flush=True)
+
+    t_start = time.perf_counter()
+    pre, info = ex.pretrained_unet(profile, progress=args.progress)
+    results["_meta"]["pretrain_seconds"] = info.get("seconds")
+    results["_meta"]["pretrain_best_epoch"] = info.get("best_epoch")
+    for target in [source, *shifts]:
+        d, r, name = target["domain"], target["acceleration"], target["name"]
+        for method in ("zero-filled", "cg-sense"):
+            key = f"{name} | {method}"
+            if not done(key):
+                store(key, ex.evaluate_on(profile, method, d, r, progress=not quiet), target=name, method=method)
+        key = f"{name} | pretrained"
+        if not done(key):
+            store(key, ex.evaluate_on(profile, pre, d, r), target=name, method="pretrained")
+
+    for target in shifts:
+        d, r, name = target["domain"], target["acceleration"], target["name"]
+        n_avail = len(ex.domain_splits(profile, d, progress=False)["train"]) * profile.slices_per_subject
+        ns = sorted({min(n, n_avail) for n in (args.ns or DEFAULT_NS)})
+        key = f"{name} | scratch-full"
+        if not done(key) and not args.no_scratch:
+            model, info = ex.scratch_full(profile, d, r, progress=args.progress, return_info=True)
+            store(key, ex.evaluate_on(profile, model, d, r), target=name, method="scratch-full",
+                  train_seconds=info.get("seconds"), num_train_slices=n_avail)
+        for n in ns:
+            for seed in seeds:
+                for scratch in ([False] if args.no_scratch else [False, True]):
+                    method = "scratch" if scratch else "fine-tuned"
+                    key = f"{name} | {method} N={n} seed={seed}"
+                    fkey = f"{name} | forgetting N={n} seed={seed}"
+                    if done(key) and (scratch or done(fkey)):
+                        continue
+                    model, info = ex.finetune_run(profile, d, n, seed, acceleration=r, from_scratch=scratch,
+                                                  progress=args.progress, return_info=True)
+                    if not done(key):
+                        store(key, ex.evaluate_on(profile, model, d, r), target=name, method=method, n=n, seed=seed,
+                              train_seconds=info.get("seconds"), steps=info.get("steps"), best_epoch=info.get("best_epoch"))
+                    if not scratch and not done(fkey):
+                        store(fkey, ex.evaluate_on(profile, model, ex.SOURCE_DOMAIN, ex.SOURCE_ACCELERATION),
+                              target=name, method="forgetting", n=n, seed=seed)
+    results["_meta"]["seconds_this_run"] = time.perf_counter() - t_start
+    _save(out, results)
+    return results
+
+
+def _cell(results: dict, keys: list[str], metric: str = "ssim") -> str:
+    means = [results[k]["summary"][metric]["mean"] for k in keys if k in results]
+    fg = [results[k]["summary"][metric + "_fg"]["mean"] for k in keys if k in results]
+    if not means:
+        return ""
+    if len(means) == 1:
+        return f"{means[0]:.3f} ({fg[0]:.3f})"
+    s = summarise(np.array(means))
+    return f"{s['mean']:.3f} ±{(s['ci_high'] - s['mean']):.3f} ({np.mean(fg):.3f})"
+
+
+def report(results: dict) -> str:
+    rows = [k for k in results if not k.startswith("_")]
+    targets = list(dict.fromkeys(results[k]["target"] for k in rows))
+    ns = sorted({results[k]["n"] for k in rows if "n" in results[k]})
+    seeds = sorted({results[k]["seed"] for k in rows if "seed" in results[k]})
+    lines = [f"SSIM (foreground SSIM), test subjects; ± = half-width of the 95% t-interval over seeds {seeds}", ""]
+    head = ["target", "zero-filled", "CG-SENSE", "pre-trained", "scratch (full)"]
+    head += [f"FT N={n}" for n in ns] + [f"scratch N={n}" for n in ns]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for t in targets:
+        cells = [t] + [_cell(results, [f"{t} | {m}"]) for m in ("zero-filled", "cg-sense", "pretrained", "scratch-full")]
+        cells += [_cell(results, [f"{t} | fine-tuned N={n} seed={s}" for s in seeds]) for n in ns]
+        cells += [_cell(results, [f"{t} | scratch N={n} seed={s}" for s in seeds]) for n in ns]
+        lines.append("| " + " | ".join(cells) + " |")
+    src = f"{ex.SOURCE_DOMAIN} R{ex.SOURCE_ACCELERATION}"
+    lines += ["", f"Forgetting: fine-tuned models back on the source ({src}); pre-trained there: "
+              f"{_cell(results, [f'{src} | pretrained'])}", ""]
+    lines += ["| fine-tuned on | " + " | ".join(f"N={n}" for n in ns) + " |", "|---|" + "---|" * len(ns)]
+    for t in targets:
+        cells = [_cell(results, [f"{t} | forgetting N={n} seed={s}" for s in seeds]) for n in ns]
+        if any(cells):
+            lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    meta = results.get("_meta", {})
+    lines += ["", f"profile {meta.get('profile', {}).get('name')}, torch {meta.get('torch')}, "
+              f"{meta.get('threads')} threads; pre-training {meta.get('pretrain_seconds') or 0:.0f} s"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="standard")
+    parser.add_argument("--out", default=None, help="results JSON (default benchmarks/results/experiment-<profile>.json)")
+    parser.add_argument("--shifts", nargs="*", default=None, help="restrict to these shift domains or names")
+    parser.add_argument("--ns", nargs="*", type=int, default=None, help=f"numbers of target slices (default {DEFAULT_NS})")
+    parser.add_argument("--seeds", nargs="*", type=int, default=None, help="default: the profile's seeds")
+    parser.add_argument("--no-scratch", action="store_true", help="skip the from-scratch baselines")
+    parser.add_argument("--progress", action="store_true", help="progress bars for training")
+    parser.add_argument("--report", action="store_true", help="only print the tables of an existing JSON")
+    args = parser.parse_args(argv)
+    args.out = args.out or str(ROOT / "benchmarks" / "results" / f"experiment-{args.profile}.json")
+    results = _load(Path(args.out)) if args.report else run_grid(args)
+    print()
+    print(report(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
