@@ -36,7 +36,7 @@ import torch
 from .fft import fft2c, ifft2c
 from .masks import center_lines
 
-__all__ = ["SenseOp", "cg_sense", "estimate_maps", "detect_acs"]
+__all__ = ["SenseOp", "cg_sense", "data_consistency", "estimate_maps", "detect_acs"]
 
 ArrayLike = torch.Tensor | np.ndarray
 
@@ -305,6 +305,54 @@ def cg_sense(
     if return_history:
         return image, history[..., :n_run]
     return image
+
+
+def data_consistency(
+    image: ArrayLike,
+    kspace: ArrayLike,
+    maps: ArrayLike,
+    mask: ArrayLike,
+    lam: float = 0.05,
+    max_iter: int = 30,
+    tol: float = 1e-6,
+) -> torch.Tensor:
+    """Pull an image estimate toward the measured data: ``argmin_x ||A x - y||^2 + lam ||x - x_ref||^2``.
+
+    Solves the normal equations ``(A^H A + lam I) x = A^H y + lam x_ref`` with ``A = M F S``.
+    Writing ``x = x_ref + d`` turns them into CG-SENSE on the data residual,
+    ``(A^H A + lam I) d = A^H (y - A x_ref)``, so this is :func:`cg_sense` (same kernel, same
+    batching) applied to ``y - A x_ref``. Small ``lam`` trusts the measured k-space where it was
+    sampled; large ``lam`` keeps ``x_ref``. Where ``A`` has a null space (unsampled columns that
+    the coils cannot recover) the answer keeps ``x_ref``'s content for any ``lam > 0``.
+
+    Args:
+        image: the reference ``x_ref`` ``(..., H, W)``, complex (e.g. a network's magnitude with a
+            phase estimate), on the k-space grid (``H`` includes any readout oversampling).
+        kspace, maps, mask: as in :func:`cg_sense`.
+        lam: weight ``> 0`` of the pull toward ``image``.
+        max_iter, tol: CG settings, as in :func:`cg_sense`.
+
+    Returns:
+        The complex image ``(..., H, W)``, the k-space's dtype and device.
+    """
+    if not isinstance(lam, (int, float, np.integer, np.floating)) or not math.isfinite(lam) or lam <= 0:
+        raise ValueError(f"lam must be a finite number > 0, got {lam!r}")
+    y = _as_complex("kspace", kspace, 3)
+    x_ref = _as_complex("image", image, 2)
+    if x_ref.shape[-2:] != y.shape[-2:]:
+        raise ValueError(
+            f"image shape {tuple(x_ref.shape)} must match the k-space grid (H, W) = {tuple(y.shape[-2:])}"
+        )
+    _check_finite("image", x_ref)
+    x_ref = x_ref.to(device=y.device, dtype=y.dtype)
+    maps_t = _as_complex("maps", maps, 3)
+    if maps_t.shape[-3:] != y.shape[-3:] or maps_t.dtype != y.dtype:
+        raise ValueError(
+            f"maps ({maps_t.dtype}, shape {tuple(maps_t.shape)}) must match kspace ({y.dtype}, shape {tuple(y.shape)})"
+        )
+    op = SenseOp(maps_t.expand(y.shape), mask)
+    residual = y * op.mask - op.forward(x_ref)
+    return x_ref + cg_sense(residual, maps_t, mask, lam=float(lam), max_iter=max_iter, tol=tol)
 
 
 # --------------------------------------------------------------------------------------------
