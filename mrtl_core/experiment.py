@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Subset
+from torch.utils.data import ConcatDataset, Subset
 
 from . import cache, data
 from .profiles import Profile, get_profile
@@ -68,6 +68,8 @@ __all__ = [
     "scratch_full",
     "target_slices",
     "evaluate_on",
+    "unet_dc_image",
+    "evaluate_with_dc",
 ]
 
 SOURCE_DOMAIN = "brain-1.5T"
@@ -310,16 +312,27 @@ def finetune_run(
     progress: bool = True,
     return_info: bool = False,
     device: str = "auto",
+    rehearsal_slices: int = 0,
 ):
     """A model adapted to ``target_domain`` at ``acceleration`` from ``n_slices`` target slices.
 
     ``from_scratch=False`` fine-tunes the pre-trained U-Net with ``strategy``; ``True`` trains a
     fresh U-Net (initialised with ``seed``) on the same slices. Early stopping on the target's
     validation split. Cached; returns the model, or ``(model, info)`` with ``return_info``.
+
+    ``rehearsal_slices=k > 0`` (fine-tuning only) mixes ``k`` source training slices (brain-1.5T
+    at R = 4, :func:`target_slices` of the source with the same seed) into the training set, so
+    every batch is drawn from ``n_slices + k`` slices: rehearsal against catastrophic forgetting.
+    Early stopping still watches the target's validation split only.
     """
     profile = _profile(profile)
+    if isinstance(rehearsal_slices, bool) or not isinstance(rehearsal_slices, (int, np.integer)) or rehearsal_slices < 0:
+        raise ValueError(f"rehearsal_slices must be an integer >= 0, got {rehearsal_slices!r}")
+    if rehearsal_slices and from_scratch:
+        raise ValueError("rehearsal_slices applies to fine-tuning only (from_scratch=True was given)")
     splits = domain_splits(profile, target_domain, progress=progress)
-    cfg = finetune_config(profile, n_slices, seed, from_scratch=from_scratch, progress=progress, device=device)
+    cfg = finetune_config(profile, n_slices + int(rehearsal_slices), seed, from_scratch=from_scratch,
+                          progress=progress, device=device)
     key = {
         "what": "scratch-n" if from_scratch else "finetune",
         "version": EXPERIMENT_VERSION,
@@ -332,16 +345,21 @@ def finetune_run(
         "model": {"in_chans": 1, "out_chans": 1, "chans": profile.chans, "num_pool_layers": profile.num_pool_layers},
         "train": _train_key(cfg),
     }
+    if rehearsal_slices:  # only then, so the keys (and cached models) of plain runs are unchanged
+        key["rehearsal_slices"] = int(rehearsal_slices)
 
     def run(checkpoint: Path) -> TrainResult:
         train_set = target_slices(profile, target_domain, n_slices, seed, acceleration)
+        if rehearsal_slices:
+            source = target_slices(profile, SOURCE_DOMAIN, int(rehearsal_slices), seed, SOURCE_ACCELERATION)
+            train_set = ConcatDataset([train_set, source])
         val_set = make_dataset(splits["val"], acceleration, profile, train=False)
         if from_scratch:
             return train(new_unet(profile, seed=seed), train_set, val_set, cfg, checkpoint_path=checkpoint)
         model, _ = pretrained_unet(profile, progress=progress, device=device)
         return fine_tune(model, train_set, val_set, cfg, strategy=strategy, checkpoint_path=checkpoint)
 
-    tag = "scratch" if from_scratch else strategy
+    tag = "scratch" if from_scratch else strategy + (f"+rehearsal{int(rehearsal_slices)}" if rehearsal_slices else "")
     name = f"{tag}-{target_domain}-R{acceleration:g}-N{n_slices}-s{seed}-{profile.name}"
     model, info = _cached_model(name, key, run, {"domain": target_domain, "acceleration": acceleration,
                                                  "n_slices": n_slices, "seed": seed, "strategy": tag})
@@ -406,3 +424,72 @@ def evaluate_on(
         _memo[key] = make_dataset(files, acceleration, profile, train=False, with_kspace=with_kspace)
     return evaluate(reconstruct, _memo[key], batch_size=profile.batch_size, device=device, examples=examples,
                     cg_iters=profile.cg_iters, max_slices=max_slices, progress=progress, name=name)
+
+
+# --------------------------------------------------------------------------------------------
+# U-Net followed by a data-consistency step
+# --------------------------------------------------------------------------------------------
+def unet_dc_image(model: torch.nn.Module, sample: dict, lam: float, max_iter: int = 30,
+                  cg_iters: int = 30) -> torch.Tensor:
+    """The U-Net's magnitude made consistent with the sample's measured k-space: ``(H, W)`` float64.
+
+    1. The network's output, un-normalised, gives the magnitude on the cropped ``(H, W)`` grid.
+    2. CG-SENSE (``cg_iters``) on the masked k-space gives a complex image on the full grid
+       (readout oversampled); its phase, and its content outside the crop, complete the estimate
+       ``x_ref = |U-Net| exp(i angle(x_cg))``.
+    3. :func:`mrtl_core.sense.data_consistency` solves ``(A^H A + lam I) x = A^H y + lam x_ref``.
+
+    The sample needs ``masked_kspace``, ``mask`` (``with_kspace=True``) and uses its
+    ``sens_maps`` if present, else ESPIRiT maps from the ACS block.
+    """
+    from . import sense
+
+    if "masked_kspace" not in sample:
+        raise ValueError("unet_dc_image needs a sample with k-space (dataset built with with_kspace=True)")
+    y = torch.as_tensor(sample["masked_kspace"])
+    mask = torch.as_tensor(sample["mask"]).bool()
+    maps = sample.get("sens_maps")
+    maps = torch.as_tensor(maps) if maps is not None else sense.estimate_maps(y, method="espirit")
+    dev = next(model.parameters()).device
+    with torch.no_grad():
+        out = model.eval()(torch.as_tensor(sample["image"])[None].to(dev)).float().cpu()[0, 0]
+    magnitude = (out.double() * float(sample["std"]) + float(sample["mean"])).clamp_min(0)
+    x_cg = sense.cg_sense(y, maps, mask, max_iter=cg_iters)
+    h, w = magnitude.shape
+    top, left = (x_cg.shape[-2] - h) // 2, (x_cg.shape[-1] - w) // 2
+    x_ref = x_cg.clone()
+    crop = x_cg[top:top + h, left:left + w]
+    x_ref[top:top + h, left:left + w] = (magnitude * torch.exp(1j * torch.angle(crop.to(torch.complex128)))).to(x_cg.dtype)
+    x = sense.data_consistency(x_ref, y, maps, mask, lam=lam, max_iter=max_iter)
+    return x[top:top + h, left:left + w].abs().double()
+
+
+def evaluate_with_dc(
+    profile: Profile | str,
+    model: torch.nn.Module,
+    domain: str,
+    acceleration: float = 4,
+    lam: float = 0.05,
+    max_iter: int = 30,
+    split: str = "test",
+    examples: Sequence[int] = (0,),
+    name: str | None = None,
+    max_slices: int | None = None,
+) -> EvalResult:
+    """Score ``model`` + data consistency (:func:`unet_dc_image`) like :func:`evaluate_on`.
+
+    Same fixed masks and slices as :func:`evaluate_on`, so results pair slice by slice.
+    """
+    profile = _profile(profile)
+    files = domain_splits(profile, domain, progress=False)[split]
+    key = ("dataset", domain, float(acceleration), split, True, profile.name,
+           json.dumps(_data_key(profile, domain), sort_keys=True, default=str))
+    if key not in _memo:
+        _memo[key] = make_dataset(files, acceleration, profile, train=False, with_kspace=True)
+    model = model.cpu().eval()
+
+    def reconstruct(sample: dict) -> torch.Tensor:
+        return unet_dc_image(model, sample, lam=lam, max_iter=max_iter, cg_iters=profile.cg_iters)
+
+    return evaluate(reconstruct, _memo[key], batch_size=profile.batch_size, device="cpu", examples=examples,
+                    max_slices=max_slices, name=name or f"U-Net + DC (lam={lam:g})")
