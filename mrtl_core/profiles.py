@@ -4,6 +4,24 @@ laptop) and ``paper`` (one GPU, paper-scale sizes).
 A chapter's ``parameters`` cell sets ``profile = os.environ.get("MRTL_PROFILE", "standard")`` and
 calls :func:`get_profile`. Every size the chapters use comes from here, so changing a profile is one
 edit, and the cache keys (datasets, pre-trained checkpoints) change with it.
+
+What the training pieces cost (``mrtl_core.experiment``; a U-Net step costs about 67 ms per 128x128
+image at ``chans=16`` on 2 CPU cores, batch 8 -- DESIGN section 7/8):
+
+``ci`` (64x64, chans 8, 3 levels; measured with 1 thread on a busy 2-core machine)
+    pre-training 24 slices x 20 epochs: 6-15 s (source SSIM 0.85 vs 0.63 zero-filled); a fine-tuning
+    run (30 steps, N <= 4): 2.5 s; from scratch on the 12 target slices: about 10 s; evaluating
+    4 test slices: < 0.5 s (CG-SENSE about 1 s). The ``benchmarks/experiment.py`` grid (2 seeds): ~2 min.
+``standard`` (128x128, chans 16, 4 levels; estimated from the step time above)
+    pre-training 300 slices x 18 epochs (684 steps of 8): about 6-6.5 min; a fine-tuning run
+    (<= 70 steps of min(4, N) images, validation on 20 slices every 10 steps, early stopping):
+    <= 22 s (about 5 s at N = 1); from scratch on N slices (<= 100 steps): <= 30 s; from scratch on
+    a full target set (120 slices x 15 epochs): about 2 min; evaluating 40 test slices: about 1.5 s
+    (CG-SENSE, 30 iterations: a few seconds).
+``paper``: for one GPU (bf16 autocast), not budgeted on CPU.
+
+On a machine shared with other jobs, PyTorch's default of one thread per core can be many times
+slower than ``torch.set_num_threads(1)`` (threads spin waiting for each other).
 """
 from __future__ import annotations
 
@@ -57,20 +75,22 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     "ci": Profile(
-        name="ci", image_size=64, slices_per_subject=3,
-        source_train_subjects=4, val_subjects=1, test_subjects=1, target_train_subjects=3,
+        name="ci", image_size=64, slices_per_subject=4,
+        source_train_subjects=6, val_subjects=1, test_subjects=1, target_train_subjects=3,
         chans=8, num_pool_layers=3,
-        pretrain_epochs=3, batch_size=4, lr=1e-3,
-        finetune_ns=(1, 4), finetune_steps=10, finetune_lr=2e-4, scratch_epochs=3,
+        pretrain_epochs=20, batch_size=4, lr=3e-3,
+        finetune_ns=(1, 4), finetune_steps=30, finetune_lr=5e-4, scratch_epochs=15,
         seeds=(0,), accelerations=(2, 4, 8), cg_iters=10,
+        finetune_batch_size=4, finetune_eval_every=10, finetune_patience=2, scratch_steps=30,
     ),
     "standard": Profile(
         name="standard", image_size=128, slices_per_subject=10,
-        source_train_subjects=30, val_subjects=2, test_subjects=4, target_train_subjects=20,
+        source_train_subjects=30, val_subjects=2, test_subjects=4, target_train_subjects=12,
         chans=16, num_pool_layers=4,
-        pretrain_epochs=12, batch_size=8, lr=1e-3,
-        finetune_ns=(1, 5, 20, 50), finetune_steps=150, finetune_lr=2e-4, scratch_epochs=12,
+        pretrain_epochs=18, batch_size=8, lr=1e-3,
+        finetune_ns=(1, 5, 20, 50), finetune_steps=70, finetune_lr=2e-4, scratch_epochs=15,
         seeds=(0,), accelerations=(2, 4, 6, 8, 10), cg_iters=30,
+        finetune_batch_size=4, finetune_eval_every=10, finetune_patience=3, scratch_steps=100,
     ),
     "paper": Profile(
         name="paper", image_size=256, slices_per_subject=16,

@@ -426,6 +426,8 @@ def train(
     if len(train_set) == 0:
         raise ValueError("train_set is empty")
     rank, world_size = _dist()
+    if len(train_set) < world_size:
+        raise ValueError(f"train_set has {len(train_set)} samples, fewer than the {world_size} distributed ranks")
     device = resolve_device(config.device)
     if world_size > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
