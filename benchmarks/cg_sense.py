@@ -13,7 +13,8 @@ CG iterations (``tol=0`` for both, so both run every iteration):
   else in it; and the 1-D floor along ``W`` only, which is what our readout-decoupled normal
   operator needs (see ``mrtl_core/sense.py``): our time can beat the 2-D floor.
 
-Each time is the minimum over ``--repeats`` runs (the machine may be shared; minima are the least
+Each time is the minimum over ``--repeats`` rounds; within a round every contender runs once, in
+turn, so all see the same background load (the machine may be shared; minima are the least
 inflated by other processes). ``agree`` is ``||ours - sigpy|| / ||sigpy||``. When CUDA is present
 ``cg_sense`` is also timed there (with ``torch.cuda.synchronize``) and the device is named.
 
@@ -80,7 +81,8 @@ def best_of(fn, repeats: int, sync=lambda: None) -> tuple[float, object]:
     return min(times), out
 
 
-def fft_floor(coils: int, size: int, iters: int, repeats: int, one_d: bool) -> float:
+def fft_floor_fn(coils: int, size: int, iters: int, one_d: bool):
+    """``iters`` x (C forward + C inverse) FFTs of ``(C, size, size)`` complex64 (2-D, or 1-D along W)."""
     a = torch.randn(coils, size, size, dtype=torch.complex64)
     b = torch.empty_like(a)
 
@@ -93,8 +95,22 @@ def fft_floor(coils: int, size: int, iters: int, repeats: int, one_d: bool) -> f
                 torch.fft.fft2(a, norm="ortho", out=b)
                 torch.fft.ifft2(b, norm="ortho", out=a)
 
-    run()  # plan / warm up
-    return best_of(run, repeats)[0]
+    return run
+
+
+def interleaved_best(fns: dict, repeats: int) -> tuple[dict, dict]:
+    """Minimum time of each ``(threads, fn)`` in ``fns``, timed round-robin so that every
+    contender sees the same background load; returns (seconds, last outputs)."""
+    best, outs = {k: float("inf") for k in fns}, {}
+    for rep in range(repeats + 1):  # round 0 warms up (FFT plans, allocator) and is not timed
+        for key, (threads, fn) in fns.items():
+            torch.set_num_threads(threads)
+            t0 = time.perf_counter()
+            outs[key] = fn()
+            dt = time.perf_counter() - t0
+            if rep:
+                best[key] = min(best[key], dt)
+    return best, outs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,14 +150,17 @@ def main(argv: list[str] | None = None) -> int:
         def theirs():
             return mr.app.SenseRecon(ksp, maps, weights=weights, max_iter=args.iters, tol=0, show_pbar=False).run()
 
-        theirs()
-        t_sp, x_sp = best_of(theirs, args.repeats)
-        for threads in dict.fromkeys([args.threads, 1]):
-            torch.set_num_threads(threads)
-            ours()  # warm-up: FFT plans, allocator
-            t_ours, x_ours = best_of(ours, args.repeats)
-            floor2 = fft_floor(coils, size, args.iters, args.repeats, one_d=False)
-            floor1 = fft_floor(coils, size, args.iters, args.repeats, one_d=True)
+        thread_counts = list(dict.fromkeys([args.threads, 1]))
+        fns = {"sigpy": (args.threads, theirs)}
+        for t in thread_counts:
+            fns[("ours", t)] = (t, ours)
+            fns[("fft2", t)] = (t, fft_floor_fn(coils, size, args.iters, one_d=False))
+            fns[("fft1", t)] = (t, fft_floor_fn(coils, size, args.iters, one_d=True))
+        best, outs = interleaved_best(fns, args.repeats)
+        t_sp, x_sp = best["sigpy"], outs["sigpy"]
+        for threads in thread_counts:
+            t_ours, x_ours = best[("ours", threads)], outs[("ours", threads)]
+            floor2, floor1 = best[("fft2", threads)], best[("fft1", threads)]
             agree = float(np.linalg.norm(x_ours.numpy() - x_sp) / np.linalg.norm(x_sp))
             if threads == args.threads:
                 rows.append((coils, size, t_ours))
