@@ -46,6 +46,15 @@ def _subject(rng: np.random.Generator, num_slices: int) -> tuple[np.ndarray, np.
     return np.stack(kspace).astype(np.complex64), np.stack(maps_all).astype(np.complex64)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """32x32 images gain nothing from threads, and on a busy machine threads wait for each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
