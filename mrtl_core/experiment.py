@@ -288,9 +288,9 @@ def pretrained_unet(profile: Profile | str, progress: bool = True, device: str =
     """
     profile = _profile(profile)
     key = _pretrain_key(profile)
-    splits = domain_splits(profile, SOURCE_DOMAIN, progress=progress)
 
     def run(checkpoint: Path) -> TrainResult:
+        splits = domain_splits(profile, SOURCE_DOMAIN, progress=progress)
         train_set = make_dataset(splits["train"], SOURCE_ACCELERATION, profile, train=True)
         val_set = make_dataset(splits["val"], SOURCE_ACCELERATION, profile, train=False)
         model = new_unet(profile, seed=0)
@@ -330,7 +330,6 @@ def finetune_run(
         raise ValueError(f"rehearsal_slices must be an integer >= 0, got {rehearsal_slices!r}")
     if rehearsal_slices and from_scratch:
         raise ValueError("rehearsal_slices applies to fine-tuning only (from_scratch=True was given)")
-    splits = domain_splits(profile, target_domain, progress=progress)
     cfg = finetune_config(profile, n_slices + int(rehearsal_slices), seed, from_scratch=from_scratch,
                           progress=progress, device=device)
     key = {
@@ -353,7 +352,8 @@ def finetune_run(
         if rehearsal_slices:
             source = target_slices(profile, SOURCE_DOMAIN, int(rehearsal_slices), seed, SOURCE_ACCELERATION)
             train_set = ConcatDataset([train_set, source])
-        val_set = make_dataset(splits["val"], acceleration, profile, train=False)
+        val_set = make_dataset(domain_splits(profile, target_domain, progress=progress)["val"], acceleration,
+                               profile, train=False)
         if from_scratch:
             return train(new_unet(profile, seed=seed), train_set, val_set, cfg, checkpoint_path=checkpoint)
         model, _ = pretrained_unet(profile, progress=progress, device=device)

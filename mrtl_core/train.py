@@ -511,10 +511,11 @@ def train(
             bar.update(1)
             if show and step % max(1, config.log_every) == 0:
                 bar.set_postfix(loss=f"{np.mean(losses[-config.log_every:]):.4f}", epoch=epoch + 1)
+        lr_used = optimizer.param_groups[0]["lr"]
         scheduler.step()
         epoch += 1
         row = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)) if losses else float("nan"),
-               "lr": optimizer.param_groups[0]["lr"]}
+               "lr": lr_used}
         if val_set is not None and len(val_set) > 0:
             row.update(_validate(core, val_set, config, device, want_ssim=config.monitor == "ssim"))
             value = row["val_loss"] if config.monitor == "l1" else row["val_ssim"]
