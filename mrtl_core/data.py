@@ -83,7 +83,8 @@ def center_crop(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
 
 def rss(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
     """Root-sum-of-squares of ``|x|`` over ``dim`` (the coil axis)."""
-    return torch.sqrt((x.abs() ** 2).sum(dim))
+    power = torch.view_as_real(x).square().sum(-1) if x.is_complex() else x.square()  # |x|^2 without a sqrt
+    return torch.sqrt(power.sum(dim))
 
 
 def _fit_crop(recon_size: Sequence[int], image_shape: Sequence[int]) -> tuple[int, int]:
@@ -190,12 +191,14 @@ def make_ismrmrd_header(
         trajectory=x.trajectoryType.CARTESIAN,
     )
     protocol = dict(protocol or {})
+    if protocol.get("echo_train_length"):
+        encoding.echoTrainLength = int(protocol["echo_train_length"])
     seq = None
     if "TR" in protocol or "TE" in protocol:
         as_list = lambda key: [float(protocol[key])] if protocol.get(key) is not None else []  # noqa: E731
         seq = x.sequenceParametersType(
             TR=as_list("TR"), TE=as_list("TE"), TI=as_list("TI"),
-            flipAngle_deg=as_list("flip_angle_deg"),
+            flipAngle_deg=as_list("flip_angle_deg") or [90.0],  # spin-echo excitation
             sequence_type=str(protocol["sequence"]) if protocol.get("sequence") else None,
         )
     header = x.ismrmrdHeader(
@@ -674,11 +677,17 @@ class SliceDataset(torch.utils.data.Dataset):
             maps = f["sens_maps"][slice_idx] if (self.with_kspace and info.has_sens_maps) else None
         except OSError as err:
             raise DataError(f"{info.path}: slice {slice_idx} cannot be read, truncated or corrupt? ({err})") from None
-        if not torch.isfinite(torch.view_as_real(kspace)).all():
-            raise DataError(f"{info.path}: kspace slice {slice_idx} contains NaN or Inf")
         mask = self.mask_for(info.path.name, slice_idx, kspace.shape[-1])
         crop = self.crop_size or info.recon_size
         out = unet_transform(kspace, mask, crop, target=target)
+        # A NaN/Inf anywhere in k-space spreads through the FFT (even from a masked-out column,
+        # as 0 * NaN = NaN) into the image's mean and std: two scalars checked instead of the slice.
+        if not (torch.isfinite(out["mean"]) and torch.isfinite(out["std"])):
+            bad = ~torch.isfinite(torch.view_as_real(kspace)).all(-1)
+            where = f" at (coil, row, col) {tuple(int(v) for v in bad.nonzero()[0])}" if bad.any() else " (overflow)"
+            raise DataError(f"{info.path}: kspace slice {slice_idx} contains NaN or Inf{where}")
+        if not torch.isfinite(out["target_raw"]).all():
+            raise DataError(f"{info.path}: reconstruction_rss slice {slice_idx} contains NaN or Inf")
         sample: dict[str, Any] = {
             "image": out["image"],
             "target": out["target"],
@@ -785,11 +794,25 @@ def _simulator():
 
 
 def _physics_version() -> Any:
+    """What identifies the simulator's physics in cache keys.
+
+    ``simulate.PHYSICS_VERSION`` if the module declares one; otherwise a hash of the simulator's
+    source (``simulate.py`` and ``phantoms/``), so that any change to the physics or anatomy
+    rebuilds cached domains instead of serving stale data.
+    """
     try:
         from . import simulate
     except ImportError:
         return None
-    return getattr(simulate, "PHYSICS_VERSION", getattr(simulate, "SIMULATION_VERSION", None))
+    declared = getattr(simulate, "PHYSICS_VERSION", None)
+    if declared is not None:
+        return declared
+    here = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for src in [here / "simulate.py", *sorted((here / "phantoms").glob("*.py"))]:
+        if src.is_file():
+            digest.update(src.name.encode() + b"\0" + src.read_bytes())
+    return "src-" + digest.hexdigest()[:12]
 
 
 def subject_filename(domain: str, patient_id: str) -> str:

@@ -23,7 +23,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="dataset seed; default 0")
     parser.add_argument("--out", type=Path, help="output directory (created if needed)")
     parser.add_argument("--no-sens-maps", action="store_true", help="omit the true coil maps (as real fastMRI files)")
-    parser.add_argument("--overwrite", action="store_true", help="rewrite files that already exist")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     parser.add_argument("--list-domains", action="store_true", help="print the known domains and exit")
 
@@ -64,16 +63,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     args.out.mkdir(parents=True, exist_ok=True)
-    written = skipped = 0
+    written = 0
     indices = range(args.first_subject, args.first_subject + args.subjects)
     for i in tqdm(indices, desc=f"simulating {args.domain}", unit="subject", disable=args.quiet):
         subject = simulate_subject(args.domain, i, args.slices, args.size, args.seed)
         path = args.out / subject_filename(args.domain, subject.patient_id)
-        if path.exists() and not args.overwrite:
-            skipped += 1
-            continue
         write_subject(path, subject, with_sens_maps=not args.no_sens_maps)
         written += 1
     if not args.quiet:
-        print(f"wrote {written} file(s) to {args.out}" + (f", kept {skipped} existing (use --overwrite)" if skipped else ""))
+        print(f"wrote {written} file(s) to {args.out}")
     return 0
