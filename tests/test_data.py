@@ -351,18 +351,14 @@ def test_concurrent_cache_requests_build_once(tmp_path):
 
 def test_cli_and_domain_files_with_the_simulator(tmp_path, monkeypatch, capsys):
     simulate = pytest.importorskip("mrtl_core.simulate")
-    import argparse
+    from mrtl_core.cli import main  # the real `python -m mrtl_core` dispatcher, in-process
 
-    from mrtl_core.commands import simulate as command
-
-    parser = argparse.ArgumentParser()
-    command.add_arguments(parser)
-    assert command.run(parser.parse_args(["--list-domains"])) == 0
+    assert main(["simulate", "--list-domains"]) == 0
     assert "brain-1.5T" in capsys.readouterr().out
     out = tmp_path / "out"
-    args = parser.parse_args(["--domain", "brain-1.5T", "--subjects", "2", "--slices", "2", "--size", "32",
-                              "--out", str(out), "--quiet", "--no-sens-maps"])
-    assert command.run(args) == 0
+    assert main(["simulate", "--domain", "brain-1.5T", "--subjects", "2", "--slices", "2", "--size", "32",
+                 "--out", str(out), "--quiet", "--no-sens-maps"]) == 0
+    assert main(["simulate", "--domain", "no-such-domain", "--out", str(out), "--quiet"]) == 2
     files = sorted(out.glob("*.h5"))
     assert len(files) == 2 and all(f.name.startswith("brain-1.5T_") for f in files)
     info = inspect_file(files[0], check_values=True)
