@@ -1,0 +1,563 @@
+"""The results chapter's tables and verdicts, computed from the chapters' records.
+
+Every function takes the dict that :func:`mrtl_core.records.load_records` returns
+(``{chapter: {"chapter", "profile", "numbers"}}``) and returns a pandas DataFrame, a list of
+:class:`Verdict`, or text. Nothing here types a number: the results chapter only arranges what the
+earlier chapters measured, and judges the paper's claims with the explicit rule of
+:class:`Thresholds`.
+
+A record that is missing raises :class:`MissingRecordError`, whose message names the chapter to
+run; :func:`or_notice` turns it into a sentence for the page instead of a traceback. A claim whose
+records are missing is judged ``"not tested"``.
+
+Differences are ``[mean, ci_low, ci_high]`` lists, as the chapters record them (95 % t-intervals,
+paired over test slices unless the chapter says otherwise).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+
+from .profiles import PROFILES, Profile, get_profile
+
+__all__ = [
+    "CHAPTERS", "VERDICTS", "MissingRecordError", "Thresholds", "Verdict",
+    "numbers", "missing_chapters", "missing_notice", "profile_mismatch", "or_notice",
+    "classify", "fmt_ci", "source_table", "generalization_table", "finetune_table", "beyond_table",
+    "claims", "claims_table", "claims_markdown", "profile_table", "profile_changes",
+]
+
+#: Chapters whose records the results chapter reads: ``{record name: (chapter number, notebook)}``.
+CHAPTERS: dict[str, tuple[int, str]] = {
+    "01_kspace": (1, "notebooks/01_kspace.ipynb"),
+    "02_cg_sense": (2, "notebooks/02_cg_sense.ipynb"),
+    "03_scanners": (3, "notebooks/03_scanners.ipynb"),
+    "04_pretrained_unet": (4, "notebooks/04_pretrained_unet.ipynb"),
+    "05_generalization": (5, "notebooks/05_generalization.ipynb"),
+    "06_fine_tuning": (6, "notebooks/06_fine_tuning.ipynb"),
+    "07_beyond": (7, "notebooks/07_beyond.ipynb"),
+}
+SOURCE = "04_pretrained_unet"
+GENERALIZATION = "05_generalization"
+FINETUNE = "06_fine_tuning"
+BEYOND = "07_beyond"
+
+#: The four verdicts, best first.
+VERDICTS = ("reproduced", "partly", "not reproduced", "not tested")
+
+
+class MissingRecordError(LookupError):
+    """A chapter's record (or a key in it) that a table or verdict needs is not there."""
+
+
+def _run_hint(chapter: str) -> str:
+    if chapter in CHAPTERS:
+        num, path = CHAPTERS[chapter]
+        return f"run chapter {num} ({path}) first"
+    return f"run the chapter that saves {chapter!r} first"
+
+
+def numbers(records: dict[str, dict], chapter: str) -> dict[str, Any]:
+    """The ``numbers`` of one chapter's record; :class:`MissingRecordError` names the chapter to run."""
+    if not isinstance(records, dict):
+        raise TypeError(f"records must be the dict of load_records(), got {type(records).__name__}")
+    rec = records.get(chapter)
+    if rec is None:
+        raise MissingRecordError(f"the record {chapter!r} is missing: {_run_hint(chapter)}")
+    if not isinstance(rec, dict) or not isinstance(rec.get("numbers"), dict):
+        raise ValueError(f"record {chapter!r} has no 'numbers' dict (keys: {sorted(rec) if isinstance(rec, dict) else rec!r})")
+    return rec["numbers"]
+
+
+def _get(d: dict, chapter: str, *keys: str) -> Any:
+    """``d[k0][k1]...`` with a :class:`MissingRecordError` naming the chapter and the key path."""
+    cur: Any = d
+    for i, k in enumerate(keys):
+        if not isinstance(cur, dict) or k not in cur:
+            path = "/".join(keys[: i + 1])
+            raise MissingRecordError(f"record {chapter!r} has no {path!r}: re-run that chapter ({_run_hint(chapter)})")
+        cur = cur[k]
+    return cur
+
+
+def missing_chapters(records: dict[str, dict], chapters: Sequence[str] = tuple(CHAPTERS)) -> list[str]:
+    """The chapters among ``chapters`` that have no record, in order."""
+    return [c for c in chapters if c not in records]
+
+
+def missing_notice(records: dict[str, dict], chapters: Sequence[str] = tuple(CHAPTERS)) -> str:
+    """A sentence saying which chapters to run, or ``""`` when every record is there."""
+    gone = missing_chapters(records, chapters)
+    if not gone:
+        return ""
+    runs = "; ".join(f"{c}: {_run_hint(c)}" for c in gone)
+    return (f"Missing records ({len(gone)} of {len(chapters)}): {runs}. "
+            "The tables and verdicts that need them say so below.")
+
+
+def profile_mismatch(records: dict[str, dict], profile: str) -> dict[str, str]:
+    """``{chapter: its profile}`` for every record written with another profile than ``profile``."""
+    return {c: r.get("profile") for c, r in records.items() if c in CHAPTERS and r.get("profile") != profile}
+
+
+def or_notice(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``, or the :class:`MissingRecordError` message as a string."""
+    try:
+        return fn(*args, **kwargs)
+    except MissingRecordError as exc:
+        return f"Not available: {exc}."
+
+
+# --------------------------------------------------------------------------------------------
+# differences and the verdict rule
+# --------------------------------------------------------------------------------------------
+def _triple(value: Any, what: str) -> tuple[float, float, float]:
+    if not isinstance(value, (list, tuple)) or len(value) != 3:
+        raise ValueError(f"{what} must be [mean, ci_low, ci_high], got {value!r}")
+    return tuple(float("nan") if v is None else float(v) for v in value)  # type: ignore[return-value]
+
+
+def fmt_ci(diff: Sequence[float] | None, digits: int = 3) -> str:
+    """``"+0.051 [+0.032, +0.070]"``; ``"+0.051 (no CI)"`` when the interval is undefined; ``"–"`` for None."""
+    if diff is None:
+        return "–"
+    m, lo, hi = _triple(diff, "diff")
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"{m:+.{digits}f} (no CI)"
+    return f"{m:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The rule that turns a recorded difference into "better", "worse" or "no clear difference".
+
+    A difference counts when its confidence interval excludes zero **and** its mean is at least
+    ``min_effect`` (in units of ``metric``); "close to" means no more than ``close`` below.
+    """
+
+    metric: str = "ssim_fg"
+    min_effect: float = 0.01
+    close: float = 0.02
+
+    def __post_init__(self):
+        if self.metric not in ("ssim", "ssim_fg", "psnr", "psnr_fg"):
+            raise ValueError(f"metric must be one of ssim, ssim_fg, psnr, psnr_fg; got {self.metric!r}")
+        if not (self.min_effect >= 0 and math.isfinite(self.min_effect)):
+            raise ValueError(f"min_effect must be a finite number >= 0, got {self.min_effect!r}")
+        if not (self.close >= 0 and math.isfinite(self.close)):
+            raise ValueError(f"close must be a finite number >= 0, got {self.close!r}")
+
+    @property
+    def label(self) -> str:
+        return {"ssim": "SSIM", "ssim_fg": "foreground SSIM", "psnr": "PSNR", "psnr_fg": "foreground PSNR"}[self.metric]
+
+    def describe(self) -> str:
+        unit = " dB" if self.metric.startswith("psnr") else ""
+        return (f"Verdicts use the {self.label}. A difference counts only when its 95 % confidence interval "
+                f"excludes zero and its mean is at least {self.min_effect:g}{unit}; \"close to\" means at most "
+                f"{self.close:g}{unit} below. A claim is *reproduced* when every tested case satisfies it, "
+                "*partly* when some do, *not reproduced* when none does, and *not tested* when the records "
+                "hold no case.")
+
+
+def classify(diff: Sequence[float], thresholds: Thresholds = Thresholds()) -> str:
+    """``"better"``, ``"worse"`` or ``"no clear difference"`` for a ``[mean, ci_low, ci_high]`` difference.
+
+    An undefined interval (a single slice) is never significant.
+    """
+    m, lo, hi = _triple(diff, "diff")
+    if math.isfinite(lo) and lo > 0 and m >= thresholds.min_effect:
+        return "better"
+    if math.isfinite(hi) and hi < 0 and m <= -thresholds.min_effect:
+        return "worse"
+    return "no clear difference"
+
+
+@dataclass
+class Verdict:
+    """One claim, its verdict, and the cases behind it (one line of numbers each)."""
+
+    key: str
+    claim: str
+    source: str                     # "paper" (Arshad et al. 2021) or "book"
+    rule: str
+    verdict: str = "not tested"
+    cases: list[dict] = field(default_factory=list)   # {"case", "holds": bool, "evidence": str}
+    note: str = ""
+
+    def settle(self) -> "Verdict":
+        if not self.cases:
+            self.verdict = "not tested"
+        else:
+            held = sum(bool(c["holds"]) for c in self.cases)
+            self.verdict = "reproduced" if held == len(self.cases) else ("partly" if held else "not reproduced")
+        return self
+
+    @property
+    def evidence(self) -> str:
+        if not self.cases:
+            return self.note or "no recorded case"
+        lines = [f"{c['case']}: {c['evidence']}" for c in self.cases]
+        return "; ".join(lines) + (f" ({self.note})" if self.note else "")
+
+    def to_dict(self) -> dict:
+        return {"claim": self.claim, "source": self.source, "rule": self.rule, "verdict": self.verdict,
+                "cases": self.cases, "note": self.note}
+
+
+# --------------------------------------------------------------------------------------------
+# tables
+# --------------------------------------------------------------------------------------------
+def source_table(records: dict[str, dict]) -> pd.DataFrame:
+    """Chapter 4 on its own domain: zero-filled, CG-SENSE, pre-trained U-Net; SSIM/PSNR/RMSE (whole and foreground)."""
+    num = numbers(records, SOURCE)
+    rows = {}
+    for label, tag in (("zero-filled", "zf"), ("CG-SENSE", "cg"), ("pre-trained U-Net", "unet")):
+        get = lambda metric: _get(num, SOURCE, f"{metric}_{tag}_R4")  # noqa: E731
+        rows[label] = {
+            "SSIM": float(get("ssim")), "SSIM 95 % CI": _ci_text(num.get(f"ssim_{tag}_R4_ci")),
+            "PSNR (dB)": float(get("psnr")), "RMSE (a.u.)": float(get("rmse")),
+            "SSIM (fg)": float(get("ssim_fg")), "PSNR (fg, dB)": float(get("psnr_fg")),
+            "RMSE (fg, a.u.)": float(get("rmse_fg")),
+        }
+    table = pd.DataFrame(rows).T
+    table.index.name = f"{num.get('domain', 'source')}, R = {num.get('acceleration', 4)}"
+    return table
+
+
+def _ci_text(ci: Sequence[float] | None, digits: int = 3) -> str:
+    if ci is None or len(ci) != 2 or not all(v is not None and math.isfinite(float(v)) for v in ci):
+        return "–"
+    return f"[{float(ci[0]):.{digits}f}, {float(ci[1]):.{digits}f}]"
+
+
+def generalization_table(records: dict[str, dict], metric: str = "ssim_fg") -> pd.DataFrame:
+    """Chapter 5, one row per shift: pre-trained vs target-trained, the drop, and the gain over zero-filling.
+
+    Columns: ``kind``, ``R``, ``pre-trained``, ``target-trained`` (NaN where chapter 5 trained no
+    reference), ``pre − target [CI]``, ``drop vs source [CI]`` (paired only for acceleration
+    shifts), ``zero-filled``, ``pre − zero-filled [CI]``.
+    """
+    num = numbers(records, GENERALIZATION)
+    conditions = _get(num, GENERALIZATION, "conditions")
+    source = num.get("source")
+    refs = num.get("reference", {})
+    rows = {}
+    for name, c in conditions.items():
+        if name == source:
+            continue
+        ref = refs.get(name)
+        drop = num.get("drop_vs_source", {}).get(name)
+        gain = num.get("unet_minus_zf", {}).get(name)
+        rows[name] = {
+            "kind": c.get("kind", ""), "R": c.get("acceleration"),
+            "pre-trained": float(_get(c, GENERALIZATION, "unet", metric)),
+            "target-trained": float(ref[metric]) if ref else float("nan"),
+            "pre − target [CI]": fmt_ci(ref["unet_minus_ref"][metric]) if ref else "–",
+            "drop vs source [CI]": fmt_ci(drop[metric]) if drop else "–",
+            "drop paired": ("yes" if drop.get("paired") else "no (Welch)") if drop else "–",
+            "zero-filled": float(_get(c, GENERALIZATION, "zf", metric)),
+            "pre − zero-filled [CI]": fmt_ci(gain[metric]) if gain else "–",
+        }
+    if not rows:
+        raise MissingRecordError(f"record {GENERALIZATION!r} lists no shifted condition: {_run_hint(GENERALIZATION)}")
+    table = pd.DataFrame(rows).T
+    table.index.name = "shift"
+    return table
+
+
+def finetune_table(records: dict[str, dict], n: int | None = None, metric: str = "ssim_fg") -> pd.DataFrame:
+    """Chapter 6, one row per shift at ``n`` target slices (default: the chapter's table N).
+
+    Columns: pre-trained, fine-tuned N, scratch N, scratch (full), fine-tuned − pre-trained [CI],
+    fine-tuned − scratch [CI], gap closed (share of the pre-trained → scratch-full gap; NaN where
+    the chapter found no gap or trained no full reference).
+    """
+    num = numbers(records, FINETUNE)
+    shifts = _get(num, FINETUNE, "shifts")
+    n = int(num.get("n_table", 1) if n is None else n)
+    key = str(n)
+    rows = {}
+    for name, s in shifts.items():
+        def score(method, sub=None):
+            block = s.get(method, {})
+            block = block.get(sub, {}) if sub is not None else block
+            return float(block[metric]) if metric in block else float("nan")
+        g = s.get("gap_closed", {}).get(key)
+        rows[name] = {
+            "kind": s.get("kind", ""),
+            "pre-trained": score("pre-trained"),
+            f"fine-tuned N={n}": score("fine-tuned", key),
+            f"scratch N={n}": score("from scratch", key),
+            "scratch (full)": score("scratch (full)"),
+            "fine-tuned − pre [CI]": fmt_ci(s.get("diff_ft_minus_pre", {}).get(key, {}).get(metric)),
+            "fine-tuned − scratch N [CI]": fmt_ci(s.get("diff_ft_minus_scratch", {}).get(key, {}).get(metric)),
+            "gap closed": float(g) if g is not None else float("nan"),
+        }
+    if not rows:
+        raise MissingRecordError(f"record {FINETUNE!r} lists no shift: {_run_hint(FINETUNE)}")
+    table = pd.DataFrame(rows).T
+    table.index.name = f"shift ({metric}, N = {n})"
+    return table
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}/{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = value
+
+
+def beyond_table(records: dict[str, dict], keys: Sequence[str] | None = None) -> pd.DataFrame:
+    """Chapter 7's scalar numbers (strategies, forgetting, data consistency) as ``key -> value`` rows.
+
+    Nested records are flattened to ``a/b/c`` keys; ``[mean, low, high]`` lists are shown with
+    :func:`fmt_ci`; other lists and strings are left out. ``keys`` picks and orders rows (prefixes
+    of flattened keys); by default every scalar except timings.
+    """
+    num = numbers(records, BEYOND)
+    flat: dict[str, Any] = {}
+    _flatten("", num, flat)
+    rows = {}
+    for k, v in flat.items():
+        if keys is not None and not any(k == p or k.startswith(p + "/") for p in keys):
+            continue
+        if keys is None and ("seconds" in k or "history" in k):
+            continue
+        if isinstance(v, bool) or v is None or isinstance(v, str):
+            continue
+        if isinstance(v, (int, float)):
+            rows[k] = f"{v:.4g}" if isinstance(v, float) else str(v)
+        elif isinstance(v, list) and len(v) == 3 and all(isinstance(x, (int, float)) or x is None for x in v):
+            rows[k] = fmt_ci(v)
+    if keys is not None:
+        order = {p: i for i, p in enumerate(keys)}
+        rows = dict(sorted(rows.items(), key=lambda kv: min(i for p, i in order.items() if kv[0] == p or kv[0].startswith(p + "/"))))
+    return pd.DataFrame({"value": rows}).rename_axis("chapter 7 record")
+
+
+# --------------------------------------------------------------------------------------------
+# the paper's claims, judged
+# --------------------------------------------------------------------------------------------
+CLAIMS: dict[str, tuple[str, str]] = {
+    "source_beats_zero_filled": (
+        "paper",
+        "On its own domain (1.5 T brain, R = 4) the U-Net reconstructs clearly better than the zero-filled image.",
+    ),
+    "generalises_poorly": (
+        "paper",
+        "A U-Net pre-trained on 1.5 T brain at R = 4 generalises poorly to 3 T brain, to knee, and to other "
+        "accelerations: a network trained for the target does better.",
+    ),
+    "finetune_improves": (
+        "paper",
+        "End-to-end fine-tuning on a few target images improves the pre-trained network on each target.",
+    ),
+    "finetune_close_to_full": (
+        "paper",
+        "Fine-tuning with a few target images recovers performance close to training from scratch on a large "
+        "target data set.",
+    ),
+    "finetune_beats_scratch_same_n": (
+        "paper",
+        "Fine-tuning is better than training from scratch on the same few target images.",
+    ),
+}
+
+
+def _rule_texts(t: Thresholds) -> dict[str, str]:
+    e, c, lab = f"{t.min_effect:g}", f"{t.close:g}", t.label
+    return {
+        "source_beats_zero_filled": f"chapter 4: U-Net − zero-filled ({lab}, paired over test slices) is better by ≥ {e} with a CI above 0.",
+        "generalises_poorly": (f"per shift: the pre-trained U-Net is worse by ≥ {e} ({lab}, paired, CI below 0) than a network "
+                               "trained for the target: chapter 5's U-Net trained from scratch on the whole target set "
+                               "where there is one, otherwise chapter 6's network fine-tuned on the most target slices."),
+        "finetune_improves": f"per shift, chapter 6 at its table N: fine-tuned − pre-trained ({lab}, paired) is better by ≥ {e} with a CI above 0.",
+        "finetune_close_to_full": (f"per shift with a full-set reference, chapter 6 at its table N: the fine-tuned mean {lab} is at "
+                                   f"most {c} below the network trained from scratch on the whole target training set."),
+        "finetune_beats_scratch_same_n": (f"per shift and per recorded N, chapter 6: fine-tuned − from scratch on the same N "
+                                          f"slices ({lab}, paired) is better by ≥ {e} with a CI above 0."),
+    }
+
+
+def _new(key: str, t: Thresholds) -> Verdict:
+    source, claim = CLAIMS[key]
+    return Verdict(key=key, claim=claim, source=source, rule=_rule_texts(t)[key])
+
+
+def _judge_source(records, t) -> Verdict:
+    v = _new("source_beats_zero_filled", t)
+    try:
+        num = numbers(records, SOURCE)
+        d = _get(num, SOURCE, f"diff_{t.metric}_unet_minus_zf_R4")
+    except MissingRecordError as exc:
+        v.note = str(exc)
+        return v.settle()
+    v.cases.append({"case": f"{num.get('domain', 'source')} R{num.get('acceleration', 4)}",
+                    "holds": classify(d, t) == "better", "diff": list(d),
+                    "evidence": f"U-Net − zero-filled {fmt_ci(d)}"})
+    return v.settle()
+
+
+def _judge_generalization(records, t) -> Verdict:
+    v = _new("generalises_poorly", t)
+    notes = []
+    refs: dict[str, tuple[list, str]] = {}
+    try:
+        gen = numbers(records, GENERALIZATION)
+        for name, ref in gen.get("reference", {}).items():
+            refs[name] = (_get(ref, GENERALIZATION, "unet_minus_ref", t.metric), "vs trained from scratch on the target set")
+    except MissingRecordError as exc:
+        notes.append(str(exc))
+    try:
+        ft = numbers(records, FINETUNE)
+        for name, s in ft.get("shifts", {}).items():
+            if name in refs:
+                continue
+            diffs = s.get("diff_ft_minus_pre", {})
+            if not diffs:
+                continue
+            n = max(diffs, key=int)
+            m, lo, hi = _triple(diffs[n][t.metric], "diff_ft_minus_pre")
+            refs[name] = ([-m, -hi, -lo], f"vs fine-tuned on N = {n}")
+    except MissingRecordError as exc:
+        notes.append(str(exc))
+    try:
+        untested = [c for c in numbers(records, GENERALIZATION).get("conditions", {})
+                    if c not in refs and c != numbers(records, GENERALIZATION).get("source")]
+    except MissingRecordError:
+        untested = []
+    if untested:
+        notes.append("no target-trained network recorded for " + ", ".join(sorted(untested, key=_shift_order)))
+    for name in sorted(refs, key=_shift_order):
+        d, how = refs[name]
+        v.cases.append({"case": name, "holds": classify(d, t) == "worse", "diff": list(d),
+                        "evidence": f"pre-trained − target-trained {fmt_ci(d)} ({how})"})
+    v.note = "; ".join(notes)
+    return v.settle()
+
+
+def _shift_order(name: str) -> tuple:
+    kind = 0 if "3T" in name else (1 if "knee" in name else 2)
+    return (kind, name)
+
+
+def _judge_finetune(records, t, key: str) -> Verdict:
+    v = _new(key, t)
+    try:
+        ft = numbers(records, FINETUNE)
+        shifts = _get(ft, FINETUNE, "shifts")
+    except MissingRecordError as exc:
+        v.note = str(exc)
+        return v.settle()
+    n_tab = str(ft.get("n_table"))
+    skipped = []
+    for name in sorted(shifts, key=_shift_order):
+        s = shifts[name]
+        if key == "finetune_improves":
+            d = s.get("diff_ft_minus_pre", {}).get(n_tab, {}).get(t.metric)
+            if d is None:
+                skipped.append(name)
+                continue
+            v.cases.append({"case": f"{name}, N = {n_tab}", "holds": classify(d, t) == "better", "diff": list(d),
+                            "evidence": f"fine-tuned − pre-trained {fmt_ci(d)}"})
+        elif key == "finetune_close_to_full":
+            full = s.get("scratch (full)", {}).get(t.metric)
+            ftn = s.get("fine-tuned", {}).get(n_tab, {}).get(t.metric)
+            if full is None or ftn is None:
+                skipped.append(name)
+                continue
+            diff = float(ftn) - float(full)
+            g = s.get("gap_closed", {}).get(n_tab)
+            share = f", {100 * float(g):.0f} % of the gap closed" if g is not None else ", no gap to close"
+            v.cases.append({"case": f"{name}, N = {n_tab}", "holds": diff >= -t.close, "diff": diff,
+                            "evidence": f"fine-tuned {float(ftn):.3f} vs full-set scratch {float(full):.3f} ({diff:+.3f}{share})"})
+        elif key == "finetune_beats_scratch_same_n":
+            diffs = s.get("diff_ft_minus_scratch", {})
+            if not diffs:
+                skipped.append(name)
+            for n in sorted(diffs, key=int):
+                d = diffs[n].get(t.metric)
+                if d is None:
+                    continue
+                v.cases.append({"case": f"{name}, N = {n}", "holds": classify(d, t) == "better", "diff": list(d),
+                                "evidence": f"fine-tuned − scratch {fmt_ci(d)}"})
+    if skipped:
+        v.note = "not recorded for " + ", ".join(skipped)
+    return v.settle()
+
+
+def claims(records: dict[str, dict], thresholds: Thresholds = Thresholds()) -> list[Verdict]:
+    """Every claim of :data:`CLAIMS`, judged from the records with ``thresholds``; never raises for missing records."""
+    return [
+        _judge_source(records, thresholds),
+        _judge_generalization(records, thresholds),
+        _judge_finetune(records, thresholds, "finetune_improves"),
+        _judge_finetune(records, thresholds, "finetune_close_to_full"),
+        _judge_finetune(records, thresholds, "finetune_beats_scratch_same_n"),
+    ]
+
+
+def claims_table(verdicts: Sequence[Verdict]) -> pd.DataFrame:
+    """One row per claim: the claim, its verdict, and the numbers behind it."""
+    table = pd.DataFrame([{"claim": v.claim, "verdict": v.verdict, "numbers": v.evidence} for v in verdicts],
+                         index=[v.key for v in verdicts])
+    table.index.name = "claim"
+    return table
+
+
+def claims_markdown(verdicts: Sequence[Verdict]) -> str:
+    """A Markdown list: each claim in words, **verdict**, the rule, and one line per case."""
+    out = []
+    for v in verdicts:
+        out.append(f"* *{v.claim}* — **{v.verdict}**.  \n  Rule: {v.rule}")
+        for c in v.cases:
+            mark = "✓" if c["holds"] else "✗"
+            out.append(f"  * {mark} {c['case']}: {c['evidence']}")
+        if v.note:
+            out.append(f"  * {v.note}")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------------------------
+# profiles
+# --------------------------------------------------------------------------------------------
+_PROFILE_ROWS = {
+    "image size (pixels)": lambda p: f"{p.image_size} × {p.image_size}",
+    "source training slices": lambda p: p.source_train_subjects * p.slices_per_subject,
+    "target training slices (full set)": lambda p: p.target_train_subjects * p.slices_per_subject,
+    "test slices per domain": lambda p: p.test_subjects * p.slices_per_subject,
+    "U-Net channels / pooling levels": lambda p: f"{p.chans} / {p.num_pool_layers}",
+    "pre-training epochs": lambda p: p.pretrain_epochs,
+    "fine-tuning N": lambda p: ", ".join(str(n) for n in p.finetune_ns),
+    "fine-tuning steps (max)": lambda p: p.finetune_steps,
+    "seeds": lambda p: len(p.seeds),
+    "accelerations": lambda p: ", ".join(f"{r:g}" for r in p.accelerations),
+    "CG-SENSE iterations": lambda p: p.cg_iters,
+}
+
+
+def profile_table(names: Sequence[str] = tuple(PROFILES)) -> pd.DataFrame:
+    """The sizes that matter for the findings, one column per profile."""
+    profiles = [get_profile(n) for n in names]
+    table = pd.DataFrame({p.name: {k: str(f(p)) for k, f in _PROFILE_ROWS.items()} for p in profiles})
+    table.index.name = "setting"
+    return table
+
+
+def profile_changes(current: str | Profile, other: str | Profile) -> list[str]:
+    """Sentences saying how ``other`` differs from ``current`` in what the findings depend on."""
+    a, b = get_profile(current), get_profile(other)
+    out = []
+    for label, f in _PROFILE_ROWS.items():
+        x, y = f(a), f(b)
+        if x != y:
+            out.append(f"{label}: {x} → {y}")
+    if len(b.seeds) > 1 and len(a.seeds) == 1:
+        out.append(f"with {len(b.seeds)} seeds, the fine-tuning curves get confidence intervals over training runs, "
+                   "not only over test slices")
+    return out
