@@ -1,0 +1,119 @@
+"""The learning findings that chapters 4 (the pre-trained U-Net) and 5 (generalization failures)
+state in their text, checked on the records the notebooks wrote under profile ``ci``.
+
+They must hold in every profile: the U-Net beats zero-filling on its own domain; every shift
+(field strength, anatomy, a higher acceleration) lowers its SSIM; and where chapter 5 trained a
+reference U-Net on the target domain, the pre-trained model stays below it there. A failure means
+the chapter's text (or the profile) no longer supports what it says.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+PRETRAINED = "04_pretrained_unet"
+GENERALIZATION = "05_generalization"
+
+
+def _numbers(records: dict, chapter: str) -> dict:
+    if chapter not in records:
+        pytest.fail(f"no record for {chapter!r}: the notebook did not run or did not call save_record "
+                    f"(records found: {sorted(records)})")
+    return records[chapter]["numbers"]
+
+
+def _finite(value, name: str) -> float:
+    assert isinstance(value, (int, float)) and math.isfinite(value), f"{name} = {value!r} is not a finite number"
+    return float(value)
+
+
+@pytest.fixture(scope="module")
+def pretrained(executed_records) -> dict:
+    return _numbers(executed_records, PRETRAINED)
+
+
+@pytest.fixture(scope="module")
+def shifts(executed_records) -> dict:
+    return _numbers(executed_records, GENERALIZATION)
+
+
+# --- chapter 4 ----------------------------------------------------------------------------------
+
+
+def test_pretraining_ran_and_recorded_its_history(pretrained):
+    assert pretrained["pretrain_epochs"] >= 1 and pretrained["pretrain_steps"] >= 1
+    assert len(pretrained["history"]) == pretrained["pretrain_epochs"]
+    assert 1 <= pretrained["pretrain_best_epoch"] <= pretrained["pretrain_epochs"]
+    losses = [_finite(row["train_loss"], "train_loss") for row in pretrained["history"]]
+    assert all(loss > 0 for loss in losses)
+
+
+@pytest.mark.parametrize("metric", ["ssim", "ssim_fg", "psnr"])
+def test_pretrained_unet_beats_zero_filled_on_its_own_domain(pretrained, metric):
+    unet = _finite(pretrained[f"{metric}_unet_R4"], f"{metric}_unet_R4")
+    zf = _finite(pretrained[f"{metric}_zf_R4"], f"{metric}_zf_R4")
+    low, high = pretrained[f"diff_{metric}_unet_minus_zf_R4"][1:]
+    assert unet > zf, f"U-Net {metric} {unet:.4f} <= zero-filled {zf:.4f} on brain-1.5T R4"
+    assert low > 0, f"the paired {metric} gain of the U-Net over zero-filling has a CI reaching {low:.4f} <= 0"
+
+
+def test_metric_ranges(pretrained):
+    for method in ("zf", "cg", "unet"):
+        for region in ("", "_fg"):
+            ssim = _finite(pretrained[f"ssim{region}_{method}_R4"], f"ssim{region}_{method}_R4")
+            assert -1 <= ssim <= 1
+            assert _finite(pretrained[f"rmse{region}_{method}_R4"], "rmse") > 0
+
+
+# --- chapter 5 ----------------------------------------------------------------------------------
+
+
+def _unet(shifts: dict, name: str, metric: str = "ssim_fg") -> float:
+    conditions = shifts["conditions"]
+    assert name in conditions, f"chapter 5 recorded no condition {name!r} (has {sorted(conditions)})"
+    return _finite(conditions[name]["unet"][metric], f"{name} unet {metric}")
+
+
+def test_chapter5_source_matches_chapter4(pretrained, shifts):
+    # the same cached model on the same fixed test masks: the numbers agree
+    assert _unet(shifts, shifts["source"], "ssim") == pytest.approx(pretrained["ssim_unet_R4"], abs=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["field", "anatomy"])
+def test_domain_shift_lowers_ssim(shifts, kind):
+    names = [n for n, c in shifts["conditions"].items() if c["kind"] == kind]
+    assert len(names) == 1, f"expected one {kind} shift, got {names}"
+    name = names[0]
+    source = _unet(shifts, shifts["source"])
+    shifted = _unet(shifts, name)
+    assert shifted < source, f"{name}: U-Net SSIM (fg) {shifted:.4f} is not below the source domain's {source:.4f}"
+
+
+def test_higher_acceleration_lowers_ssim(shifts):
+    by_r = {float(c["acceleration"]): n for n, c in shifts["conditions"].items()
+            if c["kind"] in ("source", "acceleration")}
+    high = max(by_r)
+    assert high > 4, f"the acceleration sweep {sorted(by_r)} has no R above 4"
+    name = by_r[high]
+    drop, low, upper = shifts["drop_vs_source"][name]["ssim_fg"]
+    assert shifts["drop_vs_source"][name]["paired"], "the acceleration shift must be paired on the same slices"
+    assert _unet(shifts, name) < _unet(shifts, by_r[4.0])
+    assert upper < 0, f"R={high:g} vs R=4: paired SSIM (fg) change {drop:+.4f}, CI up to {upper:+.4f} is not < 0"
+
+
+def test_pretrained_below_target_trained_reference(shifts):
+    references = shifts.get("reference") or {}
+    if not references:
+        pytest.skip("chapter 5 recorded no target-trained reference")
+    for name, ref in references.items():
+        gap = ref["unet_minus_ref"]["ssim_fg"][0]
+        assert gap < 0, f"{name}: pre-trained U-Net SSIM (fg) is {gap:+.4f} relative to the target-trained U-Net"
+        assert _unet(shifts, name) < _finite(ref["ssim_fg"], f"{name} reference ssim_fg")
+
+
+def test_every_condition_has_all_methods(shifts):
+    for name, c in shifts["conditions"].items():
+        for method in ("zf", "cg", "unet"):
+            for metric in ("ssim", "ssim_fg", "psnr", "psnr_fg"):
+                _finite(c[method][metric], f"{name} {method} {metric}")
