@@ -27,7 +27,8 @@ __all__ = [
     "CHAPTERS", "VERDICTS", "MissingRecordError", "Thresholds", "Verdict",
     "numbers", "missing_chapters", "missing_notice", "profile_mismatch", "or_notice",
     "classify", "fmt_ci", "source_table", "generalization_table", "finetune_table", "beyond_table",
-    "claims", "claims_table", "claims_markdown", "profile_table", "profile_changes",
+    "claims", "claims_table", "claims_markdown", "profile_table", "profile_changes", "summary_figure",
+    "compare_sentence", "source_sentences", "generalization_sentences", "finetune_sentences", "beyond_sentences",
 ]
 
 #: Chapters whose records the results chapter reads: ``{record name: (chapter number, notebook)}``.
@@ -65,6 +66,10 @@ def numbers(records: dict[str, dict], chapter: str) -> dict[str, Any]:
     if not isinstance(records, dict):
         raise TypeError(f"records must be the dict of load_records(), got {type(records).__name__}")
     rec = records.get(chapter)
+    if rec is None and chapter in CHAPTERS:
+        # a chapter renamed after this table was written: match by its number prefix ("07_")
+        same = [k for k in records if k[:3] == chapter[:3] and k[:2].isdigit()]
+        rec = records[same[0]] if len(same) == 1 else None
     if rec is None:
         raise MissingRecordError(f"the record {chapter!r} is missing: {_run_hint(chapter)}")
     if not isinstance(rec, dict) or not isinstance(rec.get("numbers"), dict):
@@ -84,8 +89,9 @@ def _get(d: dict, chapter: str, *keys: str) -> Any:
 
 
 def missing_chapters(records: dict[str, dict], chapters: Sequence[str] = tuple(CHAPTERS)) -> list[str]:
-    """The chapters among ``chapters`` that have no record, in order."""
-    return [c for c in chapters if c not in records]
+    """The chapters among ``chapters`` that have no record (matched by number prefix), in order."""
+    present = {k[:3] for k in records if k[:2].isdigit()}
+    return [c for c in chapters if c not in records and c[:3] not in present]
 
 
 def missing_notice(records: dict[str, dict], chapters: Sequence[str] = tuple(CHAPTERS)) -> str:
@@ -246,7 +252,8 @@ def generalization_table(records: dict[str, dict], metric: str = "ssim_fg") -> p
     source = num.get("source")
     refs = num.get("reference", {})
     rows = {}
-    for name, c in conditions.items():
+    for name in sorted(conditions, key=_shift_order):
+        c = conditions[name]
         if name == source:
             continue
         ref = refs.get(name)
@@ -442,8 +449,13 @@ def _judge_generalization(records, t) -> Verdict:
 
 
 def _shift_order(name: str) -> tuple:
+    """Field, then anatomy, then acceleration shifts by R (``"brain-1.5T R10"`` after ``R8``)."""
     kind = 0 if "3T" in name else (1 if "knee" in name else 2)
-    return (kind, name)
+    try:
+        r = float(name.rsplit("R", 1)[1])
+    except (IndexError, ValueError):
+        r = 0.0
+    return (kind, r, name)
 
 
 def _judge_finetune(records, t, key: str) -> Verdict:
@@ -524,6 +536,86 @@ def claims_markdown(verdicts: Sequence[Verdict]) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# sentences for the text (glued, so the page never states what its records contradict)
+# --------------------------------------------------------------------------------------------
+_WORDS = {"better": "better than", "worse": "worse than", "no clear difference": "not clearly different from"}
+
+
+def compare_sentence(diff: Sequence[float], a: str, b: str, thresholds: Thresholds = Thresholds()) -> str:
+    """``"<a> is better than <b> (foreground SSIM +0.051, 95 % CI +0.032 to +0.070)"``, by :func:`classify`."""
+    m, lo, hi = _triple(diff, "diff")
+    ci = (f"95 % CI {lo:+.3f} to {hi:+.3f}" if math.isfinite(lo) and math.isfinite(hi) else "no interval")
+    return f"{a} is {_WORDS[classify(diff, thresholds)]} {b} ({thresholds.label} {m:+.3f}, {ci})"
+
+
+def source_sentences(records: dict[str, dict], thresholds: Thresholds = Thresholds()) -> str:
+    """Chapter 4 in words: the U-Net against zero-filling and CG-SENSE on the source test slices."""
+    num = numbers(records, SOURCE)
+    m = thresholds.metric
+    parts = [compare_sentence(_get(num, SOURCE, f"diff_{m}_unet_minus_{b}_R4"), a, name, thresholds)
+             for a, b, name in (("On the source test slices the pre-trained U-Net", "zf", "zero-filling"),
+                                ("it", "cg", "CG-SENSE"))]
+    return "; ".join(parts) + "."
+
+
+def generalization_sentences(records: dict[str, dict], thresholds: Thresholds = Thresholds()) -> str:
+    """Chapter 5 in words: per shift, the pre-trained U-Net against the target-trained one (or the paired drop)."""
+    num = numbers(records, GENERALIZATION)
+    m = thresholds.metric
+    out = []
+    for name in sorted(_get(num, GENERALIZATION, "conditions"), key=_shift_order):
+        if name == num.get("source"):
+            continue
+        ref = num.get("reference", {}).get(name)
+        drop = num.get("drop_vs_source", {}).get(name)
+        if ref is not None:
+            out.append("* " + compare_sentence(ref["unet_minus_ref"][m], f"On {name} the pre-trained U-Net",
+                                               "the U-Net trained on that domain", thresholds) + ".")
+        elif drop is not None and drop.get("paired"):
+            out.append("* " + compare_sentence(drop[m], f"On {name} (the same slices, another mask) the pre-trained U-Net",
+                                               f"itself at the training acceleration", thresholds)
+                       + "; no network trained at this acceleration was recorded, so this mixes the harder problem "
+                         "with the network's mismatch.")
+    return "\n".join(out)
+
+
+def finetune_sentences(records: dict[str, dict], thresholds: Thresholds = Thresholds()) -> str:
+    """Chapter 6 in words: per shift at the table N, fine-tuned against pre-trained and against scratch."""
+    num = numbers(records, FINETUNE)
+    n = str(num.get("n_table"))
+    m = thresholds.metric
+    out = []
+    for name in sorted(_get(num, FINETUNE, "shifts"), key=_shift_order):
+        s = num["shifts"][name]
+        parts = []
+        if n in s.get("diff_ft_minus_pre", {}):
+            parts.append(compare_sentence(s["diff_ft_minus_pre"][n][m], f"On {name} the network fine-tuned on N = {n} slices",
+                                          "the pre-trained one", thresholds))
+        if n in s.get("diff_ft_minus_scratch", {}):
+            parts.append(compare_sentence(s["diff_ft_minus_scratch"][n][m], "it", "a U-Net trained from scratch on the same slices",
+                                          thresholds))
+        if parts:
+            out.append("* " + "; ".join(parts) + ".")
+    return "\n".join(out)
+
+
+def beyond_sentences(records: dict[str, dict], thresholds: Thresholds = Thresholds()) -> str:
+    """Chapter 7 in words: every recorded paired difference of ``thresholds.metric``, judged by the rule."""
+    num = numbers(records, BEYOND)
+    flat: dict[str, Any] = {}
+    _flatten("", num, flat)
+    out = []
+    for k, v in flat.items():
+        if (k.split("/")[-1] == thresholds.metric or f"_{thresholds.metric}" in k or f"{thresholds.metric}_" in k) \
+                and isinstance(v, list) and len(v) == 3 and "ci" not in k.split("/")[-1].split("_"):
+            out.append(f"* `{k}`: {_WORDS[classify(v, thresholds)].replace(' than', '').replace(' from', '')} "
+                       f"({fmt_ci(v)})")
+    if not out:
+        return "Chapter 7 recorded no paired difference of the " + thresholds.label + "; its numbers are in the table."
+    return "Chapter 7's paired differences, judged by the rule of section 5:\n\n" + "\n".join(out)
+
+
+# --------------------------------------------------------------------------------------------
 # profiles
 # --------------------------------------------------------------------------------------------
 _PROFILE_ROWS = {
@@ -561,3 +653,74 @@ def profile_changes(current: str | Profile, other: str | Profile) -> list[str]:
         out.append(f"with {len(b.seeds)} seeds, the fine-tuning curves get confidence intervals over training runs, "
                    "not only over test slices")
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# figure
+# --------------------------------------------------------------------------------------------
+def summary_figure(records: dict[str, dict], metric: str = "ssim_fg", n: int | None = None):
+    """Three panels of ``metric``: the source domain (chapter 4), each shift pre-trained vs
+    target-trained (chapter 5), and fine-tuning at ``n`` (chapter 6). A panel whose record is
+    missing says which chapter to run. Returns the matplotlib Figure."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    label = {"ssim": "SSIM", "ssim_fg": "SSIM (foreground)"}.get(metric, metric)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), gridspec_kw={"width_ratios": [1, 1.6, 2]})
+
+    def missing(ax, exc):
+        ax.text(0.5, 0.5, str(exc).replace(": ", ":\n", 1), ha="center", va="center", wrap=True,
+                fontsize=9, transform=ax.transAxes)
+        ax.set_xticks([]); ax.set_yticks([])
+
+    col = {"ssim": "SSIM", "ssim_fg": "SSIM (fg)"}.get(metric)
+    ax = axes[0]
+    try:
+        t = source_table(records)
+        if col is None:
+            raise ValueError(f"summary_figure supports metric 'ssim' or 'ssim_fg', got {metric!r}")
+        ax.bar(range(len(t)), t[col].astype(float), color=["C7", "C1", "C0"])
+        ax.set_xticks(range(len(t)), [s.replace("pre-trained ", "") for s in t.index])
+        ax.set_title(f"source domain ({t.index.name})")
+        ax.set_ylabel(label)
+    except MissingRecordError as exc:
+        missing(ax, exc)
+        ax.set_title("source domain")
+
+    ax = axes[1]
+    try:
+        t = generalization_table(records, metric)
+        x = np.arange(len(t))
+        ax.bar(x - 0.2, t["zero-filled"].astype(float), 0.2, color="C7", label="zero-filled")
+        ax.bar(x, t["pre-trained"].astype(float), 0.2, color="C0", label="pre-trained U-Net")
+        ax.bar(x + 0.2, t["target-trained"].astype(float), 0.2, color="C2", label="trained on the target")
+        ax.set_xticks(x, [s.replace(" R", "\nR") for s in t.index])
+        ax.set_title("generalization (chapter 5)")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+    except MissingRecordError as exc:
+        missing(ax, exc)
+        ax.set_title("generalization")
+
+    ax = axes[2]
+    try:
+        t = finetune_table(records, n, metric)
+        t = t.loc[sorted(t.index, key=_shift_order)]
+        n_used = [c for c in t.columns if c.startswith("fine-tuned N=")][0].split("=")[1]
+        cols = [("pre-trained", "C0", "pre-trained"), (f"fine-tuned N={n_used}", "C3", f"fine-tuned, N = {n_used}"),
+                (f"scratch N={n_used}", "C9", f"from scratch, N = {n_used}"), ("scratch (full)", "C2", "from scratch, full set")]
+        x = np.arange(len(t))
+        for i, (c, color, lab) in enumerate(cols):
+            ax.bar(x + (i - 1.5) * 0.2, t[c].astype(float), 0.2, color=color, label=lab)
+        ax.set_xticks(x, [s.replace(" R", "\nR") for s in t.index])
+        ax.set_title("fine-tuning (chapter 6)")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+    except MissingRecordError as exc:
+        missing(ax, exc)
+        ax.set_title("fine-tuning")
+    for ax in axes:
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"Mean {label} over the test slices (bars missing where a method was not run)")
+    fig.tight_layout()
+    return fig

@@ -282,3 +282,25 @@ def test_profile_table_and_changes():
     assert report.profile_changes("standard", "standard") == []
     with pytest.raises(ValueError, match="unknown profile"):
         report.profile_changes("ci", "huge")
+
+
+def test_a_renamed_chapter_is_found_by_its_number(records):
+    recs = {"07_beyond_the_paper": {"chapter": "07_beyond_the_paper", "profile": "ci", "numbers": {"x": 1.0}}}
+    assert report.numbers(recs, "07_beyond") == {"x": 1.0}
+    assert report.missing_chapters(recs, ["07_beyond"]) == []
+
+
+def test_sentences_follow_the_rule(records):
+    assert report.compare_sentence([0.05, 0.02, 0.08], "A", "B").startswith("A is better than B (foreground SSIM +0.050, 95 % CI +0.020 to +0.080")
+    assert "A is not clearly different from B" in report.compare_sentence([0.05, -0.02, 0.12], "A", "B")
+    assert "worse than" in report.compare_sentence([-0.05, -0.08, -0.02], "A", "B")
+    src = report.source_sentences(records)
+    assert "better than zero-filling" in src and "better than CG-SENSE" in src
+    gen = report.generalization_sentences(records).splitlines()
+    assert gen[0].startswith("* On brain-3T R4 the pre-trained U-Net is worse than")
+    assert any("brain-1.5T R8" in line and "same slices" in line for line in gen)
+    ft = report.finetune_sentences(records)
+    assert "On knee-1.5T R4 the network fine-tuned on N = 4 slices is better than the pre-trained one" in ft
+    assert "not clearly different from a U-Net trained from scratch" in ft  # knee at N=4: CI spans 0
+    with pytest.raises(MissingRecordError, match="run chapter 6"):
+        report.finetune_sentences({})
