@@ -26,7 +26,7 @@ from .profiles import PROFILES, Profile, get_profile
 __all__ = [
     "CHAPTERS", "VERDICTS", "MissingRecordError", "Thresholds", "Verdict",
     "numbers", "missing_chapters", "missing_notice", "profile_mismatch", "or_notice",
-    "classify", "fmt_ci", "source_table", "generalization_table", "finetune_table", "beyond_table",
+    "classify", "fmt_ci", "source_table", "generalization_table", "finetune_table", "beyond_table", "dc_table",
     "claims", "claims_table", "claims_markdown", "profile_table", "profile_changes", "summary_figure",
     "compare_sentence", "source_sentences", "generalization_sentences", "finetune_sentences", "beyond_sentences",
 ]
@@ -311,40 +311,47 @@ def finetune_table(records: dict[str, dict], n: int | None = None, metric: str =
     return table
 
 
-def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _flatten(f"{prefix}/{k}" if prefix else str(k), v, out)
-    else:
-        out[prefix] = value
+def beyond_table(records: dict[str, dict]) -> pd.DataFrame:
+    """Chapter 7's strategies and forgetting, one row per fine-tuning variant on its target.
 
-
-def beyond_table(records: dict[str, dict], keys: Sequence[str] | None = None) -> pd.DataFrame:
-    """Chapter 7's scalar numbers (strategies, forgetting, data consistency) as ``key -> value`` rows.
-
-    Nested records are flattened to ``a/b/c`` keys; ``[mean, low, high]`` lists are shown with
-    :func:`fmt_ci`; other lists and strings are left out. ``keys`` picks and orders rows (prefixes
-    of flattened keys); by default every scalar except timings.
+    Columns: share of trainable weights, target foreground SSIM and its paired difference to the
+    pre-trained network, source foreground SSIM and its paired difference to the pre-trained
+    network (negative: forgetting). The rehearsal row is end-to-end fine-tuning with source slices mixed in.
     """
     num = numbers(records, BEYOND)
-    flat: dict[str, Any] = {}
-    _flatten("", num, flat)
+    target = _get(num, BEYOND, "strategy_ssim_fg")
+    source = _get(num, BEYOND, "source_ssim_fg")
+    diffs = num.get("strategy_diff_vs_pretrained", {})
+    forget = num.get("forgetting_diff_ssim_fg", {})
+    share = num.get("strategy_trainable_share", {})
     rows = {}
-    for k, v in flat.items():
-        if keys is not None and not any(k == p or k.startswith(p + "/") for p in keys):
-            continue
-        if keys is None and ("seconds" in k or "history" in k):
-            continue
-        if isinstance(v, bool) or v is None or isinstance(v, str):
-            continue
-        if isinstance(v, (int, float)):
-            rows[k] = f"{v:.4g}" if isinstance(v, float) else str(v)
-        elif isinstance(v, list) and len(v) == 3 and all(isinstance(x, (int, float)) or x is None for x in v):
-            rows[k] = fmt_ci(v)
-    if keys is not None:
-        order = {p: i for i, p in enumerate(keys)}
-        rows = dict(sorted(rows.items(), key=lambda kv: min(i for p, i in order.items() if kv[0] == p or kv[0].startswith(p + "/"))))
-    return pd.DataFrame({"value": rows}).rename_axis("chapter 7 record")
+    for s in target:
+        rows[s] = {"trainable share": float(share.get(s, 0.0 if s == "pre-trained" else float("nan"))),
+                   "target SSIM (fg)": float(target[s]),
+                   "target − pre-trained [CI]": fmt_ci(diffs.get(s)),
+                   "source SSIM (fg)": float(source.get(s, float("nan"))),
+                   "source − pre-trained [CI]": fmt_ci(forget.get(s))}
+    reh = num.get("rehearsal")
+    if reh:
+        rows[f"end-to-end + {num.get('rehearsal_slices', '?')} source slices (rehearsal)"] = {
+            "trainable share": float(share.get("end-to-end", float("nan"))),
+            "target SSIM (fg)": float(reh["target_ssim_fg"]), "target − pre-trained [CI]": "–",
+            "source SSIM (fg)": float(reh["source_ssim_fg"]), "source − pre-trained [CI]": fmt_ci(forget.get("rehearsal"))}
+    table = pd.DataFrame(rows).T
+    table.index.name = f"fine-tuned on {num.get('target', 'target')}, N = {num.get('n_slices', '?')}"
+    return table
+
+
+def dc_table(records: dict[str, dict]) -> pd.DataFrame:
+    """Chapter 7's data-consistency rows: domain, network, λ, metric, without / with DC, paired Δ [CI]."""
+    num = numbers(records, BEYOND)
+    rows = []
+    for r in _get(num, BEYOND, "dc"):
+        rows.append({"domain": r["domain"], "network": r["network"], "λ": r["λ"], "metric": r["metric"],
+                     "without DC": float(r["without DC"]), "with DC": float(r["with DC"]), "Δ [CI]": fmt_ci(r["_d"])})
+    if not rows:
+        raise MissingRecordError(f"record {BEYOND!r} has no data-consistency rows: {_run_hint(BEYOND)}")
+    return pd.DataFrame(rows).set_index(["domain", "network", "λ", "metric"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -384,8 +391,9 @@ def _rule_texts(t: Thresholds) -> dict[str, str]:
                                "trained for the target: chapter 5's U-Net trained from scratch on the whole target set "
                                "where there is one, otherwise chapter 6's network fine-tuned on the most target slices."),
         "finetune_improves": f"per shift, chapter 6 at its table N: fine-tuned − pre-trained ({lab}, paired) is better by ≥ {e} with a CI above 0.",
-        "finetune_close_to_full": (f"per shift with a full-set reference, chapter 6 at its table N: the fine-tuned mean {lab} is at "
-                                   f"most {c} below the network trained from scratch on the whole target training set."),
+        "finetune_close_to_full": (f"per shift where the network trained from scratch on the whole target training set beats the "
+                                   f"pre-trained one by ≥ {e} (a gap to recover), chapter 6 at its table N: the fine-tuned mean "
+                                   f"{lab} is at most {c} below that full-set network."),
         "finetune_beats_scratch_same_n": (f"per shift and per recorded N, chapter 6: fine-tuned − from scratch on the same N "
                                           f"slices ({lab}, paired) is better by ≥ {e} with a CI above 0."),
     }
@@ -467,7 +475,7 @@ def _judge_finetune(records, t, key: str) -> Verdict:
         v.note = str(exc)
         return v.settle()
     n_tab = str(ft.get("n_table"))
-    skipped = []
+    skipped, no_gap = [], []
     for name in sorted(shifts, key=_shift_order):
         s = shifts[name]
         if key == "finetune_improves":
@@ -483,9 +491,14 @@ def _judge_finetune(records, t, key: str) -> Verdict:
             if full is None or ftn is None:
                 skipped.append(name)
                 continue
+            pre = s.get("pre-trained", {}).get(t.metric)
+            if pre is not None and float(full) - float(pre) < t.min_effect:
+                # nothing to recover: the pre-trained network already matches the full-set one
+                no_gap.append(f"{name} (pre-trained {float(pre):.3f}, full-set scratch {float(full):.3f})")
+                continue
             diff = float(ftn) - float(full)
             g = s.get("gap_closed", {}).get(n_tab)
-            share = f", {100 * float(g):.0f} % of the gap closed" if g is not None else ", no gap to close"
+            share = f", {100 * float(g):.0f} % of the gap closed" if g is not None else ""
             v.cases.append({"case": f"{name}, N = {n_tab}", "holds": diff >= -t.close, "diff": diff,
                             "evidence": f"fine-tuned {float(ftn):.3f} vs full-set scratch {float(full):.3f} ({diff:+.3f}{share})"})
         elif key == "finetune_beats_scratch_same_n":
@@ -498,8 +511,13 @@ def _judge_finetune(records, t, key: str) -> Verdict:
                     continue
                 v.cases.append({"case": f"{name}, N = {n}", "holds": classify(d, t) == "better", "diff": list(d),
                                 "evidence": f"fine-tuned − scratch {fmt_ci(d)}"})
+    notes = []
     if skipped:
-        v.note = "not recorded for " + ", ".join(skipped)
+        notes.append("not recorded for " + ", ".join(skipped))
+    if no_gap:
+        notes.append("no gap to recover (the full-set network is not better than the pre-trained one by the "
+                     f"minimum effect) for " + ", ".join(no_gap))
+    v.note = "; ".join(notes)
     return v.settle()
 
 
@@ -600,19 +618,32 @@ def finetune_sentences(records: dict[str, dict], thresholds: Thresholds = Thresh
 
 
 def beyond_sentences(records: dict[str, dict], thresholds: Thresholds = Thresholds()) -> str:
-    """Chapter 7 in words: every recorded paired difference of ``thresholds.metric``, judged by the rule."""
+    """Chapter 7 in words, each comparison judged by the same rule as the paper's claims (foreground SSIM)."""
     num = numbers(records, BEYOND)
-    flat: dict[str, Any] = {}
-    _flatten("", num, flat)
+    t = Thresholds(metric="ssim_fg", min_effect=thresholds.min_effect, close=thresholds.close)
+    target, n = num.get("target", "the target"), num.get("n_slices", "N")
     out = []
-    for k, v in flat.items():
-        if (k.split("/")[-1] == thresholds.metric or f"_{thresholds.metric}" in k or f"{thresholds.metric}_" in k) \
-                and isinstance(v, list) and len(v) == 3 and "ci" not in k.split("/")[-1].split("_"):
-            out.append(f"* `{k}`: {_WORDS[classify(v, thresholds)].replace(' than', '').replace(' from', '')} "
-                       f"({fmt_ci(v)})")
+    for s, d in num.get("strategy_diff_vs_pretrained", {}).items():
+        out.append(compare_sentence(d, f"On {target}, fine-tuning {s} on {n} slices", "the pre-trained network", t))
+    forget = num.get("forgetting_diff_ssim_fg", {})
+    if "end-to-end" in forget:
+        out.append(compare_sentence(forget["end-to-end"], f"Back on {num.get('source', 'the source domain')}, the "
+                                    "end-to-end fine-tuned network", "the pre-trained one", t)
+                   + (" (forgetting)" if classify(forget["end-to-end"], t) == "worse" else ""))
+    reh = num.get("rehearsal", {})
+    if "diff_vs_end_to_end_source" in reh:
+        out.append(compare_sentence(reh["diff_vs_end_to_end_source"], "With rehearsal, the source score",
+                                    "with plain end-to-end fine-tuning", t))
+    if "diff_vs_end_to_end_target" in reh:
+        out.append(compare_sentence(reh["diff_vs_end_to_end_target"], "With rehearsal, the target score",
+                                    "with plain end-to-end fine-tuning", t))
+    for r in num.get("dc", []):
+        if r.get("metric") == "ssim_fg":
+            out.append(compare_sentence(r["_d"], f"On {r['domain']}, the {r['network']} network with data consistency "
+                                        f"(λ = {r['λ']:g})", "without", t))
     if not out:
-        return "Chapter 7 recorded no paired difference of the " + thresholds.label + "; its numbers are in the table."
-    return "Chapter 7's paired differences, judged by the rule of section 5:\n\n" + "\n".join(out)
+        raise MissingRecordError(f"record {BEYOND!r} holds none of the comparisons this page reads: {_run_hint(BEYOND)}")
+    return "\n".join(f"* {line}." for line in out)
 
 
 # --------------------------------------------------------------------------------------------

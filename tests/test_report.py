@@ -235,19 +235,44 @@ def test_finetune_table(records):
     assert t1.loc["knee-1.5T R4", "gap closed"] == pytest.approx(1 / 3)
 
 
-def test_beyond_table_flattens_scalars_and_cis():
-    recs = {"07_beyond": {"chapter": "07_beyond", "profile": "ci", "numbers": {
-        "strategies": {"end-to-end": {"ssim_fg": 0.8}, "decoder only": {"ssim_fg": 0.75}},
-        "forgetting": {"diff": [-0.1, -0.15, -0.05]}, "seconds": 12.0, "label": "text", "flag": True}}}
+def make_beyond() -> dict:
+    d = lambda m: [m, m - 0.01, m + 0.01]  # noqa: E731
+    nums = {"target": "knee-1.5T", "source": "brain-1.5T", "n_slices": 4, "seed": 0, "rehearsal_slices": 4,
+            "strategy_ssim_fg": {"pre-trained": 0.6, "end-to-end": 0.7, "frozen-encoder": 0.65, "last-layers": 0.605},
+            "strategy_trainable_share": {"end-to-end": 1.0, "frozen-encoder": 0.4, "last-layers": 0.05},
+            "strategy_diff_vs_pretrained": {"end-to-end": d(0.1), "frozen-encoder": d(0.05), "last-layers": d(0.005)},
+            "source_ssim_fg": {"pre-trained": 0.85, "end-to-end": 0.75, "frozen-encoder": 0.8, "last-layers": 0.85, "rehearsal": 0.84},
+            "forgetting_diff_ssim_fg": {"end-to-end": d(-0.1), "frozen-encoder": d(-0.05), "last-layers": d(0.0), "rehearsal": d(-0.01)},
+            "rehearsal": {"target_ssim_fg": 0.69, "source_ssim_fg": 0.84, "diff_vs_end_to_end_target": d(-0.01),
+                          "diff_vs_end_to_end_source": d(0.09)},
+            "dc": [{"domain": "knee-1.5T", "network": "end-to-end", "λ": 0.01, "metric": "ssim_fg", "without DC": 0.7,
+                    "with DC": 0.72, "_d": d(0.02)},
+                   {"domain": "knee-1.5T", "network": "end-to-end", "λ": 0.01, "metric": "psnr", "without DC": 25.0,
+                    "with DC": 26.0, "_d": d(1.0)}],
+            "dc_hallucination_energy_left": {"fine": 0.8, "coarse": 0.2}}
+    return {"07_beyond": {"chapter": "07_beyond", "profile": "ci", "numbers": nums}}
+
+
+def test_beyond_tables_and_sentences():
+    recs = make_beyond()
     t = report.beyond_table(recs)
-    assert t.loc["strategies/end-to-end/ssim_fg", "value"] == "0.8"
-    assert t.loc["forgetting/diff", "value"] == "-0.100 [-0.150, -0.050]"
-    assert "seconds" not in t.index and "label" not in t.index and "flag" not in t.index
-    picked = report.beyond_table(recs, keys=["forgetting", "strategies/decoder only"])
-    assert list(picked.index) == ["forgetting/diff", "strategies/decoder only/ssim_fg"]
+    assert list(t.index[:4]) == ["pre-trained", "end-to-end", "frozen-encoder", "last-layers"]
+    assert t.loc["end-to-end", "source − pre-trained [CI]"] == "-0.100 [-0.110, -0.090]"
+    assert t.loc["frozen-encoder", "trainable share"] == pytest.approx(0.4)
+    assert t.iloc[-1]["source SSIM (fg)"] == pytest.approx(0.84) and "rehearsal" in t.index[-1]
+    dc = report.dc_table(recs)
+    assert dc.loc[("knee-1.5T", "end-to-end", 0.01, "psnr"), "Δ [CI]"] == "+1.000 [+0.990, +1.010]"
+    text = report.beyond_sentences(recs)
+    assert "fine-tuning last-layers on 4 slices is not clearly different from the pre-trained network" in text  # below min_effect
+    assert "the end-to-end fine-tuned network is worse than the pre-trained one" in text and "(forgetting)" in text
+    assert "With rehearsal, the source score is better than with plain end-to-end fine-tuning" in text
+    assert "With rehearsal, the target score is not clearly different" in text
+    assert "with data consistency (λ = 0.01) is better than without" in text
+    assert len(text.splitlines()) == 7  # three strategies, forgetting, two rehearsal, one DC (SSIM rows only)
 
 
-@pytest.mark.parametrize("fn", [report.source_table, report.generalization_table, report.finetune_table, report.beyond_table])
+@pytest.mark.parametrize("fn", [report.source_table, report.generalization_table, report.finetune_table,
+                                report.beyond_table, report.dc_table, report.beyond_sentences])
 def test_tables_name_the_chapter_to_run_when_a_record_is_missing(fn):
     with pytest.raises(MissingRecordError, match=r"run chapter \d \(notebooks/0\d_\w+\.ipynb\)"):
         fn({})
@@ -304,3 +329,12 @@ def test_sentences_follow_the_rule(records):
     assert "not clearly different from a U-Net trained from scratch" in ft  # knee at N=4: CI spans 0
     with pytest.raises(MissingRecordError, match="run chapter 6"):
         report.finetune_sentences({})
+
+
+def test_close_to_full_needs_a_gap_to_recover(records):
+    s = records["06_fine_tuning"]["numbers"]["shifts"]["brain-3T R4"]
+    s["scratch (full)"]["ssim_fg"] = 0.805  # full-set network only 0.005 above the pre-trained one
+    v = _by_key(report.claims(records))["finetune_close_to_full"]
+    assert [c["case"] for c in v.cases] == ["knee-1.5T R4, N = 4"]
+    assert "no gap to recover" in v.note and "brain-3T R4" in v.note
+    assert v.verdict == "not reproduced"
