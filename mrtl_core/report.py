@@ -624,7 +624,7 @@ def beyond_sentences(records: dict[str, dict], thresholds: Thresholds = Threshol
     target, n = num.get("target", "the target"), num.get("n_slices", "N")
     out = []
     for s, d in num.get("strategy_diff_vs_pretrained", {}).items():
-        out.append(compare_sentence(d, f"On {target}, fine-tuning {s} on {n} slices", "the pre-trained network", t))
+        out.append(compare_sentence(d, f"On {target}, fine-tuning ({s}) on {n} slices", "the pre-trained network", t))
     forget = num.get("forgetting_diff_ssim_fg", {})
     if "end-to-end" in forget:
         out.append(compare_sentence(forget["end-to-end"], f"Back on {num.get('source', 'the source domain')}, the "
@@ -633,10 +633,10 @@ def beyond_sentences(records: dict[str, dict], thresholds: Thresholds = Threshol
     reh = num.get("rehearsal", {})
     if "diff_vs_end_to_end_source" in reh:
         out.append(compare_sentence(reh["diff_vs_end_to_end_source"], "With rehearsal, the source score",
-                                    "with plain end-to-end fine-tuning", t))
+                                    "plain end-to-end fine-tuning's", t))
     if "diff_vs_end_to_end_target" in reh:
         out.append(compare_sentence(reh["diff_vs_end_to_end_target"], "With rehearsal, the target score",
-                                    "with plain end-to-end fine-tuning", t))
+                                    "plain end-to-end fine-tuning's", t))
     for r in num.get("dc", []):
         if r.get("metric") == "ssim_fg":
             out.append(compare_sentence(r["_d"], f"On {r['domain']}, the {r['network']} network with data consistency "

@@ -263,9 +263,9 @@ def test_beyond_tables_and_sentences():
     dc = report.dc_table(recs)
     assert dc.loc[("knee-1.5T", "end-to-end", 0.01, "psnr"), "Δ [CI]"] == "+1.000 [+0.990, +1.010]"
     text = report.beyond_sentences(recs)
-    assert "fine-tuning last-layers on 4 slices is not clearly different from the pre-trained network" in text  # below min_effect
+    assert "fine-tuning (last-layers) on 4 slices is not clearly different from the pre-trained network" in text  # below min_effect
     assert "the end-to-end fine-tuned network is worse than the pre-trained one" in text and "(forgetting)" in text
-    assert "With rehearsal, the source score is better than with plain end-to-end fine-tuning" in text
+    assert "With rehearsal, the source score is better than plain end-to-end fine-tuning's" in text
     assert "With rehearsal, the target score is not clearly different" in text
     assert "with data consistency (λ = 0.01) is better than without" in text
     assert len(text.splitlines()) == 7  # three strategies, forgetting, two rehearsal, one DC (SSIM rows only)
