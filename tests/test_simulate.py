@@ -210,3 +210,23 @@ def test_knee_domain():
     # PD-weighted: fat and fluid bright, cartilage intermediate, meniscus dark
     sig = {t: sim.tissue_signal(t, sim.KNEE_PROTOCOL, 1.5) for t in ("fat", "fluid", "cartilage", "meniscus", "muscle")}
     assert sig["fat"] > sig["cartilage"] > sig["meniscus"] and sig["fluid"] > sig["cartilage"]
+
+
+@pytest.mark.parametrize("anatomy", ["brain", "knee"])
+def test_b1_ratio_within_measured_ranges(anatomy):
+    """Relative B1+ inside the object: ~0.9-1.1 at 1.5 T, ~0.7-1.3 at 3 T (body-coil measurements);
+    a random subject tilt once drove the 3 T brain down to r ~ 0.25 (90 % spin-echo signal loss)."""
+    n, limits, spread = 32, {1.5: (0.9, 1.1), 3.0: (0.7, 1.3)}, {}
+    for field in (1.5, 3.0):
+        name = f"{anatomy}-{field:g}T"
+        lo, hi, widths = np.inf, -np.inf, []
+        for i in range(8):
+            s = sim.simulate_subject(name, i, 2, n)
+            obj = sum(s.fractions.values()) > 0.5
+            b1 = s.b1_ratio[:, n // 2: n // 2 + n][obj]
+            lo, hi = min(lo, b1.min()), max(hi, b1.max())
+            widths.append(b1.max() - b1.min())
+        assert limits[field][0] <= lo and hi <= limits[field][1], (name, lo, hi)
+        spread[field] = float(np.median(widths))
+    assert lo < 0.85 and hi > 1.05          # 3 T keeps its centre brightening and dark periphery
+    assert spread[3.0] > 2.0 * spread[1.5], spread
