@@ -207,7 +207,7 @@ def finetune_config(profile: Profile | str, n_slices: int, seed: int, from_scrat
         batch_size=int(min(_extra(profile, "finetune_batch_size", profile.batch_size), n_slices)),
         lr=profile.lr if from_scratch else profile.finetune_lr,
         lr_step_size=10**6, patience=_extra(profile, "finetune_patience", 5), seed=int(seed),
-        device=device, progress=progress,
+        monitor=_extra(profile, "finetune_monitor", "ssim_fg"), device=device, progress=progress,
     )
 
 

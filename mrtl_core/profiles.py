@@ -64,6 +64,7 @@ class Profile:
     finetune_eval_every: int = 10   # optimiser steps per validation round (early stopping)
     finetune_patience: int = 5      # rounds without validation improvement before stopping
     scratch_steps: int | None = None  # step budget of a from-scratch U-Net on N slices (None: finetune_steps)
+    finetune_monitor: str = "ssim_fg"  # early-stopping criterion on the target validation split
     data_seed: int = 0              # the synthetic subjects' seed
 
     def replace(self, **changes) -> "Profile":
@@ -76,12 +77,12 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "ci": Profile(
         name="ci", image_size=64, slices_per_subject=4,
-        source_train_subjects=6, val_subjects=1, test_subjects=1, target_train_subjects=3,
+        source_train_subjects=6, val_subjects=2, test_subjects=2, target_train_subjects=5,
         chans=8, num_pool_layers=3,
         pretrain_epochs=20, batch_size=4, lr=3e-3,
-        finetune_ns=(1, 4), finetune_steps=30, finetune_lr=5e-4, scratch_epochs=15,
+        finetune_ns=(1, 4), finetune_steps=80, finetune_lr=5e-4, scratch_epochs=40,
         seeds=(0,), accelerations=(2, 4, 8), cg_iters=10,
-        finetune_batch_size=4, finetune_eval_every=10, finetune_patience=2, scratch_steps=30,
+        finetune_batch_size=4, finetune_eval_every=10, finetune_patience=4, scratch_steps=30,
     ),
     "standard": Profile(
         name="standard", image_size=128, slices_per_subject=10,
