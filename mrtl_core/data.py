@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from . import cache
-from .fft import ifft2c
+from .fft import fft2c, ifft2c
 from .masks import MaskFunc, apply_mask, default_center_fraction, make_mask
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "inspect_file",
     "list_files",
     "center_crop",
+    "remove_readout_oversampling",
     "rss",
     "zero_filled_rss",
     "normalize_instance",
@@ -79,6 +80,19 @@ def center_crop(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
         raise ValueError(f"crop shape {(h, w)} must be positive and fit inside the input {tuple(x.shape[-2:])}")
     top, left = (x.shape[-2] - h) // 2, (x.shape[-1] - w) // 2
     return x[..., top : top + h, left : left + w]
+
+
+def remove_readout_oversampling(kspace: torch.Tensor | np.ndarray, num_rows: int) -> torch.Tensor:
+    """Crop the readout field of view of k-space: ``(..., Hk, W)`` -> ``(..., num_rows, W)``.
+
+    The readout is oversampled (2x in fastMRI) to keep the anatomy from wrapping; dropping the
+    extra field of view is a centre crop of the image rows, so: ``ifft2c`` -> :func:`center_crop`
+    -> ``fft2c``. Coil maps live in the image domain: crop them with :func:`center_crop` alone.
+    """
+    k = torch.as_tensor(kspace)
+    if not k.is_complex() or k.ndim < 2:
+        raise ValueError(f"kspace must be complex (..., Hk, W), got dtype {k.dtype} shape {tuple(k.shape)}")
+    return fft2c(center_crop(ifft2c(k), (int(num_rows), k.shape[-1])))
 
 
 def rss(x: torch.Tensor, dim: int = 0) -> torch.Tensor:

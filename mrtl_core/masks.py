@@ -31,6 +31,8 @@ __all__ = [
     "effective_acceleration",
     "center_lines",
     "apply_mask",
+    "point_spread_function",
+    "peak_sidelobe",
 ]
 
 MASK_KINDS = ("random", "equispaced")
@@ -178,3 +180,39 @@ def apply_mask(kspace: torch.Tensor, mask: np.ndarray | torch.Tensor) -> torch.T
     if m.shape[-1] != kspace.shape[-1]:
         raise ValueError(f"mask has {m.shape[-1]} columns but kspace has W={kspace.shape[-1]} (shape {tuple(kspace.shape)})")
     return kspace * m.to(device=kspace.device, dtype=kspace.real.dtype if kspace.is_complex() else kspace.dtype)
+
+
+def point_spread_function(mask: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Normalised magnitude of the point-spread function of a ``(W,)`` column mask.
+
+    Zero-filling multiplies k-space by the mask, so along the phase-encode axis the image is
+    convolved with the inverse DFT of the mask. By the triangle inequality no offset exceeds
+    offset 0 (the sum of the mask), so normalising by it gives peak 1.
+
+    Returns:
+        float64 ``(W,)`` ``|PSF|``, fftshift-ordered: index ``W // 2`` is offset 0 and holds 1;
+        index ``i`` is offset ``i - W // 2`` pixels.
+    """
+    m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    if m.ndim != 1:
+        raise ValueError(f"mask must be 1-D (W,), got shape {m.shape}")
+    if not np.any(m):
+        raise ValueError("mask samples no column: its point-spread function is zero")
+    psf = np.abs(np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(m.astype(np.float64)))))
+    return psf / psf[m.shape[0] // 2]
+
+
+def peak_sidelobe(mask: np.ndarray | torch.Tensor, exclude: int = 2) -> float:
+    """Largest normalised ``|PSF|`` more than ``exclude`` pixels from offset 0.
+
+    This is the strongest aliasing replica (equispaced masks) or incoherent side lobe (random
+    masks); ``exclude`` skips the main lobe, which the ACS block widens by a pixel or two.
+    """
+    if not isinstance(exclude, (int, np.integer)) or exclude < 0:
+        raise ValueError(f"exclude must be a non-negative integer, got {exclude!r}")
+    psf = point_spread_function(mask)
+    offsets = np.arange(psf.shape[0]) - psf.shape[0] // 2
+    outside = np.abs(offsets) > exclude
+    if not outside.any():
+        raise ValueError(f"exclude={exclude} leaves no offset of the {psf.shape[0]}-column PSF")
+    return float(psf[outside].max())
