@@ -461,3 +461,76 @@ def _lowres_maps(y: torch.Tensor, acs: slice, eps: float) -> torch.Tensor:
     rss = low.abs().square().sum(dim=-3, keepdim=True).sqrt()
     floor = eps * rss.flatten(-3).amax(dim=-1)[..., None, None, None]
     return low / torch.maximum(rss, floor.clamp_min(torch.finfo(rss.dtype).tiny))
+
+
+def g_factor(maps: ArrayLike, acceleration: int, noise_cov: ArrayLike | None = None) -> torch.Tensor:
+    """Analytic SENSE g-factor for regular 1-D Cartesian under-sampling along ``W``.
+
+    Sampling every ``R``-th phase-encode column (equispaced, no ACS block; the offset does not
+    matter) folds the image ``R`` times along ``W``: pixel ``w`` is aliased with
+    ``w + k W/R`` (``k = 1..R-1``). For each such set, with ``S`` the ``C x R`` matrix of the
+    coil sensitivities at the ``R`` pixels and ``Psi`` the coil noise covariance,
+
+        g_p = sqrt( [(S^H Psi^-1 S)^-1]_pp [S^H Psi^-1 S]_pp )    (Pruessmann et al., 1999),
+
+    so that the noise std of the unfolded image is ``g sqrt(R)`` times that of the fully sampled
+    one (with k-space noise of the same variance per sample and the orthonormal FFT).
+
+    Args:
+        maps: sensitivities ``(..., C, H, W)`` complex; ``W`` must be divisible by ``acceleration``.
+        acceleration: the integer ``R >= 1``.
+        noise_cov: optional coil noise covariance ``(C, C)`` (Hermitian positive definite);
+            ``None`` is white noise of equal variance in every coil (``Psi = I``).
+
+    Returns:
+        Real tensor ``(..., H, W)`` (float64 for complex128 maps, else float32). Where the maps
+        vanish (``sum_c |s_c|^2`` at most ``eps`` times its maximum, ``eps`` the dtype's machine
+        epsilon) the pixel carries no signal and is excluded from its aliased set (as SENSE with a
+        support mask does): ``g`` is 0 there. If a set has more non-vanishing pixels than the coils
+        can separate (more than ``C``, or a numerically singular ``S^H Psi^-1 S``), ``g`` is ``inf``
+        for those pixels; nearly singular sets give very large finite values.
+    """
+    s = _as_complex("maps", maps, 3)
+    if isinstance(acceleration, bool) or not isinstance(acceleration, (int, np.integer)) or acceleration < 1:
+        raise ValueError(f"acceleration must be an integer >= 1, got {acceleration!r}")
+    r = int(acceleration)
+    c, h, w = s.shape[-3:]
+    if w % r:
+        raise ValueError(f"acceleration {r} does not divide the phase-encode size W = {w}")
+    out_dtype = s.real.dtype
+    s = s.to(torch.complex128)  # the small solves are cheap; do them in double precision
+    if noise_cov is not None:
+        psi = _as_tensor("noise_cov", noise_cov).to(s.device, torch.complex128)
+        if psi.shape != (c, c):
+            raise ValueError(f"noise_cov must be ({c}, {c}) for {c} coils, got {tuple(psi.shape)}")
+        # Pre-whiten: with Psi = L L^H, S^H Psi^-1 S = (L^-1 S)^H (L^-1 S).
+        chol, info = torch.linalg.cholesky_ex(psi)
+        if int(info):
+            raise ValueError("noise_cov is not Hermitian positive definite")
+        flat = s.movedim(-3, -1).unsqueeze(-1)                                # (..., H, W, C, 1)
+        s = torch.linalg.solve_triangular(chol, flat, upper=False).squeeze(-1).movedim(-1, -3)
+    step = w // r
+    # (..., C, H, W) -> (..., H, step, C, R): column k*step + j of the image is alias k of set j.
+    nl = s.ndim - 3
+    a = s.reshape(*s.shape[:-1], r, step)                                   # (..., C, H, R, step)
+    a = a.permute(*range(nl), nl + 1, nl + 3, nl, nl + 2)                   # (..., H, step, C, R)
+    gram = a.mH @ a                                                         # (..., H, step, R, R)
+    diag = gram.diagonal(dim1=-2, dim2=-1).real                             # (..., H, step, R)
+    peak = diag.flatten(-3).amax(dim=-1)[..., None, None, None]
+    live = diag > torch.finfo(out_dtype).eps * peak
+    # Decouple vanished pixels (identity rows/columns): the inverse on the live block is then
+    # exactly the inverse of the live sub-matrix.
+    both = live.unsqueeze(-1) & live.unsqueeze(-2)
+    eye = torch.eye(r, dtype=gram.dtype, device=gram.device)
+    gram_live = torch.where(both, gram, eye)
+    chol, info = torch.linalg.cholesky_ex(gram_live)
+    # More live aliases than coils is singular in exact arithmetic; round-off may hide it.
+    info = torch.where(live.sum(dim=-1) > c, torch.ones_like(info), info)
+    failed = (info != 0)[..., None, None]
+    chol = torch.where(failed, eye, chol)                  # singular sets: set to inf below
+    inv_diag = torch.cholesky_inverse(chol).diagonal(dim1=-2, dim2=-1).real
+    g = (inv_diag * diag).clamp_min(0).sqrt()
+    g = torch.where(live, g, torch.zeros_like(g))
+    g = torch.where((info != 0)[..., None] & live, torch.full_like(g, math.inf), g)
+    # (..., H, step, R) -> (..., H, W) with w = k*step + j.
+    return g.transpose(-1, -2).reshape(*g.shape[:-2], w).to(out_dtype)
