@@ -69,6 +69,22 @@ def test_mean_g_factor_grows_with_R(cg):
     assert values[-1] > 1.2 * values[0], f"mean g barely changes from R={rs[0]} to R={rs[-1]}: {g_mean}"
 
 
+def test_replica_g_agrees_with_analytic_sense_g(cg):
+    """Converged CG-SENSE on regular masks is the SENSE solve: replica mean g == exact mean g."""
+    analytic = cg["g_analytic_mean_by_R"]
+    for r in ("2", "3"):
+        replica = _finite(cg["g_mean_by_R"][r], f"g_mean_by_R[{r}]")
+        exact = _finite(analytic[r], f"g_analytic_mean_by_R[{r}]")
+        assert exact >= 1 - 1e-6, f"analytic g below 1 at R={r}: {exact}"
+        assert abs(replica / exact - 1) < 0.15, f"R={r}: replica {replica} vs analytic {exact}"
+
+
+def test_analytic_g_grows_with_R(cg):
+    g = {int(r): _finite(v, f"g_analytic_mean_by_R[{r}]") for r, v in cg["g_analytic_mean_by_R"].items()}
+    values = [g[r] for r in sorted(g)]
+    assert all(b > a for a, b in zip(values, values[1:])), f"analytic mean g does not grow with R: {g}"
+
+
 def test_g_max_is_at_least_g_mean(cg):
     for r, mean in cg["g_mean_by_R"].items():
         assert cg["g_max_by_R"][r] >= mean, f"R={r}: 99th percentile {cg['g_max_by_R'][r]} < mean {mean}"
