@@ -32,6 +32,12 @@ def cache_root() -> Path:
     return root
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def config_hash(config: Any, length: int = 12) -> str:
     """Stable short hash of a JSON-serialisable configuration (key order does not matter)."""
     blob = json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
@@ -62,6 +68,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

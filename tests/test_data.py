@@ -373,3 +373,18 @@ def test_cli_and_domain_files_with_the_simulator(tmp_path, monkeypatch, capsys):
     with h5py.File(cached[0], "r") as a, h5py.File(files[0], "r") as b:
         np.testing.assert_array_equal(a["kspace"][()], b["kspace"][()])  # the CLI and the cache agree
         assert "sens_maps" in a
+
+
+def test_atomic_write_gives_normal_permissions(tmp_path):
+    """Records and cache files are read by web servers and other users: not mkstemp's 0600."""
+    import os
+    import stat
+
+    from mrtl_core.cache import atomic_write
+
+    mask = os.umask(0o022)
+    try:
+        path = atomic_write(tmp_path / "x.json", lambda tmp: tmp.write_text("{}"))
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
