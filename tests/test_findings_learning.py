@@ -103,10 +103,18 @@ def test_higher_acceleration_lowers_ssim(shifts):
 
 
 def test_pretrained_below_target_trained_reference(shifts):
+    """The anatomy shift is a failure against what is achievable there: a U-Net trained on the
+    target does better. The field-strength shift is not asserted: with the book's simulated
+    scanners the pre-trained network handles 3 T about as well as a network trained on 3 T (the
+    `standard` profile measures no significant gap), so chapter 5 computes its sentence from the
+    numbers instead of claiming a failure."""
     references = shifts.get("reference") or {}
     if not references:
         pytest.skip("chapter 5 recorded no target-trained reference")
-    for name, ref in references.items():
+    anatomy = [name for name in references if name.startswith("knee")]
+    assert anatomy, f"chapter 5 recorded no anatomy-shift reference (got {sorted(references)})"
+    for name in anatomy:
+        ref = references[name]
         gap = ref["unet_minus_ref"]["ssim_fg"][0]
         assert gap < 0, f"{name}: pre-trained U-Net SSIM (fg) is {gap:+.4f} relative to the target-trained U-Net"
         assert _unet(shifts, name) < _finite(ref["ssim_fg"], f"{name} reference ssim_fg")
