@@ -13,6 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-env.sh
 export MRTL_PROFILE="${MRTL_PROFILE:-standard}"
+# Progress bars are for people watching a kernel; in the static book they would only show a
+# frozen bar, so the build turns them off (JupyterLab and papermill runs keep them).
+export TQDM_DISABLE="${TQDM_DISABLE:-1}"
 case "$MRTL_PROFILE" in
   ci|standard|paper) ;;
   *) echo "MRTL_PROFILE must be ci, standard or paper, got '$MRTL_PROFILE'" >&2; exit 2 ;;
