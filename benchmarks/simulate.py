@@ -23,19 +23,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from machine import cpu_model as _cpu_model  # noqa: E402
 
 from mrtl_core import simulate as sim  # noqa: E402
 from mrtl_core.fft import ifft2c_np  # noqa: E402
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _best_of(fn, repeats: int) -> float:
