@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import pytest
 
+from findings import chapter_numbers
+
 pytestmark = pytest.mark.notebooks
-
-
-def _numbers(executed_records, chapter):
-    if chapter not in executed_records:
-        pytest.skip(f"{chapter} did not run")
-    return executed_records[chapter]["numbers"]
 
 
 def test_fine_tuning_raises_ssim_on_every_target(executed_records):
@@ -26,7 +22,7 @@ def test_fine_tuning_raises_ssim_on_every_target(executed_records):
     about 0.02 at `ci`) and a handful of 3 T slices does not move the anatomy score measurably
     either way (-0.002 at `standard`, -0.008 at `ci`); chapter 6 computes that sentence from the
     numbers and chapter 8 reports the paper's claim as only partly reproduced."""
-    n = _numbers(executed_records, "06_fine_tuning")
+    n = chapter_numbers(executed_records, "06_fine_tuning")
     n_tab = str(n["n_table"])
     assert n["shifts"], "chapter 6 recorded no shift"
     failures = []
@@ -41,7 +37,7 @@ def test_fine_tuning_raises_ssim_on_every_target(executed_records):
 
 
 def test_fine_tuned_beats_scratch_with_fewest_images(executed_records):
-    n = _numbers(executed_records, "06_fine_tuning")
+    n = chapter_numbers(executed_records, "06_fine_tuning")
     n_min = str(min(n["ns"]))
     checked = 0
     for name, entry in n["shifts"].items():
@@ -54,7 +50,7 @@ def test_fine_tuned_beats_scratch_with_fewest_images(executed_records):
 
 
 def test_records_are_consistent(executed_records):
-    n = _numbers(executed_records, "06_fine_tuning")
+    n = chapter_numbers(executed_records, "06_fine_tuning")
     for name, entry in n["shifts"].items():
         for method in ("pre-trained", "zero-filled", "CG-SENSE"):
             assert 0 < entry[method]["ssim"] <= 1, (name, method)
@@ -66,7 +62,7 @@ def test_records_are_consistent(executed_records):
 
 
 def test_forgetting_after_knee_fine_tuning(executed_records):
-    n = _numbers(executed_records, "07_beyond")
+    n = chapter_numbers(executed_records, "07_beyond")
     assert n["target"] == "knee-1.5T"
     before, after = n["source_ssim_fg"]["pre-trained"], n["source_ssim_fg"]["end-to-end"]
     assert after < before, f"source SSIM (fg) after end-to-end fine-tuning {after:.4f} is not below {before:.4f}"
@@ -75,7 +71,7 @@ def test_forgetting_after_knee_fine_tuning(executed_records):
 
 
 def test_strategy_and_dc_records(executed_records):
-    n = _numbers(executed_records, "07_beyond")
+    n = chapter_numbers(executed_records, "07_beyond")
     assert set(n["strategy_ssim_fg"]) == {"pre-trained", "end-to-end", "frozen-encoder", "last-layers"}
     share = n["strategy_trainable_share"]
     assert share["end-to-end"] == 1.0 and 0 < share["last-layers"] < share["frozen-encoder"] < 1

@@ -8,34 +8,22 @@ the chapter's text (or the profile) no longer supports what it says.
 """
 from __future__ import annotations
 
-import math
-
 import pytest
+
+from findings import chapter_numbers, finite
 
 PRETRAINED = "04_pretrained_unet"
 GENERALIZATION = "05_generalization"
 
 
-def _numbers(records: dict, chapter: str) -> dict:
-    if chapter not in records:
-        pytest.fail(f"no record for {chapter!r}: the notebook did not run or did not call save_record "
-                    f"(records found: {sorted(records)})")
-    return records[chapter]["numbers"]
-
-
-def _finite(value, name: str) -> float:
-    assert isinstance(value, (int, float)) and math.isfinite(value), f"{name} = {value!r} is not a finite number"
-    return float(value)
-
-
 @pytest.fixture(scope="module")
 def pretrained(executed_records) -> dict:
-    return _numbers(executed_records, PRETRAINED)
+    return chapter_numbers(executed_records, PRETRAINED)
 
 
 @pytest.fixture(scope="module")
 def shifts(executed_records) -> dict:
-    return _numbers(executed_records, GENERALIZATION)
+    return chapter_numbers(executed_records, GENERALIZATION)
 
 
 # --- chapter 4 ----------------------------------------------------------------------------------
@@ -45,14 +33,14 @@ def test_pretraining_ran_and_recorded_its_history(pretrained):
     assert pretrained["pretrain_epochs"] >= 1 and pretrained["pretrain_steps"] >= 1
     assert len(pretrained["history"]) == pretrained["pretrain_epochs"]
     assert 1 <= pretrained["pretrain_best_epoch"] <= pretrained["pretrain_epochs"]
-    losses = [_finite(row["train_loss"], "train_loss") for row in pretrained["history"]]
+    losses = [finite(row["train_loss"], "train_loss") for row in pretrained["history"]]
     assert all(loss > 0 for loss in losses)
 
 
 @pytest.mark.parametrize("metric", ["ssim", "ssim_fg", "psnr"])
 def test_pretrained_unet_beats_zero_filled_on_its_own_domain(pretrained, metric):
-    unet = _finite(pretrained[f"{metric}_unet_R4"], f"{metric}_unet_R4")
-    zf = _finite(pretrained[f"{metric}_zf_R4"], f"{metric}_zf_R4")
+    unet = finite(pretrained[f"{metric}_unet_R4"], f"{metric}_unet_R4")
+    zf = finite(pretrained[f"{metric}_zf_R4"], f"{metric}_zf_R4")
     low, high = pretrained[f"diff_{metric}_unet_minus_zf_R4"][1:]
     assert unet > zf, f"U-Net {metric} {unet:.4f} <= zero-filled {zf:.4f} on brain-1.5T R4"
     assert low > 0, f"the paired {metric} gain of the U-Net over zero-filling has a CI reaching {low:.4f} <= 0"
@@ -61,9 +49,9 @@ def test_pretrained_unet_beats_zero_filled_on_its_own_domain(pretrained, metric)
 def test_metric_ranges(pretrained):
     for method in ("zf", "cg", "unet"):
         for region in ("", "_fg"):
-            ssim = _finite(pretrained[f"ssim{region}_{method}_R4"], f"ssim{region}_{method}_R4")
+            ssim = finite(pretrained[f"ssim{region}_{method}_R4"], f"ssim{region}_{method}_R4")
             assert -1 <= ssim <= 1
-            assert _finite(pretrained[f"rmse{region}_{method}_R4"], "rmse") > 0
+            assert finite(pretrained[f"rmse{region}_{method}_R4"], "rmse") > 0
 
 
 # --- chapter 5 ----------------------------------------------------------------------------------
@@ -72,7 +60,7 @@ def test_metric_ranges(pretrained):
 def _unet(shifts: dict, name: str, metric: str = "ssim_fg") -> float:
     conditions = shifts["conditions"]
     assert name in conditions, f"chapter 5 recorded no condition {name!r} (has {sorted(conditions)})"
-    return _finite(conditions[name]["unet"][metric], f"{name} unet {metric}")
+    return finite(conditions[name]["unet"][metric], f"{name} unet {metric}")
 
 
 def test_chapter5_source_matches_chapter4(pretrained, shifts):
@@ -117,11 +105,11 @@ def test_pretrained_below_target_trained_reference(shifts):
         ref = references[name]
         gap = ref["unet_minus_ref"]["ssim_fg"][0]
         assert gap < 0, f"{name}: pre-trained U-Net SSIM (fg) is {gap:+.4f} relative to the target-trained U-Net"
-        assert _unet(shifts, name) < _finite(ref["ssim_fg"], f"{name} reference ssim_fg")
+        assert _unet(shifts, name) < finite(ref["ssim_fg"], f"{name} reference ssim_fg")
 
 
 def test_every_condition_has_all_methods(shifts):
     for name, c in shifts["conditions"].items():
         for method in ("zf", "cg", "unet"):
             for metric in ("ssim", "ssim_fg", "psnr", "psnr_fg"):
-                _finite(c[method][metric], f"{name} {method} {metric}")
+                finite(c[method][metric], f"{name} {method} {metric}")
