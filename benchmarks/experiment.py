@@ -11,7 +11,11 @@ Grid (issue 5, item 4):
     target training set), a U-Net from scratch on the same N, and one from scratch on the whole
     target training set; several seeds (the N slices and the scratch initialisation change with
     the seed), so every number has a confidence interval over seeds;
-  * forgetting: every fine-tuned model back on the source test set (brain-1.5T, R = 4).
+  * forgetting: every fine-tuned model back on the source test set (brain-1.5T, R = 4);
+  * per shift, the pre-trained network's twin for the target (``experiment.native_unet``: trained
+    from scratch on as many target subjects as the source had, the same schedule), so that
+    ``pre-trained - native`` on the target test slices is the generalisation gap at equal data
+    (``--no-native`` skips it: one pre-training's cost per shift).
 
 Trained models are cached (``mrtl_core.experiment``), and each evaluation is appended to the JSON
 as soon as it is done, so an interrupted run picks up where it stopped. At the end (or with
@@ -27,16 +31,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mrtl_core import experiment as ex  # noqa: E402
+from mrtl_core import experiment as ex, grid  # noqa: E402
 from mrtl_core.cache import atomic_write  # noqa: E402
 from mrtl_core.profiles import get_profile  # noqa: E402
-from mrtl_core.train import summarise  # noqa: E402
 
 DEFAULT_NS = (1, 5, 10, 20, 50)
 
@@ -103,6 +105,11 @@ def run_grid(args: argparse.Namespace) -> dict:
             model, info = ex.scratch_full(profile, d, r, progress=args.progress, return_info=True)
             store(key, ex.evaluate_on(profile, model, d, r), target=name, method="scratch-full",
                   train_seconds=info.get("seconds"), num_train_slices=n_avail)
+        key = f"{name} | native"
+        if not done(key) and not args.no_native:
+            model, info = ex.native_unet(profile, d, r, progress=args.progress, return_info=True)
+            store(key, ex.evaluate_on(profile, model, d, r), target=name, method="native",
+                  train_seconds=info.get("seconds"), num_train_slices=info.get("num_train_slices"))
         for n in ns:
             for seed in seeds:
                 for scratch in ([False] if args.no_scratch else [False, True]):
@@ -124,45 +131,6 @@ def run_grid(args: argparse.Namespace) -> dict:
     return results
 
 
-def _cell(results: dict, keys: list[str], metric: str = "ssim") -> str:
-    means = [results[k]["summary"][metric]["mean"] for k in keys if k in results]
-    fg = [results[k]["summary"][metric + "_fg"]["mean"] for k in keys if k in results]
-    if not means:
-        return ""
-    if len(means) == 1:
-        return f"{means[0]:.3f} ({fg[0]:.3f})"
-    s = summarise(np.array(means))
-    return f"{s['mean']:.3f} ±{(s['ci_high'] - s['mean']):.3f} ({np.mean(fg):.3f})"
-
-
-def report(results: dict) -> str:
-    rows = [k for k in results if not k.startswith("_")]
-    targets = list(dict.fromkeys(results[k]["target"] for k in rows))
-    ns = sorted({results[k]["n"] for k in rows if "n" in results[k]})
-    seeds = sorted({results[k]["seed"] for k in rows if "seed" in results[k]})
-    lines = [f"SSIM (foreground SSIM), test subjects; ± = half-width of the 95% t-interval over seeds {seeds}", ""]
-    head = ["target", "zero-filled", "CG-SENSE", "pre-trained", "scratch (full)"]
-    head += [f"FT N={n}" for n in ns] + [f"scratch N={n}" for n in ns]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for t in targets:
-        cells = [t] + [_cell(results, [f"{t} | {m}"]) for m in ("zero-filled", "cg-sense", "pretrained", "scratch-full")]
-        cells += [_cell(results, [f"{t} | fine-tuned N={n} seed={s}" for s in seeds]) for n in ns]
-        cells += [_cell(results, [f"{t} | scratch N={n} seed={s}" for s in seeds]) for n in ns]
-        lines.append("| " + " | ".join(cells) + " |")
-    src = f"{ex.SOURCE_DOMAIN} R{ex.SOURCE_ACCELERATION}"
-    lines += ["", f"Forgetting: fine-tuned models back on the source ({src}); pre-trained there: "
-              f"{_cell(results, [f'{src} | pretrained'])}", ""]
-    lines += ["| fine-tuned on | " + " | ".join(f"N={n}" for n in ns) + " |", "|---|" + "---|" * len(ns)]
-    for t in targets:
-        cells = [_cell(results, [f"{t} | forgetting N={n} seed={s}" for s in seeds]) for n in ns]
-        if any(cells):
-            lines.append(f"| {t} | " + " | ".join(cells) + " |")
-    meta = results.get("_meta", {})
-    lines += ["", f"profile {meta.get('profile', {}).get('name')}, torch {meta.get('torch')}, "
-              f"{meta.get('threads')} threads; pre-training {meta.get('pretrain_seconds') or 0:.0f} s"]
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="standard")
@@ -171,13 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ns", nargs="*", type=int, default=None, help=f"numbers of target slices (default {DEFAULT_NS})")
     parser.add_argument("--seeds", nargs="*", type=int, default=None, help="default: the profile's seeds")
     parser.add_argument("--no-scratch", action="store_true", help="skip the from-scratch baselines")
+    parser.add_argument("--no-native", action="store_true", help="skip the equal-data target twins")
     parser.add_argument("--progress", action="store_true", help="progress bars for training")
     parser.add_argument("--report", action="store_true", help="only print the tables of an existing JSON")
     args = parser.parse_args(argv)
     args.out = args.out or str(ROOT / "benchmarks" / "results" / f"experiment-{args.profile}.json")
     results = _load(Path(args.out)) if args.report else run_grid(args)
     print()
-    print(report(results))
+    print(grid.markdown_report(results))
     return 0
 
 

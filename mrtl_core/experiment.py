@@ -11,6 +11,10 @@ it. Here:
 * :func:`pretrained_unet` -- trained once on ``brain-1.5T`` at R = 4, cached;
 * :func:`finetune_run` -- fine-tuned (or trained from scratch) on N target slices, cached;
 * :func:`scratch_full` -- trained from scratch on the whole target training split, cached;
+* :func:`native_unet` -- the pre-trained network's twin for a target: trained from scratch on as
+  many target subjects, with the same schedule, so ``pre-trained - native`` on the target's test
+  set is the generalisation gap at equal data (the full-split scratch model has less data than the
+  pre-trained one, so beating it does not mean the shift costs nothing);
 * :func:`evaluate_on` -- any model or ``"zero-filled"`` / ``"cg-sense"`` on a domain's test split.
 
 Every trained model is cached under ``cache_root()/models/<name>-<hash>``, the hash covering
@@ -27,7 +31,6 @@ domain itself at another R, so its training split is the source's.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -66,6 +69,8 @@ __all__ = [
     "pretrained_unet",
     "finetune_run",
     "scratch_full",
+    "native_unet",
+    "native_train_files",
     "target_slices",
     "evaluate_on",
     "unet_dc_image",
@@ -424,6 +429,67 @@ def evaluate_on(
         _memo[key] = make_dataset(files, acceleration, profile, train=False, with_kspace=with_kspace)
     return evaluate(reconstruct, _memo[key], batch_size=profile.batch_size, device=device, examples=examples,
                     cg_iters=profile.cg_iters, max_slices=max_slices, progress=progress, name=name)
+
+
+def native_train_files(profile: Profile | str, domain: str, progress: bool = True) -> list[Path]:
+    """Training files for :func:`native_unet`: ``source_train_subjects`` subjects of ``domain``.
+
+    The target's own training split first, then further subjects simulated after the ones the
+    splits use (subject indices past train + val + test), so validation and test subjects are never
+    trained on and the test set is the one every other method is scored on.
+    """
+    profile = _profile(profile)
+    splits = domain_splits(profile, domain, progress=progress)
+    wanted = int(profile.source_train_subjects)
+    if len(splits["train"]) >= wanted:
+        return list(splits["train"][:wanted])
+    counts = _split_counts(profile, domain)
+    used = sum(counts.values())
+    more = data.domain_files(domain, used + wanted - len(splits["train"]), profile.slices_per_subject,
+                             profile.image_size, seed=_extra(profile, "data_seed", 0), progress=progress)
+    held_out = {data._patient_id(p) for k in ("val", "test") for p in splits[k]}
+    extra = [p for p in more[used:] if data._patient_id(p) not in held_out]
+    return list(splits["train"]) + extra
+
+
+def native_unet(
+    profile: Profile | str,
+    domain: str,
+    acceleration: float = 4,
+    progress: bool = True,
+    return_info: bool = False,
+    device: str = "auto",
+):
+    """A U-Net trained for the target exactly as the pre-trained one was for the source, cached.
+
+    Same architecture, initialisation seed, schedule (:func:`pretrain_config`) and number of
+    training subjects (``source_train_subjects``, see :func:`native_train_files`), validated on the
+    target's validation split. On the target's test set, ``pre-trained - native`` is the cost of the
+    shift itself; for the source domain at R = 4 it would be the pre-trained network.
+    """
+    profile = _profile(profile)
+    cfg = pretrain_config(profile, progress=progress, device=device)
+    train_files = native_train_files(profile, domain, progress=progress)
+    key = {
+        "what": "native",
+        "version": EXPERIMENT_VERSION,
+        "data": _data_key(profile, domain),
+        "train_subjects": sorted(data._patient_id(p) for p in train_files),
+        "acceleration": float(acceleration),
+        "model": {"in_chans": 1, "out_chans": 1, "chans": profile.chans, "num_pool_layers": profile.num_pool_layers},
+        "train": _train_key(cfg),
+    }
+
+    def run(checkpoint: Path) -> TrainResult:
+        val_files = domain_splits(profile, domain, progress=False)["val"]
+        train_set = make_dataset(train_files, acceleration, profile, train=True)
+        val_set = make_dataset(val_files, acceleration, profile, train=False)
+        return train(new_unet(profile, seed=0), train_set, val_set, cfg, checkpoint_path=checkpoint)
+
+    n_train = len(train_files) * profile.slices_per_subject
+    model, info = _cached_model(f"native-{domain}-R{acceleration:g}-{profile.name}", key, run,
+                                {"domain": domain, "acceleration": acceleration, "num_train_slices": n_train})
+    return (model, info) if return_info else model
 
 
 # --------------------------------------------------------------------------------------------

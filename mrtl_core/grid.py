@@ -1,0 +1,219 @@
+"""Tables of the experiment grid that ``benchmarks/experiment.py`` records.
+
+The grid script appends one entry per finished evaluation to a JSON file:
+``{"<target> | <method>[ N=<n> seed=<s>]": {"target", "method", ["n", "seed"], "summary": {metric:
+{"mean", "ci_low", "ci_high", ...}}, "per_slice": {metric: [...]}}, "_meta": {...}}``, with methods
+``zero-filled``, ``cg-sense``, ``pretrained``, ``scratch-full``, ``native`` (the pre-trained
+network's equal-data twin on the target), ``fine-tuned``, ``scratch`` and ``forgetting`` (a
+fine-tuned model back on the source). The functions here turn that file into the tables the
+benchmark prints and the results chapter shows; none of them trains or evaluates anything.
+
+Two kinds of interval: a paired one over test slices (two methods on the same slices and masks),
+and, for runs repeated over seeds, the t-interval of the mean over seeds.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["results_dir", "load_grid", "seeds", "ns", "targets", "seed_summary", "paired", "gap_table",
+           "curve_table", "forgetting_table", "markdown_report"]
+
+METRICS = ("ssim", "ssim_fg", "psnr", "psnr_fg")
+
+
+def results_dir() -> Path:
+    """``benchmarks/results`` of the source checkout this package was imported from."""
+    return Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+
+
+def load_grid(path: str | Path | None = None, profile: str = "standard") -> dict:
+    """The grid JSON at ``path`` (default ``results_dir()/experiment-<profile>.json``).
+
+    Raises ``FileNotFoundError`` naming the file and the command that writes it, and ``ValueError``
+    naming an entry that lacks what the tables read.
+    """
+    path = Path(path) if path is not None else results_dir() / f"experiment-{profile}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no grid results; write them with "
+                                f"`python benchmarks/experiment.py --profile {profile}`")
+    results = json.loads(path.read_text())
+    for key, entry in results.items():
+        if key.startswith("_"):
+            continue
+        for field in ("target", "method", "summary", "per_slice"):
+            if field not in entry:
+                raise ValueError(f"{path}: entry {key!r} has no {field!r}")
+    return results
+
+
+def _entries(results: dict) -> dict[str, dict]:
+    return {k: v for k, v in results.items() if not k.startswith("_")}
+
+
+def seeds(results: dict) -> list[int]:
+    return sorted({v["seed"] for v in _entries(results).values() if "seed" in v})
+
+
+def ns(results: dict, target: str | None = None) -> list[int]:
+    return sorted({v["n"] for v in _entries(results).values() if "n" in v and (target is None or v["target"] == target)})
+
+
+def targets(results: dict) -> list[str]:
+    return list(dict.fromkeys(v["target"] for v in _entries(results).values()))
+
+
+def seed_summary(results: dict, keys: Sequence[str], metric: str = "ssim_fg", confidence: float = 0.95) -> dict | None:
+    """Mean over the runs ``keys`` present (one per seed) of their test-set means, with the t-interval."""
+    from scipy import stats
+
+    values = np.array([results[k]["summary"][metric]["mean"] for k in keys if k in results], dtype=np.float64)
+    if values.size == 0:
+        return None
+    mean = float(values.mean())
+    if values.size == 1:
+        return {"mean": mean, "ci_low": math.nan, "ci_high": math.nan, "n": 1}
+    half = float(stats.t.ppf(0.5 + confidence / 2, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size))
+    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": int(values.size)}
+
+
+def paired(results: dict, key_a: str, key_b: str, metric: str = "ssim_fg", confidence: float = 0.95) -> list[float] | None:
+    """``[mean, ci_low, ci_high]`` of ``a - b`` over the same test slices, or None if either is missing."""
+    from scipy import stats
+
+    if key_a not in results or key_b not in results:
+        return None
+    a = np.asarray(results[key_a]["per_slice"][metric], dtype=np.float64)
+    b = np.asarray(results[key_b]["per_slice"][metric], dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"{key_a!r} and {key_b!r} were scored on different slices ({a.size} vs {b.size})")
+    d = a - b
+    half = float(stats.t.ppf(0.5 + confidence / 2, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else math.nan
+    return [float(d.mean()), float(d.mean()) - half, float(d.mean()) + half]
+
+
+def _fmt(diff: list[float] | None, digits: int = 3) -> str:
+    if diff is None:
+        return "–"
+    m, lo, hi = diff
+    return f"{m:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+
+def _value(results: dict, key: str, metric: str) -> float:
+    return float(results[key]["summary"][metric]["mean"]) if key in results else math.nan
+
+
+def gap_table(results: dict, metric: str = "ssim_fg") -> pd.DataFrame:
+    """One row per target with an equal-data twin: pre-trained, twin, full-split scratch and their
+    paired differences (``pre − native``: the generalisation gap at equal data)."""
+    rows = {}
+    digits = 2 if metric.startswith("psnr") else 3
+    for t in targets(results):
+        if f"{t} | native" not in results:
+            continue
+        rows[t] = {
+            "pre-trained": _value(results, f"{t} | pretrained", metric),
+            "native twin": _value(results, f"{t} | native", metric),
+            "pre − native [CI]": _fmt(paired(results, f"{t} | pretrained", f"{t} | native", metric), digits),
+            "scratch (full split)": _value(results, f"{t} | scratch-full", metric),
+            "pre − scratch (full) [CI]": _fmt(paired(results, f"{t} | pretrained", f"{t} | scratch-full", metric), digits),
+            "twin slices": results[f"{t} | native"].get("num_train_slices"),
+        }
+    table = pd.DataFrame(rows).T
+    table.index.name = "target"
+    return table
+
+
+def curve_table(results: dict, target: str, metric: str = "ssim_fg") -> pd.DataFrame:
+    """The N-curve of one target: fine-tuned and from-scratch means over seeds with their intervals,
+    beside the pre-trained, full-split and (if present) equal-data references."""
+    sd = seeds(results)
+    rows = {}
+    for n in ns(results, target):
+        row = {}
+        for method in ("fine-tuned", "scratch"):
+            s = seed_summary(results, [f"{target} | {method} N={n} seed={x}" for x in sd], metric)
+            row[method] = s["mean"] if s else math.nan
+            row[f"{method} CI"] = (f"[{s['ci_low']:.3f}, {s['ci_high']:.3f}]" if s and s["n"] > 1 else "–")
+            row[f"{method} seeds"] = s["n"] if s else 0
+        rows[n] = row
+    table = pd.DataFrame(rows).T
+    table.index.name = "N"
+    for label, key in (("pre-trained", "pretrained"), ("scratch (full split)", "scratch-full"), ("native twin", "native")):
+        table[label] = _value(results, f"{target} | {key}", metric)
+    return table
+
+
+def forgetting_table(results: dict, metric: str = "ssim_fg") -> pd.DataFrame:
+    """Fine-tuned models back on the source: mean over seeds per target and N."""
+    sd = seeds(results)
+    rows = {}
+    for t in targets(results):
+        row = {}
+        for n in ns(results, t):
+            s = seed_summary(results, [f"{t} | forgetting N={n} seed={x}" for x in sd], metric)
+            if s:
+                row[f"N={n}"] = s["mean"]
+        if row:
+            rows[t] = row
+    table = pd.DataFrame(rows).T
+    table.index.name = "fine-tuned on"
+    return table
+
+
+def _cell(results: dict, keys: list[str], metric: str = "ssim") -> str:
+    whole = seed_summary(results, keys, metric)
+    fg = seed_summary(results, keys, metric + "_fg")
+    if whole is None:
+        return ""
+    if whole["n"] == 1:
+        return f"{whole['mean']:.3f} ({fg['mean']:.3f})"
+    return f"{whole['mean']:.3f} ±{whole['ci_high'] - whole['mean']:.3f} ({fg['mean']:.3f})"
+
+
+def _markdown(table: pd.DataFrame, digits: int = 3) -> str:
+    """A DataFrame as a markdown table (floats to ``digits`` places), without optional dependencies."""
+    def cell(v) -> str:
+        if isinstance(v, (float, np.floating)):
+            return "–" if not math.isfinite(float(v)) else f"{float(v):.{digits}f}"
+        return str(v)
+
+    head = [str(table.index.name or "")] + [str(c) for c in table.columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for idx, row in table.iterrows():
+        lines.append("| " + " | ".join([str(idx)] + [cell(v) for v in row.tolist()]) + " |")
+    return "\n".join(lines)
+
+
+def markdown_report(results: dict) -> str:
+    """The benchmark's printed report: the grid, forgetting, and the equal-data gaps, as markdown."""
+    sd, all_ns = seeds(results), ns(results)
+    lines = [f"SSIM (foreground SSIM), test subjects; ± = half-width of the 95% t-interval over seeds {sd}", ""]
+    head = ["target", "zero-filled", "CG-SENSE", "pre-trained", "native twin", "scratch (full)"]
+    head += [f"FT N={n}" for n in all_ns] + [f"scratch N={n}" for n in all_ns]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for t in targets(results):
+        cells = [t] + [_cell(results, [f"{t} | {m}"]) for m in ("zero-filled", "cg-sense", "pretrained", "native", "scratch-full")]
+        cells += [_cell(results, [f"{t} | fine-tuned N={n} seed={s}" for s in sd]) for n in all_ns]
+        cells += [_cell(results, [f"{t} | scratch N={n} seed={s}" for s in sd]) for n in all_ns]
+        lines.append("| " + " | ".join(cells) + " |")
+    meta = results.get("_meta", {})
+    forgetting = forgetting_table(results)
+    if len(forgetting):
+        lines += ["", "Forgetting: foreground SSIM of the fine-tuned models back on the source, mean over seeds", "",
+                  _markdown(forgetting)]
+    for metric in ("ssim_fg", "ssim", "psnr"):
+        gaps = gap_table(results, metric)
+        if len(gaps):
+            lines += ["", f"Generalisation gap at equal data ({metric}): the pre-trained U-Net minus its twin trained "
+                      "on the target (as many subjects, the same schedule), and minus the full-split scratch model; "
+                      "paired over the target test slices, 95% t-interval.", "",
+                      _markdown(gaps, 2 if metric.startswith("psnr") else 3)]
+    lines += ["", f"profile {meta.get('profile', {}).get('name')}, torch {meta.get('torch')}, "
+              f"{meta.get('threads')} threads; pre-training {meta.get('pretrain_seconds') or 0:.0f} s"]
+    return "\n".join(lines)

@@ -1,0 +1,101 @@
+"""Tables of the benchmark grid (``mrtl_core.grid``), against independent computations."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from mrtl_core import grid
+
+
+def _entry(target, method, values, **extra):
+    values = np.asarray(values, dtype=float)
+    per_slice = {m: (values if m.startswith("ssim") else 30 * values).tolist() for m in grid.METRICS}
+    summary = {m: {"mean": float(np.mean(v))} for m, v in per_slice.items()}
+    return {"target": target, "method": method, "summary": summary, "per_slice": per_slice, **extra}
+
+
+@pytest.fixture()
+def results():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.6, 0.9, size=12)
+    r = {"_meta": {"profile": {"name": "test"}, "torch": "x", "threads": 1}}
+    r["knee R4 | pretrained"] = _entry("knee R4", "pretrained", base)
+    r["knee R4 | native"] = _entry("knee R4", "native", base + 0.05 + 0.01 * rng.standard_normal(12), num_train_slices=300)
+    r["knee R4 | scratch-full"] = _entry("knee R4", "scratch-full", base + 0.03)
+    for n in (1, 5):
+        for seed in (0, 1, 2):
+            r[f"knee R4 | fine-tuned N={n} seed={seed}"] = _entry("knee R4", "fine-tuned", base + 0.01 * n + 0.002 * seed, n=n, seed=seed)
+            r[f"knee R4 | scratch N={n} seed={seed}"] = _entry("knee R4", "scratch", base - 0.1 + 0.01 * n, n=n, seed=seed)
+            r[f"knee R4 | forgetting N={n} seed={seed}"] = _entry("knee R4", "forgetting", base - 0.2, n=n, seed=seed)
+    return r
+
+
+def test_paired_difference_matches_scipy(results):
+    a = np.array(results["knee R4 | pretrained"]["per_slice"]["ssim_fg"])
+    b = np.array(results["knee R4 | native"]["per_slice"]["ssim_fg"])
+    mean, lo, hi = grid.paired(results, "knee R4 | pretrained", "knee R4 | native")
+    ref = stats.ttest_rel(a, b).confidence_interval(0.95)
+    assert mean == pytest.approx(float(np.mean(a - b)), abs=1e-12)
+    assert (lo, hi) == pytest.approx((ref.low, ref.high), abs=1e-10)
+    assert hi < 0   # the twin is better by construction
+    assert grid.paired(results, "knee R4 | pretrained", "nope") is None
+
+
+def test_paired_refuses_different_slices(results):
+    results["knee R4 | native"]["per_slice"]["ssim_fg"] = [0.5] * 3
+    with pytest.raises(ValueError, match="different slices"):
+        grid.paired(results, "knee R4 | pretrained", "knee R4 | native")
+
+
+def test_seed_summary_is_the_t_interval_over_seeds(results):
+    keys = [f"knee R4 | fine-tuned N=5 seed={s}" for s in (0, 1, 2)]
+    means = np.array([results[k]["summary"]["ssim_fg"]["mean"] for k in keys])
+    s = grid.seed_summary(results, keys)
+    lo, hi = stats.t.interval(0.95, 2, loc=means.mean(), scale=stats.sem(means))
+    assert s["n"] == 3 and s["mean"] == pytest.approx(means.mean())
+    assert (s["ci_low"], s["ci_high"]) == pytest.approx((lo, hi))
+    single = grid.seed_summary(results, keys[:1])
+    assert single["n"] == 1 and math.isnan(single["ci_low"])
+    assert grid.seed_summary(results, ["absent"]) is None
+
+
+def test_tables(results):
+    assert grid.seeds(results) == [0, 1, 2] and grid.ns(results) == [1, 5] and grid.targets(results) == ["knee R4"]
+    gaps = grid.gap_table(results)
+    assert list(gaps.index) == ["knee R4"] and gaps.loc["knee R4", "twin slices"] == 300
+    mean, lo, hi = grid.paired(results, "knee R4 | pretrained", "knee R4 | native")
+    assert gaps.loc["knee R4", "pre − native [CI]"] == f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    assert -0.06 < mean < -0.04
+    curve = grid.curve_table(results, "knee R4")
+    assert list(curve.index) == [1, 5]
+    assert curve.loc[5, "fine-tuned"] > curve.loc[1, "fine-tuned"] > curve.loc[1, "scratch"]
+    assert curve.loc[1, "fine-tuned seeds"] == 3
+    assert curve["native twin"].iloc[0] == pytest.approx(results["knee R4 | native"]["summary"]["ssim_fg"]["mean"])
+    forgetting = grid.forgetting_table(results)
+    assert forgetting.loc["knee R4", "N=5"] == pytest.approx(results["knee R4 | forgetting N=5 seed=0"]["summary"]["ssim_fg"]["mean"])
+    text = grid.markdown_report(results)
+    assert "| knee R4 |" in text and "Generalisation gap at equal data (psnr)" in text
+
+
+def test_load_grid_names_file_and_bad_entry(tmp_path, results):
+    missing = tmp_path / "experiment-x.json"
+    with pytest.raises(FileNotFoundError, match="experiment-x.json.*benchmarks/experiment.py"):
+        grid.load_grid(missing)
+    del results["knee R4 | native"]["per_slice"]
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(results))
+    with pytest.raises(ValueError, match="knee R4 \\| native.*per_slice"):
+        grid.load_grid(path)
+
+
+def test_committed_standard_grid_reads():
+    """The grid recorded in the repository (the book's chapter 8 reads it) parses into every table."""
+    results = grid.load_grid(profile="standard")
+    assert results["_meta"]["profile"]["name"] == "standard"
+    for t in grid.targets(results):
+        grid.curve_table(results, t)
+    assert len(grid.gap_table(results)) >= 1
