@@ -203,7 +203,8 @@ def finetune_config(profile: Profile | str, n_slices: int, seed: int, from_scrat
                     progress: bool = True, device: str = "auto") -> TrainConfig:
     """Small-data training: at most ``finetune_steps`` steps (``scratch_steps`` from scratch),
     validation every ``finetune_eval_every`` steps, early stopping after ``finetune_patience``
-    rounds without improvement; fine-tuning at the small ``finetune_lr``, scratch at ``lr``."""
+    rounds without improvement; fine-tuning at the small ``finetune_lr``, scratch at ``lr``.
+    Fine-tuning scores the pre-trained start first, so it keeps the start when no step helps."""
     profile = _profile(profile)
     steps = (_extra(profile, "scratch_steps", None) or profile.finetune_steps) if from_scratch else profile.finetune_steps
     return TrainConfig(
@@ -213,6 +214,7 @@ def finetune_config(profile: Profile | str, n_slices: int, seed: int, from_scrat
         lr=profile.lr if from_scratch else profile.finetune_lr,
         lr_step_size=10**6, patience=_extra(profile, "finetune_patience", 5), seed=int(seed),
         monitor=_extra(profile, "finetune_monitor", "ssim_fg"), device=device, progress=progress,
+        validate_start=not from_scratch,
     )
 
 
@@ -229,6 +231,8 @@ def _train_key(config: TrainConfig) -> dict:
     d = config.to_dict()
     for k in ("progress", "log_every", "device", "num_workers"):
         d.pop(k)
+    if not d.get("validate_start"):
+        d.pop("validate_start", None)  # a field added later: runs without it keep their cache keys
     return d
 
 

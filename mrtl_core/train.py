@@ -109,6 +109,8 @@ class TrainConfig:
     grad_clip: float | None = None
     progress: bool = True
     log_every: int = 50              # steps between progress-bar postfix updates
+    validate_start: bool = False     # score the starting weights first (epoch 0): fine-tuning then never
+                                     # returns weights that validate worse than the pre-trained start
 
     def __post_init__(self) -> None:
         if self.epochs is None and self.max_steps is None:
@@ -135,7 +137,7 @@ class TrainResult:
     """What a run did: one ``history`` row per epoch (train_loss, val_loss, val_ssim, lr, seconds)."""
 
     history: list[dict] = field(default_factory=list)
-    best_epoch: int | None = None    # 1-based epoch whose weights the model holds at the end
+    best_epoch: int | None = None    # 1-based epoch whose weights the model holds at the end (0: the start)
     best_value: float | None = None
     steps: int = 0
     epochs: int = 0
@@ -488,6 +490,18 @@ def train(
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
+    if config.validate_start and val_set is not None and len(val_set) > 0 and step == 0 and not result.history:
+        # the start is a candidate like any epoch: if no step improves the validation score, early
+        # stopping restores the weights the run began with (a pre-trained model stays as it was)
+        row = {"epoch": 0, "step": 0, "train_loss": float("nan"), "lr": optimizer.param_groups[0]["lr"]}
+        row.update(_validate(core, val_set, config, device, want_ssim=config.monitor != "l1"))
+        value = row["val_loss"] if config.monitor == "l1" else row["val_ssim"]
+        best_score = sign * value
+        best_state = {k: v.detach().clone() for k, v in core.state_dict().items()}
+        result.best_epoch, result.best_value = 0, float(value)
+        row["seconds"] = time.perf_counter() - started
+        result.history.append(row)
+        core.train()
     show = config.progress and rank == 0
     bar = tqdm(total=min(epochs * steps_per_epoch, max_steps), initial=step, disable=not show, desc="train", leave=False)
     epoch = start_epoch

@@ -151,6 +151,25 @@ def test_early_stopping_restores_best(files):
     assert again == pytest.approx(result.best_value, rel=1e-6)
 
 
+def test_validate_start_keeps_the_start_when_no_step_helps(files):
+    train_set, val_set, _ = _sets(files)
+    start = _model()
+    train(start, train_set, val_set, _cfg(epochs=3))          # a reasonable starting point
+    before = {k: v.clone() for k, v in start.state_dict().items()}
+    # a learning rate that wrecks the weights: no later round can validate better than the start
+    result = fine_tune(start, train_set, val_set, _cfg(epochs=3, lr=10.0, validate_start=True))
+    assert result.best_epoch == 0 and result.history[0]["epoch"] == 0 and result.history[0]["step"] == 0
+    assert all(row["val_loss"] > result.best_value for row in result.history[1:])
+    for k, v in start.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    # without it, the same run keeps the best of the wrecked epochs
+    again = _model()
+    train(again, train_set, val_set, _cfg(epochs=3))
+    result = fine_tune(again, train_set, val_set, _cfg(epochs=3, lr=10.0))
+    assert result.best_epoch >= 1
+    assert any(not torch.equal(v, before[k]) for k, v in again.state_dict().items())
+
+
 def _expected_trainable(names, strategy, num_pool):
     if strategy == "end-to-end":
         return set(names)

@@ -49,11 +49,12 @@ def run(args: argparse.Namespace) -> int:
                               lr_step_size=10**6)
         if args.patience is None:
             config.patience = profile.finetune_patience
+        config.validate_start = True   # keep the starting weights if no step validates better
         result = fine_tune(model, train_set, val_set, config, strategy=args.strategy,
                            checkpoint_path=args.checkpoint, resume=args.resume)
         if dist.rank == 0:
             print(f"fine-tuned ({args.strategy}) on {n} slices: {result.steps} steps, {result.seconds:.1f} s, "
-                  f"best round {result.best_epoch} (val L1 {result.best_value})")
+                  f"best round {result.best_epoch} (0: the starting weights; val L1 {result.best_value})")
         write_out(args.out, {"command": "finetune", "init": str(args.init), "strategy": args.strategy,
                              "n_slices": n, "result": result.to_dict(), "config": config.to_dict()}, dist.rank)
     return 0
