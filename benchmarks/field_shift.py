@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import tempfile
 import time
@@ -46,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mrtl_core import data, experiment as ex, simulate  # noqa: E402
+from mrtl_core.cache import atomic_write  # noqa: E402
 from mrtl_core.profiles import get_profile  # noqa: E402
 from mrtl_core.train import evaluate, paired_difference  # noqa: E402
 
@@ -117,6 +119,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="standard")
     parser.add_argument("--subjects", type=int, default=6, help="test subjects per step")
+    parser.add_argument("--out", default=None, help="JSON (default benchmarks/results/field_shift-<profile>.json)")
     parser.add_argument("--no-native", action="store_true", help="skip the 3 T twin (it trains once if not cached)")
     args = parser.parse_args()
     profile = get_profile(args.profile)
@@ -141,30 +144,46 @@ def main() -> None:
 
     labels = list(results)
     names = list(models) + ["zero-filled"]
+    steps = []
+    for i, label in enumerate(labels):
+        r = results[label]
+        ref = labels[min(i - 1, 4)] if i else None   # the what-ifs are changes of the 3 T scanner (step 4)
+        step = {"label": label,
+                "scores": {n: {m: float(np.mean(r[n].metrics[m])) for m in ("ssim_fg", "ssim", "psnr")} for n in names},
+                "change": {m: list(paired_difference(r["pre-trained"], results[ref]["pre-trained"], m))
+                           for m in ("ssim_fg", "ssim", "psnr")} if ref else None,
+                "gap": {m: list(paired_difference(r["pre-trained"], r["3 T twin"], m))
+                        for m in ("ssim_fg", "ssim", "psnr")} if "3 T twin" in r else None}
+        steps.append(step)
+    record = {"_meta": {"profile": profile.name, "subjects": args.subjects, "slices": len(results[labels[0]]["pre-trained"].slices),
+                        "acceleration": ex.SOURCE_ACCELERATION, "cpu": cpu_model(), "torch": torch.__version__,
+                        "seconds": time.perf_counter() - t0},
+              "steps": steps}
+    out = Path(args.out or ROOT / "benchmarks" / "results" / f"field_shift-{profile.name}.json")
+    atomic_write(out, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
+
     print(f"# python benchmarks/field_shift.py --profile {profile.name} --subjects {args.subjects}")
-    print(f"{cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads; {time.perf_counter() - t0:.0f} s")
+    print(f"{cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads; {record['_meta']['seconds']:.0f} s")
     print(f"Foreground SSIM on {args.subjects} x {profile.slices_per_subject} test slices per step (the same subjects "
-          f"and masks at every step, R = {ex.SOURCE_ACCELERATION}); change = paired difference to the previous step (to the 3 T step for the what-ifs), "
-          "95% t-interval over slices.\n")
+          f"and masks at every step, R = {ex.SOURCE_ACCELERATION}); change = paired difference of the pre-trained "
+          "U-Net to the previous step (to the 3 T step for the what-ifs), 95% t-interval over slices.\n")
+    fmt = lambda d: f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]"  # noqa: E731
     head = "| step | " + " | ".join(names) + " | pre-trained change |" + (" pre - 3 T twin |" if "3 T twin" in models else "")
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
-    for i, label in enumerate(labels):
-        r = results[label]
-        cells = [f"{float(np.mean(r[n].metrics['ssim_fg'])):.3f}" for n in names]
-        if i:
-            ref = labels[min(i - 1, 4)]   # the what-ifs are changes of the 3 T scanner (step 4)
-            d = paired_difference(r["pre-trained"], results[ref]["pre-trained"], "ssim_fg")
-            change = f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]"
-        else:
-            change = ""
-        row = f"| {label} | " + " | ".join(cells) + f" | {change} |"
-        if "3 T twin" in models:
-            g = paired_difference(r["pre-trained"], r["3 T twin"], "ssim_fg")
-            row += f" {g[0]:+.3f} [{g[1]:+.3f}, {g[2]:+.3f}] |"
+    for step in steps:
+        row = f"| {step['label']} | " + " | ".join(f"{step['scores'][n]['ssim_fg']:.3f}" for n in names)
+        row += f" | {fmt(step['change']['ssim_fg']) if step['change'] else ''} |"
+        if step["gap"]:
+            row += f" {fmt(step['gap']['ssim_fg'])} |"
         print(row)
+    if steps[0]["gap"]:
+        print("\nThe same gap (pre-trained - 3 T twin) in whole-image SSIM and PSNR (dB):\n")
+        print("| step | SSIM | PSNR |\n|---|---|---|")
+        for step in steps:
+            print(f"| {step['label']} | {fmt(step['gap']['ssim'])} | {step['gap']['psnr'][0]:+.2f} "
+                  f"[{step['gap']['psnr'][1]:+.2f}, {step['gap']['psnr'][2]:+.2f}] |")
 
 
 if __name__ == "__main__":
-    torch.set_grad_enabled(False)
     main()

@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["results_dir", "load_grid", "seeds", "ns", "targets", "seed_summary", "paired", "gap_table",
-           "curve_table", "forgetting_table", "markdown_report"]
+           "curve_table", "forgetting_table", "markdown_report", "gap_sentences", "curves_figure",
+           "load_field_shift", "field_shift_table"]
 
 METRICS = ("ssim", "ssim_fg", "psnr", "psnr_fg")
 
@@ -217,3 +218,90 @@ def markdown_report(results: dict) -> str:
     lines += ["", f"profile {meta.get('profile', {}).get('name')}, torch {meta.get('torch')}, "
               f"{meta.get('threads')} threads; pre-training {meta.get('pretrain_seconds') or 0:.0f} s"]
     return "\n".join(lines)
+
+
+def gap_sentences(results: dict, thresholds=None) -> str:
+    """Per target with a twin, in words by the results chapter's rule (:class:`mrtl_core.report.Thresholds`):
+    the pre-trained U-Net against its equal-data twin, with the whole-image SSIM and PSNR gaps beside."""
+    from .report import Thresholds, compare_sentence
+
+    thresholds = thresholds or Thresholds()
+    out = []
+    for t in targets(results):
+        diff = paired(results, f"{t} | pretrained", f"{t} | native", thresholds.metric)
+        if diff is None:
+            continue
+        whole = paired(results, f"{t} | pretrained", f"{t} | native", "ssim")
+        psnr = paired(results, f"{t} | pretrained", f"{t} | native", "psnr")
+        out.append("* " + compare_sentence(diff, f"On {t} the pre-trained U-Net", "its twin trained on the target",
+                                           thresholds)
+                   + f"; whole-image SSIM {whole[0]:+.3f} [{whole[1]:+.3f}, {whole[2]:+.3f}], "
+                     f"PSNR {psnr[0]:+.2f} dB [{psnr[1]:+.2f}, {psnr[2]:+.2f}].")
+    return "\n".join(out)
+
+
+def curves_figure(results: dict, metric: str = "ssim_fg", targets_: Sequence[str] | None = None):
+    """One panel per shifted target: fine-tuned and from-scratch means over seeds against N (log
+    axis, error bars = 95 % t-interval over seeds), with the pre-trained, full-split and twin
+    references as horizontal lines. Returns the matplotlib Figure."""
+    import matplotlib.pyplot as plt
+
+    names = [t for t in (targets_ or targets(results)) if ns(results, t)]
+    if not names:
+        raise ValueError("the grid holds no fine-tuning runs")
+    label = {"ssim": "SSIM", "ssim_fg": "SSIM (foreground)", "psnr": "PSNR (dB)"}.get(metric, metric)
+    fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4.0), squeeze=False)
+    for ax, t in zip(axes[0], names):
+        table = curve_table(results, t, metric)
+        x = np.asarray(table.index, dtype=float)
+        sd = seeds(results)
+        for method, colour, marker in (("fine-tuned", "C0", "o"), ("scratch", "C1", "s")):
+            lo, hi = [], []
+            for n in table.index:
+                s = seed_summary(results, [f"{t} | {method} N={n} seed={x_}" for x_ in sd], metric)
+                ok = s is not None and math.isfinite(s["ci_low"])
+                lo.append(s["mean"] - s["ci_low"] if ok else 0.0)
+                hi.append(s["ci_high"] - s["mean"] if ok else 0.0)
+            ax.errorbar(x, table[method].astype(float), yerr=[lo, hi], color=colour, marker=marker, capsize=3,
+                        label=f"{method} on N slices")
+        for ref, colour, style in (("pre-trained", "C7", "--"), ("scratch (full split)", "C3", ":"),
+                                   ("native twin", "C2", "-.")):
+            value = float(table[ref].iloc[0])
+            if math.isfinite(value):
+                ax.axhline(value, color=colour, linestyle=style, label=ref)
+        ax.set_xscale("log")
+        ax.set_xticks(x, [str(int(v)) for v in x])
+        ax.set_xlabel("target training slices N")
+        ax.set_ylabel(label)
+        ax.set_title(t)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def load_field_shift(path: str | Path | None = None, profile: str = "standard") -> dict:
+    """The record of ``benchmarks/field_shift.py`` (default ``results_dir()/field_shift-<profile>.json``)."""
+    path = Path(path) if path is not None else results_dir() / f"field_shift-{profile}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no field-shift ablation; write it with "
+                                f"`python benchmarks/field_shift.py --profile {profile}`")
+    record = json.loads(path.read_text())
+    if "steps" not in record or not record["steps"]:
+        raise ValueError(f"{path}: no 'steps' in the field-shift record")
+    return record
+
+
+def field_shift_table(record: dict, metric: str = "ssim_fg") -> pd.DataFrame:
+    """One row per ablation step: each method's mean ``metric``, the pre-trained network's change and
+    its gap to the 3 T twin (paired, 95 % interval)."""
+    digits = 2 if metric.startswith("psnr") else 3
+    rows = {}
+    for step in record["steps"]:
+        row = {name: scores[metric] for name, scores in step["scores"].items()}
+        row["pre-trained change [CI]"] = _fmt(step["change"][metric], digits) if step.get("change") else "–"
+        row["pre − twin [CI]"] = _fmt(step["gap"][metric], digits) if step.get("gap") else "–"
+        rows[step["label"]] = row
+    table = pd.DataFrame(rows).T
+    table.index.name = "scanner"
+    return table
