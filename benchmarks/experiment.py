@@ -126,6 +126,19 @@ def run_grid(args: argparse.Namespace) -> dict:
                     if not scratch and not done(fkey):
                         store(fkey, ex.evaluate_on(profile, model, ex.SOURCE_DOMAIN, ex.SOURCE_ACCELERATION),
                               target=name, method="forgetting", n=n, seed=seed)
+    if args.overfit_steps:
+        # DESIGN section 8: a few slices, many steps and no validation split over-fit. The same
+        # fine-tuning without early stopping, for a longer budget, at N = 5.
+        for target in shifts:
+            d, r, name = target["domain"], target["acceleration"], target["name"]
+            for seed in seeds:
+                key = f"{name} | fine-tuned-no-early-stopping N=5 steps={args.overfit_steps} seed={seed}"
+                if done(key):
+                    continue
+                model, info = ex.finetune_run(profile, d, 5, seed, acceleration=r, early_stopping=False,
+                                              max_steps=args.overfit_steps, progress=args.progress, return_info=True)
+                store(key, ex.evaluate_on(profile, model, d, r), target=name, method="fine-tuned-no-early-stopping",
+                      n=5, seed=seed, steps=info.get("steps"), train_seconds=info.get("seconds"))
     results["_meta"]["seconds_this_run"] = time.perf_counter() - t_start
     _save(out, results)
     return results
@@ -139,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ns", nargs="*", type=int, default=None, help=f"numbers of target slices (default {DEFAULT_NS})")
     parser.add_argument("--seeds", nargs="*", type=int, default=None, help="default: the profile's seeds")
     parser.add_argument("--no-scratch", action="store_true", help="skip the from-scratch baselines")
+    parser.add_argument("--overfit-steps", type=int, default=None,
+                        help="also fine-tune N=5 for this many steps without early stopping (over-fitting check)")
     parser.add_argument("--no-native", action="store_true", help="skip the equal-data target twins")
     parser.add_argument("--progress", action="store_true", help="progress bars for training")
     parser.add_argument("--report", action="store_true", help="only print the tables of an existing JSON")

@@ -30,6 +30,7 @@ domain itself at another R, so its training split is the source's.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -322,6 +323,8 @@ def finetune_run(
     return_info: bool = False,
     device: str = "auto",
     rehearsal_slices: int = 0,
+    early_stopping: bool = True,
+    max_steps: int | None = None,
 ):
     """A model adapted to ``target_domain`` at ``acceleration`` from ``n_slices`` target slices.
 
@@ -333,6 +336,10 @@ def finetune_run(
     at R = 4, :func:`target_slices` of the source with the same seed) into the training set, so
     every batch is drawn from ``n_slices + k`` slices: rehearsal against catastrophic forgetting.
     Early stopping still watches the target's validation split only.
+
+    ``early_stopping=False`` trains the whole step budget with no validation and keeps the last
+    weights; ``max_steps`` replaces the profile's budget. Together they reproduce the failure that
+    motivates the validation split: a few slices, many steps, over-fitting.
     """
     profile = _profile(profile)
     if isinstance(rehearsal_slices, bool) or not isinstance(rehearsal_slices, (int, np.integer)) or rehearsal_slices < 0:
@@ -341,6 +348,12 @@ def finetune_run(
         raise ValueError("rehearsal_slices applies to fine-tuning only (from_scratch=True was given)")
     cfg = finetune_config(profile, n_slices + int(rehearsal_slices), seed, from_scratch=from_scratch,
                           progress=progress, device=device)
+    if max_steps is not None:
+        if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
+            raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+        cfg = dataclasses.replace(cfg, max_steps=int(max_steps))
+    if not early_stopping:
+        cfg = dataclasses.replace(cfg, patience=None, validate_start=False)
     key = {
         "what": "scratch-n" if from_scratch else "finetune",
         "version": EXPERIMENT_VERSION,
@@ -355,6 +368,8 @@ def finetune_run(
     }
     if rehearsal_slices:  # only then, so the keys (and cached models) of plain runs are unchanged
         key["rehearsal_slices"] = int(rehearsal_slices)
+    if not early_stopping:
+        key["early_stopping"] = False
 
     def run(checkpoint: Path) -> TrainResult:
         train_set = target_slices(profile, target_domain, n_slices, seed, acceleration)
@@ -362,13 +377,14 @@ def finetune_run(
             source = target_slices(profile, SOURCE_DOMAIN, int(rehearsal_slices), seed, SOURCE_ACCELERATION)
             train_set = ConcatDataset([train_set, source])
         val_set = make_dataset(domain_splits(profile, target_domain, progress=progress)["val"], acceleration,
-                               profile, train=False)
+                               profile, train=False) if early_stopping else None
         if from_scratch:
             return train(new_unet(profile, seed=seed), train_set, val_set, cfg, checkpoint_path=checkpoint)
         model, _ = pretrained_unet(profile, progress=progress, device=device)
         return fine_tune(model, train_set, val_set, cfg, strategy=strategy, checkpoint_path=checkpoint)
 
     tag = "scratch" if from_scratch else strategy + (f"+rehearsal{int(rehearsal_slices)}" if rehearsal_slices else "")
+    tag += "" if early_stopping else f"-no-es{cfg.max_steps}"
     name = f"{tag}-{target_domain}-R{acceleration:g}-N{n_slices}-s{seed}-{profile.name}"
     model, info = _cached_model(name, key, run, {"domain": target_domain, "acceleration": acceleration,
                                                  "n_slices": n_slices, "seed": seed, "strategy": tag})

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["results_dir", "load_grid", "seeds", "ns", "targets", "seed_summary", "paired", "gap_table",
-           "curve_table", "forgetting_table", "markdown_report", "gap_sentences", "curves_figure",
+           "curve_table", "forgetting_table", "overfit_table", "markdown_report", "gap_sentences", "curves_figure",
            "load_field_shift", "field_shift_table"]
 
 METRICS = ("ssim", "ssim_fg", "psnr", "psnr_fg")
@@ -167,6 +167,36 @@ def forgetting_table(results: dict, metric: str = "ssim_fg") -> pd.DataFrame:
     return table
 
 
+def overfit_table(results: dict, metric: str = "ssim_fg") -> pd.DataFrame:
+    """Fine-tuning on N slices with early stopping against the same runs without it (a longer budget,
+    no validation): means over seeds, and the per-seed difference's t-interval."""
+    from scipy import stats
+
+    rows = {}
+    for key, entry in _entries(results).items():
+        if entry["method"] != "fine-tuned-no-early-stopping":
+            continue
+        t, n, seed = entry["target"], entry["n"], entry["seed"]
+        steps = key.split("steps=")[1].split()[0]
+        ref = f"{t} | fine-tuned N={n} seed={seed}"
+        if ref not in results:
+            continue
+        row = rows.setdefault((t, n, steps), {"with": [], "without": []})
+        row["with"].append(results[ref]["summary"][metric]["mean"])
+        row["without"].append(entry["summary"][metric]["mean"])
+    out = {}
+    for (t, n, steps), row in rows.items():
+        d = np.array(row["without"]) - np.array(row["with"])
+        half = float(stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else math.nan
+        out[f"{t}, N={n}"] = {"early stopping": float(np.mean(row["with"])),
+                              "no early stopping": float(np.mean(row["without"])), "steps without": int(steps),
+                              "difference [CI over seeds]": _fmt([float(d.mean()), float(d.mean()) - half, float(d.mean()) + half]),
+                              "seeds": int(d.size)}
+    table = pd.DataFrame(out).T
+    table.index.name = "fine-tuning"
+    return table
+
+
 def _cell(results: dict, keys: list[str], metric: str = "ssim") -> str:
     whole = seed_summary(results, keys, metric)
     fg = seed_summary(results, keys, metric + "_fg")
@@ -208,6 +238,11 @@ def markdown_report(results: dict) -> str:
     if len(forgetting):
         lines += ["", "Forgetting: foreground SSIM of the fine-tuned models back on the source, mean over seeds", "",
                   _markdown(forgetting)]
+    overfit = overfit_table(results)
+    if len(overfit):
+        lines += ["", "Over-fitting check (foreground SSIM): fine-tuning with the profile's budget and early stopping "
+                  "on the target validation split, against a longer budget with neither; means over seeds.", "",
+                  _markdown(overfit)]
     for metric in ("ssim_fg", "ssim", "psnr"):
         gaps = gap_table(results, metric)
         if len(gaps):

@@ -1,4 +1,4 @@
-"""The pre-trained network's equal-data twin (``experiment.native_unet``) and its training files."""
+"""Experiment building blocks: the equal-data twin (``native_unet``) and fine-tuning without early stopping."""
 from __future__ import annotations
 
 import pytest
@@ -54,3 +54,15 @@ def test_native_unet_trains_once_then_loads_the_same_weights(cache_dir):
     pre = ex.pretrained_unet(TINY, progress=False)[0]
     assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), pre.state_dict().values()))
     assert "native-brain-3T" in info["path"]
+
+
+def test_finetune_without_early_stopping_runs_its_whole_budget(cache_dir):
+    with_es, info_es = ex.finetune_run(TINY, "brain-3T", 2, seed=0, progress=False, return_info=True)
+    assert info_es["history"][0]["epoch"] == 0                      # the start was validated
+    model, info = ex.finetune_run(TINY, "brain-3T", 2, seed=0, early_stopping=False, max_steps=7,
+                                  progress=False, return_info=True)
+    assert info["steps"] == 7 and not info["stopped_early"]
+    assert all("val_loss" not in row for row in info["history"])     # no validation split was used
+    assert info["path"] != info_es["path"] and "no-es7" in info["path"]
+    with pytest.raises(ValueError, match="max_steps"):
+        ex.finetune_run(TINY, "brain-3T", 2, seed=0, max_steps=0, progress=False)
