@@ -12,20 +12,6 @@ import argparse
 import os
 from pathlib import Path
 
-import pandas as pd
-
-
-def markdown(df: pd.DataFrame) -> str:
-    """A pipe table without needing the `tabulate` package."""
-    df = df.reset_index()
-    cells = [[str(c) for c in df.columns]] + [[_fmt(v) for v in row] for row in df.itertuples(index=False)]
-    lines = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(cells[0])]
-    lines += ["| " + " | ".join(r) + " |" for r in cells[1:]]
-    return "\n".join(lines)
-
-
-def _fmt(value) -> str:
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def main() -> None:
@@ -34,6 +20,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["MRTL_RECORDS_DIR"] = str(Path(args.records).resolve())
     from mrtl_core import report
+    from mrtl_core.grid import markdown_table
     from mrtl_core.records import load_records
 
     records = load_records()
@@ -47,7 +34,7 @@ def main() -> None:
         ("Data consistency after the U-Net", report.dc_table),
     ):
         print(f"### {title}\n")
-        print(markdown(table(records)))
+        print(markdown_table(table(records), na="nan"))
         print()
     print("### The paper's claims\n")
     print(report.claims_markdown(report.claims(records)))

@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from mrtl_core import data, experiment as ex, simulate  # noqa: E402
 from mrtl_core.cache import atomic_write  # noqa: E402
+from mrtl_core.report import fmt_ci  # noqa: E402
 from mrtl_core.profiles import get_profile  # noqa: E402
 from mrtl_core.train import evaluate, paired_difference  # noqa: E402
 
@@ -167,22 +168,20 @@ def main() -> None:
     print(f"Foreground SSIM on {args.subjects} x {profile.slices_per_subject} test slices per step (the same subjects "
           f"and masks at every step, R = {ex.SOURCE_ACCELERATION}); change = paired difference of the pre-trained "
           "U-Net to the previous step (to the 3 T step for the what-ifs), 95% t-interval over slices.\n")
-    fmt = lambda d: f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]"  # noqa: E731
     head = "| step | " + " | ".join(names) + " | pre-trained change |" + (" pre - 3 T twin |" if "3 T twin" in models else "")
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for step in steps:
         row = f"| {step['label']} | " + " | ".join(f"{step['scores'][n]['ssim_fg']:.3f}" for n in names)
-        row += f" | {fmt(step['change']['ssim_fg']) if step['change'] else ''} |"
+        row += f" | {fmt_ci(step['change']['ssim_fg']) if step['change'] else ''} |"
         if step["gap"]:
-            row += f" {fmt(step['gap']['ssim_fg'])} |"
+            row += f" {fmt_ci(step['gap']['ssim_fg'])} |"
         print(row)
     if steps[0]["gap"]:
         print("\nThe same gap (pre-trained - 3 T twin) in whole-image SSIM and PSNR (dB):\n")
         print("| step | SSIM | PSNR |\n|---|---|---|")
         for step in steps:
-            print(f"| {step['label']} | {fmt(step['gap']['ssim'])} | {step['gap']['psnr'][0]:+.2f} "
-                  f"[{step['gap']['psnr'][1]:+.2f}, {step['gap']['psnr'][2]:+.2f}] |")
+            print(f"| {step['label']} | {fmt_ci(step['gap']['ssim'])} | {fmt_ci(step['gap']['psnr'], 2)} |")
 
 
 if __name__ == "__main__":

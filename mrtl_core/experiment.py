@@ -401,25 +401,34 @@ def scratch_full(
 ):
     """A U-Net trained from scratch on the whole training split of ``target_domain``, cached."""
     profile = _profile(profile)
-    splits = domain_splits(profile, target_domain, progress=progress)
-    cfg = scratch_config(profile, progress=progress, device=device)
+    files = domain_splits(profile, target_domain, progress=progress)["train"]
+    return _trained_from_scratch(profile, target_domain, acceleration, files, scratch_config(profile, progress, device),
+                                 "scratch-full", {}, progress, return_info)
+
+
+def _trained_from_scratch(profile: Profile, domain: str, acceleration: float, train_files: Sequence[Path],
+                          cfg: TrainConfig, what: str, extra_key: dict, progress: bool, return_info: bool):
+    """A fresh U-Net (initialisation seed 0) trained on ``train_files`` with ``cfg``, validated on the
+    domain's validation split, cached as ``<what>-<domain>-R<acceleration>-<profile>``."""
     key = {
-        "what": "scratch-full",
+        "what": what,
         "version": EXPERIMENT_VERSION,
-        "data": _data_key(profile, target_domain),
+        "data": _data_key(profile, domain),
+        **extra_key,
         "acceleration": float(acceleration),
         "model": {"in_chans": 1, "out_chans": 1, "chans": profile.chans, "num_pool_layers": profile.num_pool_layers},
         "train": _train_key(cfg),
     }
 
     def run(checkpoint: Path) -> TrainResult:
-        train_set = make_dataset(splits["train"], acceleration, profile, train=True)
-        val_set = make_dataset(splits["val"], acceleration, profile, train=False)
+        val_files = domain_splits(profile, domain, progress=False)["val"]
+        train_set = make_dataset(train_files, acceleration, profile, train=True)
+        val_set = make_dataset(val_files, acceleration, profile, train=False)
         return train(new_unet(profile, seed=0), train_set, val_set, cfg, checkpoint_path=checkpoint)
 
-    n_train = len(splits["train"]) * profile.slices_per_subject
-    model, info = _cached_model(f"scratch-full-{target_domain}-R{acceleration:g}-{profile.name}", key, run,
-                                {"domain": target_domain, "acceleration": acceleration, "num_train_slices": n_train})
+    n_train = len(train_files) * profile.slices_per_subject
+    model, info = _cached_model(f"{what}-{domain}-R{acceleration:g}-{profile.name}", key, run,
+                                {"domain": domain, "acceleration": acceleration, "num_train_slices": n_train})
     return (model, info) if return_info else model
 
 
@@ -488,28 +497,10 @@ def native_unet(
     shift itself; for the source domain at R = 4 it would be the pre-trained network.
     """
     profile = _profile(profile)
-    cfg = pretrain_config(profile, progress=progress, device=device)
-    train_files = native_train_files(profile, domain, progress=progress)
-    key = {
-        "what": "native",
-        "version": EXPERIMENT_VERSION,
-        "data": _data_key(profile, domain),
-        "train_subjects": sorted(data._patient_id(p) for p in train_files),
-        "acceleration": float(acceleration),
-        "model": {"in_chans": 1, "out_chans": 1, "chans": profile.chans, "num_pool_layers": profile.num_pool_layers},
-        "train": _train_key(cfg),
-    }
-
-    def run(checkpoint: Path) -> TrainResult:
-        val_files = domain_splits(profile, domain, progress=False)["val"]
-        train_set = make_dataset(train_files, acceleration, profile, train=True)
-        val_set = make_dataset(val_files, acceleration, profile, train=False)
-        return train(new_unet(profile, seed=0), train_set, val_set, cfg, checkpoint_path=checkpoint)
-
-    n_train = len(train_files) * profile.slices_per_subject
-    model, info = _cached_model(f"native-{domain}-R{acceleration:g}-{profile.name}", key, run,
-                                {"domain": domain, "acceleration": acceleration, "num_train_slices": n_train})
-    return (model, info) if return_info else model
+    files = native_train_files(profile, domain, progress=progress)
+    return _trained_from_scratch(profile, domain, acceleration, files, pretrain_config(profile, progress, device),
+                                 "native", {"train_subjects": sorted(data._patient_id(p) for p in files)},
+                                 progress, return_info)
 
 
 # --------------------------------------------------------------------------------------------

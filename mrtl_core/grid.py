@@ -21,8 +21,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from .report import Thresholds, compare_sentence, fmt_ci
+from .train import summarise
+
 __all__ = ["results_dir", "load_grid", "seeds", "ns", "targets", "seed_summary", "paired", "gap_table",
-           "curve_table", "forgetting_table", "overfit_table", "markdown_report", "gap_sentences", "curves_figure",
+           "curve_table", "forgetting_table", "overfit_table", "markdown_table", "markdown_report", "gap_sentences", "curves_figure",
            "load_field_shift", "field_shift_table"]
 
 METRICS = ("ssim", "ssim_fg", "psnr", "psnr_fg")
@@ -70,39 +73,22 @@ def targets(results: dict) -> list[str]:
 
 
 def seed_summary(results: dict, keys: Sequence[str], metric: str = "ssim_fg", confidence: float = 0.95) -> dict | None:
-    """Mean over the runs ``keys`` present (one per seed) of their test-set means, with the t-interval."""
-    from scipy import stats
-
-    values = np.array([results[k]["summary"][metric]["mean"] for k in keys if k in results], dtype=np.float64)
-    if values.size == 0:
-        return None
-    mean = float(values.mean())
-    if values.size == 1:
-        return {"mean": mean, "ci_low": math.nan, "ci_high": math.nan, "n": 1}
-    half = float(stats.t.ppf(0.5 + confidence / 2, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size))
-    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": int(values.size)}
+    """Mean over the runs ``keys`` present (one per seed) of their test-set means, with the t-interval
+    (:func:`mrtl_core.train.summarise`; NaN bounds for a single run)."""
+    values = [results[k]["summary"][metric]["mean"] for k in keys if k in results]
+    return summarise(np.array(values), confidence) if values else None
 
 
 def paired(results: dict, key_a: str, key_b: str, metric: str = "ssim_fg", confidence: float = 0.95) -> list[float] | None:
     """``[mean, ci_low, ci_high]`` of ``a - b`` over the same test slices, or None if either is missing."""
-    from scipy import stats
-
     if key_a not in results or key_b not in results:
         return None
     a = np.asarray(results[key_a]["per_slice"][metric], dtype=np.float64)
     b = np.asarray(results[key_b]["per_slice"][metric], dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(f"{key_a!r} and {key_b!r} were scored on different slices ({a.size} vs {b.size})")
-    d = a - b
-    half = float(stats.t.ppf(0.5 + confidence / 2, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else math.nan
-    return [float(d.mean()), float(d.mean()) - half, float(d.mean()) + half]
-
-
-def _fmt(diff: list[float] | None, digits: int = 3) -> str:
-    if diff is None:
-        return "–"
-    m, lo, hi = diff
-    return f"{m:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+    s = summarise(a - b, confidence)
+    return [s["mean"], s["ci_low"], s["ci_high"]]
 
 
 def _value(results: dict, key: str, metric: str) -> float:
@@ -120,9 +106,9 @@ def gap_table(results: dict, metric: str = "ssim_fg") -> pd.DataFrame:
         rows[t] = {
             "pre-trained": _value(results, f"{t} | pretrained", metric),
             "native twin": _value(results, f"{t} | native", metric),
-            "pre − native [CI]": _fmt(paired(results, f"{t} | pretrained", f"{t} | native", metric), digits),
+            "pre − native [CI]": fmt_ci(paired(results, f"{t} | pretrained", f"{t} | native", metric), digits),
             "scratch (full split)": _value(results, f"{t} | scratch-full", metric),
-            "pre − scratch (full) [CI]": _fmt(paired(results, f"{t} | pretrained", f"{t} | scratch-full", metric), digits),
+            "pre − scratch (full) [CI]": fmt_ci(paired(results, f"{t} | pretrained", f"{t} | scratch-full", metric), digits),
             "twin slices": results[f"{t} | native"].get("num_train_slices"),
         }
     table = pd.DataFrame(rows).T
@@ -170,8 +156,6 @@ def forgetting_table(results: dict, metric: str = "ssim_fg") -> pd.DataFrame:
 def overfit_table(results: dict, metric: str = "ssim_fg") -> pd.DataFrame:
     """Fine-tuning on N slices with early stopping against the same runs without it (a longer budget,
     no validation): means over seeds, and the per-seed difference's t-interval."""
-    from scipy import stats
-
     rows = {}
     for key, entry in _entries(results).items():
         if entry["method"] != "fine-tuned-no-early-stopping":
@@ -186,12 +170,11 @@ def overfit_table(results: dict, metric: str = "ssim_fg") -> pd.DataFrame:
         row["without"].append(entry["summary"][metric]["mean"])
     out = {}
     for (t, n, steps), row in rows.items():
-        d = np.array(row["without"]) - np.array(row["with"])
-        half = float(stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else math.nan
+        d = summarise(np.array(row["without"]) - np.array(row["with"]))
         out[f"{t}, N={n}"] = {"early stopping": float(np.mean(row["with"])),
                               "no early stopping": float(np.mean(row["without"])), "steps without": int(steps),
-                              "difference [CI over seeds]": _fmt([float(d.mean()), float(d.mean()) - half, float(d.mean()) + half]),
-                              "seeds": int(d.size)}
+                              "difference [CI over seeds]": fmt_ci([d["mean"], d["ci_low"], d["ci_high"]]),
+                              "seeds": d["n"]}
     table = pd.DataFrame(out).T
     table.index.name = "fine-tuning"
     return table
@@ -207,17 +190,18 @@ def _cell(results: dict, keys: list[str], metric: str = "ssim") -> str:
     return f"{whole['mean']:.3f} ±{whole['ci_high'] - whole['mean']:.3f} ({fg['mean']:.3f})"
 
 
-def _markdown(table: pd.DataFrame, digits: int = 3) -> str:
-    """A DataFrame as a markdown table (floats to ``digits`` places), without optional dependencies."""
+def markdown_table(table: pd.DataFrame, digits: int = 3, na: str = "–") -> str:
+    """A DataFrame as a markdown pipe table (floats to ``digits`` places, ``na`` for NaN), without
+    the optional ``tabulate`` package that ``DataFrame.to_markdown`` needs."""
     def cell(v) -> str:
         if isinstance(v, (float, np.floating)):
-            return "–" if not math.isfinite(float(v)) else f"{float(v):.{digits}f}"
+            return na if not math.isfinite(float(v)) else f"{float(v):.{digits}f}"
         return str(v)
 
-    head = [str(table.index.name or "")] + [str(c) for c in table.columns]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for idx, row in table.iterrows():
-        lines.append("| " + " | ".join([str(idx)] + [cell(v) for v in row.tolist()]) + " |")
+    frame = table.reset_index()   # the index (one or several levels) becomes the first column(s)
+    lines = ["| " + " | ".join(str(c) for c in frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    for row in frame.itertuples(index=False):
+        lines.append("| " + " | ".join(cell(v) for v in row) + " |")
     return "\n".join(lines)
 
 
@@ -237,19 +221,19 @@ def markdown_report(results: dict) -> str:
     forgetting = forgetting_table(results)
     if len(forgetting):
         lines += ["", "Forgetting: foreground SSIM of the fine-tuned models back on the source, mean over seeds", "",
-                  _markdown(forgetting)]
+                  markdown_table(forgetting)]
     overfit = overfit_table(results)
     if len(overfit):
         lines += ["", "Over-fitting check (foreground SSIM): fine-tuning with the profile's budget and early stopping "
                   "on the target validation split, against a longer budget with neither; means over seeds.", "",
-                  _markdown(overfit)]
+                  markdown_table(overfit)]
     for metric in ("ssim_fg", "ssim", "psnr"):
         gaps = gap_table(results, metric)
         if len(gaps):
             lines += ["", f"Generalisation gap at equal data ({metric}): the pre-trained U-Net minus its twin trained "
                       "on the target (as many subjects, the same schedule), and minus the full-split scratch model; "
                       "paired over the target test slices, 95% t-interval.", "",
-                      _markdown(gaps, 2 if metric.startswith("psnr") else 3)]
+                      markdown_table(gaps, 2 if metric.startswith("psnr") else 3)]
     lines += ["", f"profile {meta.get('profile', {}).get('name')}, torch {meta.get('torch')}, "
               f"{meta.get('threads')} threads; pre-training {meta.get('pretrain_seconds') or 0:.0f} s"]
     return "\n".join(lines)
@@ -258,8 +242,6 @@ def markdown_report(results: dict) -> str:
 def gap_sentences(results: dict, thresholds=None) -> str:
     """Per target with a twin, in words by the results chapter's rule (:class:`mrtl_core.report.Thresholds`):
     the pre-trained U-Net against its equal-data twin, with the whole-image SSIM and PSNR gaps beside."""
-    from .report import Thresholds, compare_sentence
-
     thresholds = thresholds or Thresholds()
     out = []
     for t in targets(results):
@@ -334,8 +316,8 @@ def field_shift_table(record: dict, metric: str = "ssim_fg") -> pd.DataFrame:
     rows = {}
     for step in record["steps"]:
         row = {name: scores[metric] for name, scores in step["scores"].items()}
-        row["pre-trained change [CI]"] = _fmt(step["change"][metric], digits) if step.get("change") else "–"
-        row["pre − twin [CI]"] = _fmt(step["gap"][metric], digits) if step.get("gap") else "–"
+        row["pre-trained change [CI]"] = fmt_ci(step["change"][metric], digits) if step.get("change") else "–"
+        row["pre − twin [CI]"] = fmt_ci(step["gap"][metric], digits) if step.get("gap") else "–"
         rows[step["label"]] = row
     table = pd.DataFrame(rows).T
     table.index.name = "scanner"
