@@ -9,6 +9,10 @@
 # A failing cell fails the build (-W turns myst-nb's execution error into an error; --keep-going
 # reports every failing chapter, not just the first). Extra arguments go to `jupyter-book build`,
 # e.g. --all to rebuild every page.
+#
+# Launch buttons: set MRTL_REPOSITORY_URL (e.g. https://github.com/you/mrtl) to get the repository,
+# Binder and (GitHub only) Colab buttons; without it the book has none. The build reads a config
+# derived from _config.yml by scripts/book_config.py, written to _build/<profile>/_config.yml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-env.sh
@@ -22,9 +26,10 @@ case "$MRTL_PROFILE" in
 esac
 out="_build/$MRTL_PROFILE"
 echo "building the book with profile '$MRTL_PROFILE' into $out/ ..."
+.venv/bin/python scripts/book_config.py "$out/_config.yml"
 start=$(date +%s)
 status=0
-.venv/bin/jupyter-book build . --path-output "$out" -W -n --keep-going "$@" || status=$?
+.venv/bin/jupyter-book build . --config "$out/_config.yml" --path-output "$out" -W -n --keep-going "$@" || status=$?
 elapsed=$(( $(date +%s) - start ))
 if [ "$status" -ne 0 ]; then
   echo "book build FAILED (exit $status) after ${elapsed} s; failing notebooks' logs are under $out/_build/html/reports/" >&2

@@ -93,7 +93,13 @@ def built_book(executed_notebooks, tmp_path_factory) -> Path:
     for stem, info in executed_notebooks.items():
         if not stem.startswith("_"):
             shutil.copy(info["path"], src / "notebooks" / f"{stem}.ipynb")
-    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    # the config scripts/build-book.sh derives: launch buttons only where MRTL_REPOSITORY_URL is set
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("book_config", ROOT / "scripts" / "book_config.py")
+    book_config = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(book_config)
+    config = book_config.load(ROOT / "_config.yml")
     config["execute"]["execute_notebooks"] = "off"
     (src / "_config.yml").write_text(yaml.safe_dump(config))
     jb = Path(sys.executable).parent / "jupyter-book"
