@@ -27,6 +27,7 @@ __all__ = [
     "MASK_KINDS",
     "default_center_fraction",
     "make_mask",
+    "check_mask_settings",
     "MaskFunc",
     "effective_acceleration",
     "center_lines",
@@ -45,7 +46,9 @@ def default_center_fraction(acceleration: float) -> float:
 
 
 def _check_acceleration(acceleration: float) -> None:
-    if not isinstance(acceleration, (int, float, np.integer, np.floating)) or not math.isfinite(acceleration):
+    # bool is an int to Python: make_mask(acceleration=True) would silently mean R = 1
+    if (isinstance(acceleration, (bool, np.bool_)) or not isinstance(acceleration, (int, float, np.integer, np.floating))
+            or not math.isfinite(acceleration)):
         raise ValueError(f"acceleration must be a finite number >= 1, got {acceleration!r}")
     if acceleration < 1:
         raise ValueError(f"acceleration must be >= 1, got {acceleration!r}")
@@ -81,19 +84,16 @@ def make_mask(
     Returns:
         ``(num_cols,)`` boolean array.
     """
-    if not isinstance(num_cols, (int, np.integer)) or num_cols < 2:
+    if isinstance(num_cols, bool) or not isinstance(num_cols, (int, np.integer)) or num_cols < 2:
         raise ValueError(f"num_cols must be an integer >= 2, got {num_cols!r}")
-    _check_acceleration(acceleration)
     if center_fraction is None:
+        _check_acceleration(acceleration)
         center_fraction = default_center_fraction(acceleration)
-    if not (isinstance(center_fraction, (int, float, np.floating)) and 0 < center_fraction <= 1):
-        raise ValueError(f"center_fraction must lie in (0, 1], got {center_fraction!r}")
-    if kind not in MASK_KINDS:
-        raise ValueError(f"kind must be one of {MASK_KINDS}, got {kind!r}")
-    if variable_density is not None and (variable_density < 0 or not math.isfinite(variable_density)):
-        raise ValueError(f"variable_density must be a finite exponent >= 0, got {variable_density!r}")
-    if variable_density and kind != "random":
-        raise ValueError(f"variable_density applies to kind='random' only, got kind={kind!r}")
+    check_mask_settings(acceleration, center_fraction, kind, variable_density)
+    if acceleration > num_cols:
+        # round(W / R) would still sample one column: the mask's R would be W, not the R asked for
+        raise ValueError(f"acceleration={acceleration:g} exceeds the {num_cols} phase-encode columns "
+                         f"(at most R = {num_cols}, one column)")
 
     centre = center_lines(num_cols, center_fraction)
     num_low = centre.stop - centre.start
@@ -124,6 +124,21 @@ def make_mask(
         chosen = outer[np.minimum((offset + step * np.arange(num_outer)).astype(int), len(outer) - 1)]
     mask[chosen] = True
     return mask
+
+
+def check_mask_settings(acceleration: float, center_fraction: float, kind: str = "random",
+                        variable_density: float | None = None) -> None:
+    """Raise ``ValueError`` naming the first mask setting out of range (the column count aside)."""
+    _check_acceleration(acceleration)
+    if (isinstance(center_fraction, bool) or not isinstance(center_fraction, (int, float, np.integer, np.floating))
+            or not 0 < center_fraction <= 1):
+        raise ValueError(f"center_fraction must lie in (0, 1], got {center_fraction!r}")
+    if kind not in MASK_KINDS:
+        raise ValueError(f"kind must be one of {MASK_KINDS}, got {kind!r}")
+    if variable_density is not None and (variable_density < 0 or not math.isfinite(variable_density)):
+        raise ValueError(f"variable_density must be a finite exponent >= 0, got {variable_density!r}")
+    if variable_density and kind != "random":
+        raise ValueError(f"variable_density applies to kind='random' only, got kind={kind!r}")
 
 
 @dataclass

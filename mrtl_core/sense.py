@@ -253,6 +253,11 @@ def cg_sense(
     # Shared maps (fewer leading dims) become a view of the k-space's shape, so that per-slice
     # masks broadcast against them too.
     op = SenseOp(maps_t.expand(y.shape), mask)  # checks maps (finite) and mask
+    # Both would give A = 0 and a silent all-zero image: no coil sees anything, or nothing was measured.
+    if not bool((op.mask != 0).any()):
+        raise ValueError(f"mask samples no k-space column (mask shape {tuple(op.mask.shape)}): nothing to reconstruct")
+    if not bool((maps_t != 0).any()):
+        raise ValueError(f"maps are all zero (shape {tuple(maps_t.shape)}): no coil sensitivity, nothing to reconstruct")
     lam = float(lam)
     dims = op._dims
 
