@@ -14,10 +14,24 @@ import json
 import os
 import shutil
 import tempfile
+import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-__all__ = ["cache_root", "config_hash", "cache_lock", "atomic_write", "cached_dir"]
+__all__ = ["cache_root", "config_hash", "cache_lock", "atomic_write", "cached_dir", "clean_stale_temps",
+           "copy_file", "file_sha256", "verify_entry", "verify_cache", "MANIFEST", "CacheDamage"]
+
+#: the checksums of an entry's files, written with it: ``{"files": {name: {"size", "sha256"}}}``
+MANIFEST = "checksums.json"
+#: files up to this size are hashed on every cache hit; larger ones only by ``verify_entry(full=True)``
+QUICK_HASH_BYTES = 1 << 20
+#: a temporary file whose writer cannot be identified is stale after this long
+_STALE_SECONDS = 3600.0
+
+
+class CacheDamage(ValueError):
+    """A cache entry that no longer matches what was written; the message names the path."""
 
 
 def cache_root() -> Path:
@@ -57,14 +71,68 @@ def cache_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _is_stale(tmp: Path, pid_part: str) -> bool:
+    """A temporary sibling is stale when its writer (the pid in its name) is gone, or, for names
+    without one (older versions), when it is more than an hour old."""
+    if pid_part.isdigit() and int(pid_part) != os.getpid():
+        return not _pid_alive(int(pid_part))
+    try:
+        return time.time() - tmp.stat().st_mtime > _STALE_SECONDS and not pid_part.isdigit()
+    except OSError:
+        return False
+
+
+def clean_stale_temps(path: Path) -> list[Path]:
+    """Remove temporary files and folders that killed writers of ``path`` left beside it.
+
+    Writers name them ``.<name>.<pid>.<random>[.tmp]``: one whose process is no longer alive will
+    never be renamed into place (SIGKILL gives no chance to clean up). Returns what was removed.
+    """
+    path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*"):
+        rest = tmp.name[len(path.name) + 2:]
+        if rest == "lock" or rest.endswith(".lock") or rest.startswith("damaged"):
+            continue
+        if _is_stale(tmp, rest.split(".", 1)[0]):
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+            removed.append(tmp)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    """``name`` with glob's special characters escaped."""
+    import glob
+
+    return glob.escape(name)
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` then rename the temporary file onto ``path`` (atomic on POSIX).
 
-    On any error the temporary file is removed and ``path`` is left as it was.
+    On any error the temporary file is removed and ``path`` is left as it was; temporary files
+    of earlier writers that were killed are removed first (:func:`clean_stale_temps`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    clean_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
@@ -77,22 +145,148 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
-def cached_dir(kind: str, name: str, config: Any, build: Callable[[Path], None]) -> Path:
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def copy_file(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` as an independent file: a reflink where the filesystem can (instant,
+    copy-on-write), else a byte copy. Never a hard link: damage to one would be damage to both."""
+    src, dst = Path(src), Path(dst)
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        try:
+            fcntl.ioctl(fout.fileno(), 0x40049409, fin.fileno())  # FICLONE (btrfs, xfs, ...)
+            return
+        except OSError:
+            pass
+    shutil.copyfile(src, dst)
+
+
+def _write_manifest(entry: Path) -> None:
+    files = {}
+    for f in sorted(p for p in entry.rglob("*") if p.is_file() and p.name != MANIFEST):
+        files[str(f.relative_to(entry))] = {"size": f.stat().st_size, "sha256": file_sha256(f)}
+    blob = json.dumps({"version": 1, "files": files}, indent=1, sort_keys=True)
+    atomic_write(entry / MANIFEST, lambda tmp: Path(tmp).write_text(blob))
+
+
+def _read_manifest(entry: Path) -> dict | None:
+    path = entry / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        files = json.loads(path.read_text())["files"]
+        if not isinstance(files, dict):
+            raise TypeError("'files' is not a mapping")
+        return files
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CacheDamage(f"{path}: unreadable checksums ({err})") from None
+
+
+def verify_entry(entry: Path, full: bool = False) -> list[str]:
+    """Problems found in one cache entry (empty: intact), each naming the file at fault.
+
+    Every file recorded in its checksums must exist with its recorded size; small files (and, with
+    ``full``, all files) must have their recorded sha256. An entry without checksums (written by an
+    older version) is reported by ``full`` only.
+    """
+    entry = Path(entry)
+    try:
+        files = _read_manifest(entry)
+    except CacheDamage as err:
+        return [str(err)]
+    if files is None:
+        return [f"{entry}: no {MANIFEST} (written before checksums were kept): cannot be verified"] if full else []
+    problems = []
+    for name, rec in files.items():
+        path = entry / name
+        try:
+            size = path.stat().st_size
+        except OSError:
+            problems.append(f"{path}: missing")
+            continue
+        if size != rec.get("size"):
+            problems.append(f"{path}: {size} bytes, {rec.get('size')} when written")
+        elif (full or size <= QUICK_HASH_BYTES) and file_sha256(path) != rec.get("sha256"):
+            problems.append(f"{path}: content differs from when it was written (sha256 mismatch)")
+    return problems
+
+
+def verify_cache(full: bool = True, kinds: tuple[str, ...] = ("datasets", "models")) -> dict[Path, list[str]]:
+    """``{entry: problems}`` for every damaged entry under :func:`cache_root` (a cheap ``verify``:
+    sizes and small files with ``full=False``, every byte with ``full=True``)."""
+    out = {}
+    for kind in kinds:
+        parent = cache_root() / kind
+        if not parent.is_dir():
+            continue
+        for entry in sorted(p for p in parent.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            problems = verify_entry(entry, full=full)
+            if problems:
+                out[entry] = problems
+    return out
+
+
+def _discard(entry: Path, reason: str) -> None:
+    """Move a damaged entry out of the way (then delete it), saying which and why."""
+    warnings.warn(f"damaged cache entry {entry}: {reason}; rebuilding it", stacklevel=3)
+    aside = entry.with_name(f".{entry.name}.damaged.{os.getpid()}")
+    shutil.rmtree(aside, ignore_errors=True)
+    os.replace(entry, aside)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _entry_problem(entry: Path, validate: Callable[[Path], None] | None) -> str | None:
+    """The first reason ``entry`` cannot be served, or ``None``; adds checksums to an old entry."""
+    problems = verify_entry(entry)
+    if problems:
+        return problems[0]
+    if validate is not None:
+        try:
+            validate(entry)
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            return " ".join(str(err).split()) or type(err).__name__
+    if not (entry / MANIFEST).exists():
+        with contextlib.suppress(OSError):  # a read-only cache stays unverified, not unusable
+            _write_manifest(entry)  # entries from before checksums: record them as they are now
+    return None
+
+
+def cached_dir(kind: str, name: str, config: Any, build: Callable[[Path], None],
+               validate: Callable[[Path], None] | None = None) -> Path:
     """Return the cache directory for ``config``, building it with ``build(tmp_dir)`` if absent.
 
-    The configuration is stored beside the content as ``config.json``. A directory is complete
-    exactly when it exists: it only appears through an atomic rename of a finished build.
+    The configuration is stored beside the content as ``config.json``, and the sha256 of every file
+    as :data:`MANIFEST`. A directory is complete exactly when it exists: it only appears through an
+    atomic rename of a finished build. On every hit the entry is checked (files present with their
+    sizes, small files' checksums, then ``validate(entry)``, which raises on anything unusable); a
+    damaged entry is reported with its path and rebuilt. Temporary folders of killed builds go.
     """
     final = cache_root() / kind / f"{name}-{config_hash(config)}"
-    if final.is_dir():
+    if final.is_dir() and _entry_problem(final, validate) is None:
         return final
     with cache_lock(final):
-        if final.is_dir():  # another process finished it while we waited
-            return final
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+        for tmp in final.parent.glob(f".{glob_escape(final.name)}.*"):
+            # we hold the lock, so no live build of this entry owns them: left by a killed one
+            if tmp.is_dir() and not tmp.name.endswith(".lock"):
+                shutil.rmtree(tmp, ignore_errors=True)
+        if final.is_dir():  # intact now (another process rebuilt it while we waited), or damaged
+            problem = _entry_problem(final, validate)
+            if problem is None:
+                return final
+            _discard(final, problem)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", dir=final.parent))
         try:
             build(tmp)
             (tmp / "config.json").write_text(json.dumps(config, sort_keys=True, indent=1, default=str))
+            _write_manifest(tmp)
+            if validate is not None:
+                validate(tmp)  # a build that does not pass its own check is a bug: never cache it
             os.replace(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -264,7 +264,7 @@ def _cached_model(name: str, key: dict, run: Callable[[Path], TrainResult], extr
         partial.unlink(missing_ok=True)
         built["flag"] = True
 
-    entry = cache.cached_dir("models", name, key, build)
+    entry = cache.cached_dir("models", name, key, build, validate=_check_model_entry)
     if memo_key not in _memo or built["flag"]:
         model = load_model(entry / "model.pt")
         _memo[memo_key] = (model.state_dict(), json.loads((entry / "info.json").read_text()))
@@ -274,6 +274,24 @@ def _cached_model(name: str, key: dict, run: Callable[[Path], TrainResult], extr
     model.eval()
     info = dict(info, path=str(entry / "model.pt"), cached=not built["flag"], load_seconds=time.perf_counter() - t0)
     return model, info
+
+
+#: what every cached model's info.json holds (a file emptied to ``{}`` is damage, not a model)
+_INFO_KEYS = ("name", "history", "best_epoch", "steps")
+
+
+def _check_model_entry(entry: Path) -> None:
+    """The ``validate`` of a model cache entry: ``model.pt`` present, ``info.json`` complete."""
+    if not (entry / "model.pt").is_file():
+        raise FileNotFoundError(f"{entry / 'model.pt'}: missing")
+    path = entry / "info.json"
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: unreadable ({' '.join(str(err).split())})") from None
+    missing = [k for k in _INFO_KEYS if not isinstance(info, dict) or k not in info]
+    if missing:
+        raise ValueError(f"{path}: lacks {', '.join(missing)}")
 
 
 def _pretrain_key(profile: Profile) -> dict:
