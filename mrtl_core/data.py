@@ -8,6 +8,9 @@ One loader serves synthetic and real data. A file holds one subject (a volume of
 * ``ismrmrd_header``     XML bytes (ISMRMRD schema): encoded and recon matrix and FOV, field strength, coils
 * attrs ``acquisition``, ``max`` (of the RSS volume: the metrics' data range), ``norm``, ``patient_id``
 * ``sens_maps``          optional complex64, like ``kspace``: the true coil maps (synthetic files only)
+* ``mask``               optional ``(Wk,)`` column mask of fastMRI's test/challenge files, whose ``kspace`` is
+  already under-sampled and which carry no ``reconstruction_rss`` (nor ``max``/``norm``): their own
+  mask is the one used (never a new one on top), and their slices have no target (inference only)
 
 The U-Net transform (fastMRI's ``UnetDataTransform``): mask k-space -> ``ifft2c`` -> centre crop to the
 recon matrix -> magnitude -> RSS over coils -> instance normalisation ``(x - mean) / (std + eps)``,
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import warnings
 import xml.etree.ElementTree as ET
@@ -31,7 +35,7 @@ import torch
 
 from . import cache
 from .fft import fft2c, ifft2c
-from .masks import MaskFunc, apply_mask, default_center_fraction, make_mask
+from .masks import MaskFunc, apply_mask, check_mask_settings, default_center_fraction, effective_acceleration, make_mask
 
 __all__ = [
     "DATA_VERSION",
@@ -428,11 +432,18 @@ class FastMRIFile:
     has_sens_maps: bool
     patient_id: str
     acquisition: str
-    max_value: float
+    max_value: float                # nan when the file has no target
     norm: float
     field_strength_T: float | None
     header: dict = field(repr=False, default_factory=dict)
     attrs: dict = field(repr=False, default_factory=dict)
+    has_target: bool = True         # reconstruction_rss present (fastMRI test/challenge files have none)
+    mask: np.ndarray | None = field(repr=False, default=None)  # the file's own (Wk,) mask, if it has one
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """``(H, W)`` of the slices' images (the recon crop)."""
+        return self.recon_size
 
 
 def _attr(value: Any) -> Any:
@@ -479,7 +490,10 @@ def inspect_file(path: str | os.PathLike, check_values: bool = False) -> FastMRI
         size = path.stat().st_size
         try:
             ks = _check_dataset(f, "kspace", 4, "c", path, "complex (S, C, Hk, Wk)")
-            tg = _check_dataset(f, "reconstruction_rss", 3, "f", path, "float (S, H, W)")
+            file_mask = _read_mask(f, ks.shape, path) if "mask" in f else None
+            # a test/challenge file (own mask) may lack the target; any other file must have it
+            has_target = file_mask is None or "reconstruction_rss" in f
+            tg = _check_dataset(f, "reconstruction_rss", 3, "f", path, "float (S, H, W)") if has_target else None
             if "ismrmrd_header" not in f:
                 raise DataError(f"{path}: missing dataset 'ismrmrd_header' (ISMRMRD XML); found keys {sorted(f.keys())}")
             header = _parse_header(f["ismrmrd_header"][()], path)
@@ -494,19 +508,20 @@ def inspect_file(path: str | os.PathLike, check_values: bool = False) -> FastMRI
             s, c, hk, wk = ks.shape
             if s == 0:
                 raise DataError(f"{path}: kspace has no slices (shape {ks.shape})")
-            if tg.shape[0] != s:
+            if tg is not None and tg.shape[0] != s:
                 raise DataError(f"{path}: reconstruction_rss has {tg.shape[0]} slices but kspace has {s} "
                                 f"(shapes {tg.shape} and {ks.shape})")
             if header["num_coils"] is not None and header["num_coils"] != c:
                 raise DataError(f"{path}: ismrmrd_header says {header['num_coils']} receiver channels but kspace has {c} coils")
             crop = _fit_crop(header["recon_size"], (hk, wk))
-            if tg.shape[1] < crop[0] or tg.shape[2] < crop[1]:
+            if tg is not None and (tg.shape[1] < crop[0] or tg.shape[2] < crop[1]):
                 raise DataError(f"{path}: reconstruction_rss slices are {tg.shape[1:]} but the recon crop is {crop}")
             attrs = {k: _attr(v) for k, v in f.attrs.items()}
-            for key in _REQUIRED_ATTRS:
+            for key in _REQUIRED_ATTRS if has_target else ("acquisition", "patient_id"):
                 if key not in attrs:
                     raise DataError(f"{path}: missing attribute '{key}'; found attributes {sorted(attrs)}")
-            for ds in (ks, tg, *( [f["sens_maps"]] if has_maps else [])):
+            max_value = _check_max(attrs, path) if has_target else float("nan")
+            for ds in (ks, *([tg] if tg is not None else []), *([f["sens_maps"]] if has_maps else [])):
                 _check_storage(ds, size, path)
             if check_values:
                 for i in range(s):
@@ -518,10 +533,40 @@ def inspect_file(path: str | os.PathLike, check_values: bool = False) -> FastMRI
             raise DataError(f"{path}: unreadable, truncated or corrupt? ({err})") from None
         return FastMRIFile(
             path=path, num_slices=s, num_coils=c, kspace_shape=tuple(ks.shape), recon_size=crop,
-            target_shape=tuple(tg.shape[1:]), has_sens_maps=has_maps, patient_id=str(attrs["patient_id"]),
-            acquisition=str(attrs["acquisition"]), max_value=float(attrs["max"]), norm=float(attrs["norm"]),
-            field_strength_T=header["field_strength_T"], header=header, attrs=attrs,
+            target_shape=tuple(tg.shape[1:]) if tg is not None else crop, has_sens_maps=has_maps,
+            patient_id=str(attrs["patient_id"]), acquisition=str(attrs["acquisition"]), max_value=max_value,
+            norm=float(attrs.get("norm", float("nan"))), field_strength_T=header["field_strength_T"], header=header,
+            attrs=attrs, has_target=has_target, mask=file_mask,
         )
+
+
+def _read_mask(f: h5py.File, kspace_shape: tuple[int, ...], path: Path) -> np.ndarray:
+    """The ``(Wk,)`` boolean column mask a test/challenge file stores (0/1 of any numeric dtype)."""
+    ds = f["mask"]
+    if not isinstance(ds, h5py.Dataset) or ds.dtype.kind not in "biuf":
+        raise DataError(f"{path}: 'mask' must be a numeric (Wk,) dataset of 0/1, got {ds!r}")
+    m = np.asarray(ds[()]).reshape(-1) if ds.ndim > 1 and max(ds.shape) == ds.size else np.asarray(ds[()])
+    if m.ndim != 1 or m.shape[0] != kspace_shape[-1]:
+        raise DataError(f"{path}: 'mask' has shape {ds.shape} but kspace has Wk={kspace_shape[-1]} columns "
+                        f"(kspace shape {tuple(kspace_shape)}); expected ({kspace_shape[-1]},)")
+    if not np.isin(m, (0, 1)).all():
+        raise DataError(f"{path}: 'mask' holds values other than 0 and 1 ({np.unique(m)[:5].tolist()} ...)")
+    m = m.astype(bool)
+    if not m.any():
+        raise DataError(f"{path}: 'mask' samples no column (all {m.shape[0]} are 0)")
+    return m
+
+
+def _check_max(attrs: Mapping[str, Any], path: Path) -> float:
+    """``attrs["max"]`` is the metrics' data range: a finite number > 0."""
+    try:
+        value = float(attrs["max"])
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: attribute 'max' is {attrs['max']!r}, expected a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise DataError(f"{path}: attribute 'max' is {value!r}; it is the metrics' data range and must be finite "
+                        f"and > 0 (the maximum of reconstruction_rss)")
+    return value
 
 
 def list_files(files: Sequence[str | os.PathLike] | str | os.PathLike) -> list[Path]:
@@ -594,8 +639,9 @@ class SliceDataset(torch.utils.data.Dataset):
         self.mask_func = mask_func
         if mask_func is None:
             cf = default_center_fraction(acceleration) if center_fraction is None else center_fraction
-            # validate the mask settings now, not in the first __getitem__ of a worker
-            make_mask(64, acceleration, cf, kind=mask_kind, seed=0, variable_density=variable_density)
+            # validate the mask settings now, not in the first __getitem__ of a worker; against each
+            # file's own column count once the files are known (_check_consistent)
+            check_mask_settings(acceleration, cf, kind=mask_kind, variable_density=variable_density)
             center_fraction = cf
         self.acceleration, self.center_fraction, self.mask_kind = acceleration, center_fraction, mask_kind
         self.variable_density = variable_density
@@ -621,9 +667,63 @@ class SliceDataset(torch.utils.data.Dataset):
             self.files.append(info)
         if not self.files:
             raise DataError(f"no usable files in {files!r}")
+        self._check_consistent()
         self.index: list[tuple[int, int]] = [(i, s) for i, f in enumerate(self.files) for s in range(f.num_slices)]
         self._handles: OrderedDict[int, h5py.File] = OrderedDict()
         self._pid = os.getpid()
+
+    def _check_consistent(self) -> None:
+        """Refuse now what would fail at a random batch later: mixed image shapes (collate), files
+        with and without targets, and masks the settings cannot draw for a file's column count."""
+        def describe(groups: dict) -> str:
+            parts = []
+            for key, paths in groups.items():
+                more = f" and {len(paths) - 1} more" if len(paths) > 1 else ""
+                parts.append(f"{key} in {paths[0].name}{more}")
+            return "; ".join(parts)
+
+        shapes: dict[tuple[int, int], list[Path]] = {}
+        for f in self.files:
+            shapes.setdefault(self.crop_size or f.image_shape, []).append(f.path)
+        if len(shapes) > 1:
+            raise DataError(f"{self.files[0].path.parent}: images of {len(shapes)} shapes cannot be batched together: "
+                            f"{describe({f'{h}x{w}': v for (h, w), v in shapes.items()})}; "
+                            f"use one shape per dataset or pass crop_size")
+        targets = {f.has_target for f in self.files}
+        if len(targets) > 1:
+            without = [f.path for f in self.files if not f.has_target]
+            raise DataError(f"{without[0]}: has no reconstruction_rss but other files have one; keep test/challenge "
+                            f"files ({len(without)}) apart from files with targets")
+        if self.mask_func is None:
+            checked: set[int] = set()
+            for f in self.files:
+                w = f.kspace_shape[-1]
+                if f.mask is None and w not in checked:
+                    try:
+                        make_mask(w, self.acceleration, self.center_fraction, kind=self.mask_kind, seed=0,
+                                  variable_density=self.variable_density)
+                    except ValueError as err:
+                        raise DataError(f"{f.path}: {err}") from None
+                    checked.add(w)
+
+    @property
+    def has_targets(self) -> bool:
+        """Whether the slices have a target (``reconstruction_rss``); test/challenge files do not."""
+        return self.files[0].has_target
+
+    def effective_acceleration(self, max_slices: int | None = None) -> float:
+        """Mean ``W / sampled columns`` of the masks of the first ``max_slices`` slices (all by default)."""
+        rates = []
+        for file_idx, slice_idx in self.index[: max_slices or len(self.index)]:
+            info = self.files[file_idx]
+            rates.append(effective_acceleration(self._mask(info, slice_idx)))
+        return float(np.mean(rates))
+
+    def _mask(self, info: FastMRIFile, slice_idx: int) -> np.ndarray:
+        # a test/challenge file's k-space is already under-sampled: its own mask is the only one
+        if info.mask is not None:
+            return info.mask
+        return self.mask_for(info.path.name, slice_idx, info.kspace_shape[-1])
 
     # h5py handles must not cross a fork or a pickle: each worker opens its own, lazily.
     def __getstate__(self) -> dict:
@@ -687,11 +787,12 @@ class SliceDataset(torch.utils.data.Dataset):
         f = self._handle(file_idx)
         try:
             kspace = torch.from_numpy(np.asarray(f["kspace"][slice_idx], dtype=np.complex64))
-            target = torch.from_numpy(np.asarray(f["reconstruction_rss"][slice_idx], dtype=np.float32))
+            target = (torch.from_numpy(np.asarray(f["reconstruction_rss"][slice_idx], dtype=np.float32))
+                      if info.has_target else None)
             maps = f["sens_maps"][slice_idx] if (self.with_kspace and info.has_sens_maps) else None
         except OSError as err:
             raise DataError(f"{info.path}: slice {slice_idx} cannot be read, truncated or corrupt? ({err})") from None
-        mask = self.mask_for(info.path.name, slice_idx, kspace.shape[-1])
+        mask = self._mask(info, slice_idx)
         crop = self.crop_size or info.recon_size
         out = unet_transform(kspace, mask, crop, target=target)
         # A NaN/Inf anywhere in k-space spreads through the FFT (even from a masked-out column,
@@ -700,11 +801,10 @@ class SliceDataset(torch.utils.data.Dataset):
             bad = ~torch.isfinite(torch.view_as_real(kspace)).all(-1)
             where = f" at (coil, row, col) {tuple(int(v) for v in bad.nonzero()[0])}" if bad.any() else " (overflow)"
             raise DataError(f"{info.path}: kspace slice {slice_idx} contains NaN or Inf{where}")
-        if not torch.isfinite(out["target_raw"]).all():
+        if target is not None and not torch.isfinite(out["target_raw"]).all():
             raise DataError(f"{info.path}: reconstruction_rss slice {slice_idx} contains NaN or Inf")
         sample: dict[str, Any] = {
             "image": out["image"],
-            "target": out["target"],
             "mean": out["mean"],
             "std": out["std"],
             "max_value": torch.tensor(info.max_value, dtype=torch.float32),
@@ -712,13 +812,16 @@ class SliceDataset(torch.utils.data.Dataset):
             "slice_idx": slice_idx,
             "subject": info.patient_id,
         }
+        if target is not None:  # test/challenge slices have none: inference only
+            sample["target"] = out["target"]
         if self.with_kspace:
             mask_t = torch.from_numpy(np.asarray(mask, dtype=bool))
             sample["masked_kspace"] = apply_mask(kspace, mask_t)
             sample["mask"] = mask_t
             if maps is not None:
                 sample["sens_maps"] = torch.from_numpy(np.asarray(maps, dtype=np.complex64))
-            sample["target_raw"] = out["target_raw"]
+            if target is not None:
+                sample["target_raw"] = out["target_raw"]
         return sample
 
 
@@ -849,7 +952,9 @@ def domain_files(
     a larger request are the files of a smaller one: take train/val/test from one call. The cache entry
     is keyed by the whole configuration (and :data:`DATA_VERSION`), built under a lock (two processes
     asking at once build it once) and appears atomically; files already generated for another subject
-    count with the same settings are reused (hard-linked) rather than simulated again.
+    count with the same settings are reused (copied, after their checksums are verified) rather than
+    simulated again. A damaged entry (a file missing, cut, or changed since it was written) is reported
+    with its path and rebuilt.
 
     Returns:
         the ``num_subjects`` paths, in subject order.
@@ -871,7 +976,8 @@ def domain_files(
             donor = donors.get(i)
             if donor is not None:
                 try:
-                    os.link(donor, tmp / donor.name)
+                    # a copy (or reflink), never a hard link: damage to one entry must not reach another
+                    cache.copy_file(donor, tmp / donor.name)
                     order[donor.name] = i
                     continue
                 except OSError:
@@ -882,31 +988,69 @@ def domain_files(
             order[name] = i
         (tmp / "order.json").write_text(json.dumps(order, indent=1))
 
-    entry = cache.cached_dir("datasets", str(domain), config, build)
-    try:
-        order = json.loads((entry / "order.json").read_text())
-    except (OSError, ValueError) as err:
-        raise DataError(f"{entry}: cache entry has no readable order.json ({err}); delete the directory to rebuild") from None
-    paths = [entry / name for name, _ in sorted(order.items(), key=lambda item: item[1])]
-    missing = [p.name for p in paths if not p.is_file()]
-    if missing or len(paths) != num_subjects:
-        raise DataError(f"{entry}: cache entry is incomplete (missing {missing[:3]}); delete the directory to rebuild")
-    return paths
+    entry = cache.cached_dir("datasets", str(domain), config, build, validate=_check_domain_entry(num_subjects))
+    return _ordered_files(entry)
+
+
+def _ordered_files(entry: Path) -> list[Path]:
+    """The files of a domain cache entry in subject order (``order.json``)."""
+    order = json.loads((entry / "order.json").read_text())
+    if not isinstance(order, dict):
+        raise DataError(f"{entry / 'order.json'}: expected a mapping of file name to subject index, got {order!r}")
+    return [entry / name for name, _ in sorted(order.items(), key=lambda item: item[1])]
+
+
+def _check_domain_entry(num_subjects: int):
+    """The ``validate`` of a domain cache entry: a readable ``order.json`` naming every file."""
+    def validate(entry: Path) -> None:
+        try:
+            paths = _ordered_files(entry)
+        except (OSError, ValueError) as err:
+            raise DataError(f"{entry / 'order.json'}: unreadable ({err})") from None
+        missing = [p.name for p in paths if not p.is_file()]
+        if missing or len(paths) != num_subjects:
+            raise DataError(f"{entry}: holds {len(paths) - len(missing)} of {num_subjects} subject files "
+                            f"(missing {missing[:3]})")
+    return validate
 
 
 def _donor_files(domain: str, base: Mapping[str, Any]) -> dict[int, Path]:
-    """Files of subject index i from complete cache entries with the same settings but another count."""
+    """Files of subject index i from complete cache entries with the same settings but another count.
+
+    Only files whose bytes match the checksums recorded when their entry was written qualify: a
+    damaged file is reported and simulated afresh instead of being copied into a new entry.
+    """
     found: dict[int, Path] = {}
     parent = cache.cache_root() / "datasets"
     if not parent.is_dir():
         return found
-    for cfg_path in parent.glob(f"{domain}-*/config.json"):
+    for cfg_path in parent.glob(f"{glob_escape(domain)}-*/config.json"):
+        entry = cfg_path.parent
         try:
             cfg = json.loads(cfg_path.read_text())
-            order = json.loads((cfg_path.parent / "order.json").read_text())
-        except (OSError, ValueError):
+            order = json.loads((entry / "order.json").read_text())
+            sums = json.loads((entry / cache.MANIFEST).read_text())["files"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # no checksums (an older entry) or unreadable: nothing to vouch for its files
+        if not all(cfg.get(k) == v for k, v in base.items()):
             continue
-        if all(cfg.get(k) == v for k, v in base.items()):
-            for name, i in order.items():
-                found.setdefault(int(i), cfg_path.parent / name)
+        for name, i in order.items():
+            if int(i) in found or name not in sums:
+                continue
+            path = entry / name
+            try:
+                intact = cache.file_sha256(path) == sums[name].get("sha256")
+            except OSError:
+                intact = False
+            if intact:
+                found[int(i)] = path
+            else:
+                warnings.warn(f"damaged cache file {path}: its sha256 differs from when it was written; "
+                              f"simulating subject {i} again", stacklevel=3)
     return found
+
+
+def glob_escape(name: str) -> str:
+    import glob
+
+    return glob.escape(name)

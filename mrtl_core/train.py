@@ -66,6 +66,9 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "load_model",
+    "weights_fingerprint",
+    "RESUMABLE_CHANGES",
+    "reconstruct_files",
     "evaluate",
     "paired_difference",
     "summarise",
@@ -291,6 +294,8 @@ def save_checkpoint(path: Path | str, state: dict) -> Path:
 def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict:
     """Read a checkpoint dictionary; a clear error names a missing or unreadable file."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"checkpoint {str(path)!r} is a directory, not a checkpoint file")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
     try:
@@ -316,6 +321,55 @@ def load_model(checkpoint_path: Path | str, map_location: str | torch.device = "
     weights = ckpt.get("best_model") if best and ckpt.get("best_model") is not None else ckpt["model"]
     model.load_state_dict(weights)
     return model.to(map_location).eval()
+
+
+#: settings a resumed run may change: how long it runs, and where and how fast, not what it computes
+RESUMABLE_CHANGES = frozenset({"epochs", "max_steps", "progress", "log_every", "device", "num_workers",
+                               "amp", "compile", "channels_last"})
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """A short sha256 of a model's parameters and buffers (names, shapes, bytes), in order."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in _unwrap(model).state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
+def _check_resumable(ckpt: dict, config: TrainConfig, run: dict, path: Path | str) -> None:
+    """Refuse to resume a checkpoint whose run differs from this one (naming the fields).
+
+    Resuming mixes the two: the optimiser and scheduler come back with the old settings while the
+    record would claim the new ones. ``run`` holds what the configuration does not (the strategy,
+    the starting weights); a checkpoint written before these were stored is not compared on them.
+    """
+    saved = dict(ckpt.get("config") or {})
+    current = config.to_dict()
+    diff = [f"{k} {saved[k]!r} -> {current[k]!r}" for k in sorted(current)
+            if k not in RESUMABLE_CHANGES and k in saved and saved[k] != current[k]]
+    saved_run = dict(ckpt.get("run") or {})
+    diff += [f"{k} {saved_run[k]!r} -> {v!r}" for k, v in sorted(run.items()) if k in saved_run and saved_run[k] != v]
+    if diff:
+        raise ValueError(f"checkpoint {str(path)!r} belongs to another run ({'; '.join(diff)}): resume with its "
+                         f"settings, or start afresh (resume=False, --no-resume) to overwrite it")
+
+
+def _check_checkpoint_path(path: Path | str | None) -> None:
+    """A checkpoint path that cannot be written fails now, not after the first epoch's work."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"checkpoint path {str(path)!r} is a directory, expected a file path")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"checkpoint path {str(path)!r}: {str(parent)!r} is a file, not a directory")
+            break
 
 
 # --------------------------------------------------------------------------------------------
@@ -413,6 +467,7 @@ def train(
     checkpoint_path: Path | str | None = None,
     resume: bool = True,
     _params: Sequence[nn.Parameter] | None = None,
+    _run: dict | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``train_set`` (L1, Adam, StepLR); return a :class:`TrainResult`.
 
@@ -424,13 +479,18 @@ def train(
         config: the :class:`TrainConfig`.
         checkpoint_path: if given, the full state is written there after every epoch; with
             ``resume=True`` and an existing file, training continues from it (its architecture
-            must match ``model``). The run's epochs/max_steps may exceed the checkpoint's.
+            must match ``model``, and its configuration this one's except for
+            :data:`RESUMABLE_CHANGES`: the run's epochs/max_steps may exceed the checkpoint's);
+            ``resume=False`` starts afresh and overwrites it after the first epoch.
 
     At the end the model holds the best validation weights (early stopping) and is in eval mode.
     """
     config = config or TrainConfig()
     if len(train_set) == 0:
         raise ValueError("train_set is empty")
+    _check_checkpoint_path(checkpoint_path)
+    if getattr(train_set, "has_targets", True) is False or getattr(val_set, "has_targets", True) is False:
+        raise ValueError("train_set or val_set has no targets (test/challenge files without reconstruction_rss)")
     rank, world_size = _dist()
     if len(train_set) < world_size:
         raise ValueError(f"train_set has {len(train_set)} samples, fewer than the {world_size} distributed ranks")
@@ -460,9 +520,15 @@ def train(
     start_epoch, step, best_score, stale = 0, 0, math.inf, 0
     best_state = None
     previous_seconds = 0.0
+    run = dict(_run or {})
+    if checkpoint_path is not None:
+        from .cache import clean_stale_temps
+
+        clean_stale_temps(Path(checkpoint_path))  # left by a run killed while writing its checkpoint
     if checkpoint_path is not None and resume and Path(checkpoint_path).is_file():
         ckpt = load_checkpoint(checkpoint_path, map_location=device)
         _check_architecture(ckpt, core, checkpoint_path)
+        _check_resumable(ckpt, config, run, checkpoint_path)
         core.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -567,6 +633,7 @@ def train(
                 "seconds": previous_seconds + time.perf_counter() - started,
                 "rng": _rng_state(),
                 "config": config.to_dict(),
+                "run": run,
                 "architecture": architecture(core),
             })
         if world_size > 1:
@@ -595,9 +662,13 @@ def fine_tune(
     as they were. Afterwards every parameter has ``requires_grad=True`` again.
     """
     apply_strategy(model, strategy)
+    # the checkpoint records where the run began, so a resume from other weights (another --init)
+    # or with another strategy is refused rather than silently continuing the old run
+    run = {"strategy": strategy, "start_weights": weights_fingerprint(model)}
     try:
         params = [p for p in _unwrap(model).parameters() if p.requires_grad]
-        result = train(model, train_set, val_set, config, checkpoint_path=checkpoint_path, resume=resume, _params=params)
+        result = train(model, train_set, val_set, config, checkpoint_path=checkpoint_path, resume=resume,
+                       _params=params, _run=run)
     finally:
         for p in _unwrap(model).parameters():
             p.requires_grad_(True)
@@ -689,6 +760,77 @@ def _cg_sense_image(sample: dict, shape: tuple[int, int], cg_iters: int, center_
     return _center_crop(torch.as_tensor(image).abs(), shape).float()
 
 
+def _named(func: Callable, sample: dict, *args: Any) -> Any:
+    """``func(sample, *args)``, with a ValueError prefixed by the sample's file and slice."""
+    try:
+        return func(sample, *args)
+    except ValueError as err:
+        raise ValueError(f"{sample.get('fname', '?')} slice {sample.get('slice_idx', '?')}: {err}") from err
+
+
+def _reconstruct_batch(reconstruct: Any, samples: list[dict], device: torch.device, cg_iters: int,
+                       center_fraction: float | None, maps_method: str) -> torch.Tensor:
+    """Physical-unit magnitudes ``(B, H, W)`` of one batch: a model, "zero-filled" or "cg-sense"."""
+    mean = torch.stack([torch.as_tensor(s["mean"]) for s in samples]).double().reshape(-1, 1, 1)
+    std = torch.stack([torch.as_tensor(s["std"]) for s in samples]).double().reshape(-1, 1, 1)
+    image = torch.stack([s["image"] for s in samples])
+    shape = tuple(image.shape[-2:])
+    if isinstance(reconstruct, str) and reconstruct == "zero-filled":
+        return image[:, 0].double() * std + mean
+    if isinstance(reconstruct, str) and reconstruct == "cg-sense":
+        return torch.stack([_named(_cg_sense_image, s, shape, cg_iters, center_fraction, maps_method)
+                            for s in samples]).double()
+    with torch.no_grad():
+        out = reconstruct(image.to(device)).float().cpu()
+    return out[:, 0].double() * std + mean
+
+
+def reconstruct_files(
+    reconstruct: nn.Module | str,
+    dataset: Dataset,
+    out_dir: Path | str,
+    batch_size: int = 8,
+    device: str | torch.device = "auto",
+    cg_iters: int = 30,
+    center_fraction: float | None = None,
+    maps_method: str = "espirit",
+    max_slices: int | None = None,
+) -> list[Path]:
+    """Reconstruct every slice and write one fastMRI submission file per input file (no target needed).
+
+    Each ``out_dir/<input file name>`` holds ``reconstruction`` float32 ``(S, H, W)`` in physical
+    units, the layout fastMRI's leaderboard reads; files are written atomically.
+    """
+    import h5py
+
+    from .cache import atomic_write
+
+    if isinstance(reconstruct, str) and reconstruct not in ("zero-filled", "cg-sense"):
+        raise ValueError(f"reconstruct must be a model, 'zero-filled' or 'cg-sense', got {reconstruct!r}")
+    dev = resolve_device(device)
+    if isinstance(reconstruct, nn.Module):
+        reconstruct = _unwrap(reconstruct).to(dev).eval()
+    n = len(dataset) if max_slices is None else min(max_slices, len(dataset))
+    volumes: dict[str, dict[int, np.ndarray]] = {}
+    for start in range(0, n, batch_size):
+        samples = [dataset[i] for i in range(start, min(n, start + batch_size))]
+        if reconstruct == "cg-sense" and "masked_kspace" not in samples[0]:
+            raise ValueError("reconstruct_files('cg-sense', ...) needs a dataset built with with_kspace=True")
+        pred = _reconstruct_batch(reconstruct, samples, dev, cg_iters, center_fraction, maps_method)
+        for s, p in zip(samples, pred):
+            volumes.setdefault(str(s["fname"]), {})[int(s["slice_idx"])] = p.numpy().astype(np.float32)
+    written = []
+    for fname, by_slice in volumes.items():
+        stack = np.stack([by_slice[i] for i in sorted(by_slice)])
+
+        def write(tmp: Path, stack: np.ndarray = stack) -> None:
+            with h5py.File(tmp, "w") as f:
+                f.create_dataset("reconstruction", data=stack)
+
+        written.append(atomic_write(Path(out_dir) / fname, write))
+    return written
+
+
 def _slice_metrics(pred: np.ndarray, target: np.ndarray, data_range: float) -> dict[str, float]:
     from . import metrics
 
@@ -757,6 +899,9 @@ def evaluate(
     bar = tqdm(total=n, disable=not progress, desc=f"evaluate {method}", leave=False)
     for start in range(0, n, batch_size):
         samples = [dataset[i] for i in indices[start:start + batch_size]]
+        if "target" not in samples[0]:
+            raise ValueError(f"{samples[0].get('fname', 'sample 0')}: no target (a test/challenge file without "
+                             f"reconstruction_rss): nothing to score against; see reconstruct_files")
         if method == "cg-sense" and "masked_kspace" not in samples[0]:
             raise ValueError("evaluate('cg-sense', ...) needs a dataset built with with_kspace=True (no 'masked_kspace' key)")
         mean = torch.stack([torch.as_tensor(s["mean"]) for s in samples]).double().reshape(-1, 1, 1)
@@ -771,7 +916,8 @@ def evaluate(
         if method == "zero-filled":
             pred = zero_filled
         elif method == "cg-sense":
-            pred = torch.stack([_cg_sense_image(s, shape, cg_iters, center_fraction, maps_method) for s in samples]).double()
+            pred = torch.stack([_named(_cg_sense_image, s, shape, cg_iters, center_fraction, maps_method)
+                                for s in samples]).double()
         elif isinstance(reconstruct, nn.Module):
             with torch.no_grad():
                 out = reconstruct(image.to(dev)).float().cpu()
