@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .train import add_data_arguments, load_splits, make_set, write_out
+from ..cli import CLIError
+from .train import (add_data_arguments, check_file_target, check_input_file, load_splits, make_set, positive_int,
+                    split_files, write_out)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,31 +24,61 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--methods", nargs="*", default=["zero-filled"], choices=("zero-filled", "cg-sense"),
                    help="classical baselines to evaluate too")
     g.add_argument("--split", default="test", choices=("train", "val", "test"))
-    g.add_argument("--max-slices", type=int, default=None)
-    g.add_argument("--cg-iters", type=int, default=None, help="default: the profile's")
-    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--max-slices", type=positive_int, default=None)
+    g.add_argument("--cg-iters", type=positive_int, default=None, help="default: the profile's")
+    g.add_argument("--batch-size", type=positive_int, default=8)
     g.add_argument("--device", default="auto")
     g.add_argument("--quiet", action="store_true")
     g.add_argument("--out", type=Path, default=None, help="write per-slice metrics and summaries as JSON")
+    g.add_argument("--recon-dir", type=Path, default=None,
+                   help="write each method's reconstructions as fastMRI submission files (<dir>/<method>/<file>.h5, "
+                        "dataset 'reconstruction'); the only output for test/challenge files, which have no target")
+
+
+def _method_dir(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(name).name)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..profiles import get_profile
-    from ..train import evaluate, load_model, paired_difference
 
     profile = get_profile(args.profile)
     if not args.checkpoint and not args.methods:
-        raise SystemExit("nothing to evaluate: give --checkpoint and/or --methods")
-    files = load_splits(args)[args.split]
-    dataset = make_set(args, files, train=False, with_kspace="cg-sense" in args.methods)
+        raise CLIError("nothing to evaluate: give --checkpoint and/or --methods")
+    for path in args.checkpoint:
+        check_input_file(path, "--checkpoint")
+    check_file_target(args.out, "--out")
+    if args.recon_dir is not None and args.recon_dir.exists() and not args.recon_dir.is_dir():
+        raise CLIError(f"--recon-dir {args.recon_dir}: is a file, expected a directory")
+    from ..train import evaluate, load_model, paired_difference, reconstruct_files
+
+    files = split_files(args, load_splits(args), args.split)
+    # with k-space, every sample carries the file's own reconstruction_rss as the reference, so the
+    # scores never depend on which methods were asked for
+    dataset = make_set(args, files, train=False, with_kspace=True)
+    models = [(str(path), load_model(path)) for path in args.checkpoint]
+    cg_iters = args.cg_iters or profile.cg_iters
+    if args.recon_dir is not None:
+        for name, how in [(m, m) for m in args.methods] + models:
+            written = reconstruct_files(how, dataset, args.recon_dir / _method_dir(name), device=args.device,
+                                        cg_iters=cg_iters, center_fraction=args.center_fraction,
+                                        max_slices=args.max_slices)
+            print(f"{name}: wrote {len(written)} file(s) to {args.recon_dir / _method_dir(name)}")
+    untargeted = [f.path for f in dataset.files if not f.has_target]
+    if untargeted:
+        if args.recon_dir is not None:
+            return 0
+        raise CLIError(f"{untargeted[0]}: no reconstruction_rss (a fastMRI test/challenge file?): nothing to score "
+                       f"against; give --recon-dir DIR to write the reconstructions instead")
     results = []
     for method in args.methods:
-        results.append(evaluate(method, dataset, batch_size=args.batch_size, cg_iters=args.cg_iters or profile.cg_iters,
+        results.append(evaluate(method, dataset, batch_size=args.batch_size, cg_iters=cg_iters,
                                 center_fraction=args.center_fraction, max_slices=args.max_slices, progress=not args.quiet))
-    for path in args.checkpoint:
-        results.append(evaluate(load_model(path), dataset, batch_size=args.batch_size, device=args.device,
-                                max_slices=args.max_slices, progress=not args.quiet, name=str(path)))
-    print(f"{len(results[0].slices)} slices, R = {args.acceleration:g}; mean +- std [95% CI]")
+    for name, model in models:
+        results.append(evaluate(model, dataset, batch_size=args.batch_size, device=args.device,
+                                max_slices=args.max_slices, progress=not args.quiet, name=name))
+    r_eff = dataset.effective_acceleration(args.max_slices)
+    print(f"{len(results[0].slices)} slices, R = {r_eff:.3g} (asked {args.acceleration:g}); mean +- std [95% CI]")
     for r in results:
         s = r.summary()
         cells = [f"{m} {s[m]['mean']:.4f} +- {s[m]['std']:.4f} [{s[m]['ci_low']:.4f}, {s[m]['ci_high']:.4f}]"
@@ -56,6 +88,6 @@ def run(args: argparse.Namespace) -> int:
     for r in results[1:]:
         d, lo, hi = paired_difference(r, base, "ssim")
         print(f"  SSIM {r.method} - {base.method}: {d:+.4f} [{lo:+.4f}, {hi:+.4f}]")
-    write_out(args.out, {"command": "evaluate", "acceleration": args.acceleration, "split": args.split,
-                         "results": [r.to_dict() for r in results]})
+    write_out(args.out, {"command": "evaluate", "acceleration": args.acceleration, "effective_acceleration": r_eff,
+                         "split": args.split, "results": [r.to_dict() for r in results]})
     return 0

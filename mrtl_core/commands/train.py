@@ -18,12 +18,68 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import shlex
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+from ..cli import CLIError
 
 __all__ = ["add_arguments", "run", "add_data_arguments", "add_training_arguments", "load_splits",
-           "train_config", "distributed", "write_out"]
+           "train_config", "distributed", "write_out", "positive_int", "nonnegative_int", "positive_float",
+           "check_file_target", "check_input_file", "resume_command", "interrupted"]
+
+
+# --------------------------------------------------------------------------------------------
+# argument types: a bad value is an argparse error (one line, exit 2), never a silent default
+# --------------------------------------------------------------------------------------------
+def _number(cast: Callable[[str], Any], test: Callable[[Any], bool], what: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if not test(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+positive_int = _number(int, lambda v: v >= 1, "an integer >= 1")
+nonnegative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = _number(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+nonnegative_float = _number(float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+acceleration_type = _number(float, lambda v: math.isfinite(v) and v >= 1, "a finite acceleration >= 1")
+fraction_type = _number(float, lambda v: math.isfinite(v) and 0 < v <= 1, "a fraction in (0, 1]")
+
+
+# --------------------------------------------------------------------------------------------
+# paths: checked before any work, so a bad one never costs an epoch
+# --------------------------------------------------------------------------------------------
+def check_file_target(path: Path | None, option: str) -> None:
+    """``path`` can become a file: not a directory, and no ancestor of it is a file."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise CLIError(f"{option} {path}: is a directory, expected a file path")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise CLIError(f"{option} {path}: {parent} is a file, not a directory")
+            if not os.access(parent, os.W_OK):
+                raise CLIError(f"{option} {path}: directory {parent} is not writable")
+            return
+
+
+def check_input_file(path: Path, option: str) -> None:
+    """``path`` is an existing regular file."""
+    if not path.exists():
+        raise CLIError(f"{option} {path}: no such file")
+    if path.is_dir():
+        raise CLIError(f"{option} {path}: is a directory, expected a checkpoint file")
 
 
 # --------------------------------------------------------------------------------------------
@@ -38,30 +94,41 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                      "default brain-1.5T when --data-dir is absent")
     g.add_argument("--profile", default=os.environ.get("MRTL_PROFILE", "standard"),
                    help="sizes of the synthetic data and model defaults (ci, standard, paper)")
-    g.add_argument("--acceleration", type=float, default=4.0)
-    g.add_argument("--center-fraction", type=float, default=None, help="default 0.32 / acceleration (0.08 at 4x)")
+    g.add_argument("--acceleration", type=acceleration_type, default=4.0)
+    g.add_argument("--center-fraction", type=fraction_type, default=None,
+                   help="default 0.32 / acceleration (0.08 at 4x)")
     g.add_argument("--mask-kind", default="random", choices=("random", "equispaced"))
-    g.add_argument("--split-seed", type=int, default=0, help="subject split of a single --data-dir")
+    g.add_argument("--split-seed", type=nonnegative_int, default=0, help="subject split of a single --data-dir")
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=None, help="default: the profile's")
-    g.add_argument("--max-steps", type=int, default=None)
-    g.add_argument("--batch-size", type=int, default=None, help="per process; default: the profile's")
-    g.add_argument("--lr", type=float, default=None, help="default: the profile's")
-    g.add_argument("--lr-step-size", type=int, default=None, help="epochs between 10x decays (default: 80%% of epochs)")
-    g.add_argument("--patience", type=int, default=None, help="early stopping patience in epochs")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--num-workers", type=int, default=0)
+    g.add_argument("--epochs", type=positive_int, default=None, help="default: the profile's")
+    g.add_argument("--max-steps", type=positive_int, default=None)
+    g.add_argument("--batch-size", type=positive_int, default=None, help="per process; default: the profile's")
+    g.add_argument("--lr", type=positive_float, default=None, help="default: the profile's")
+    g.add_argument("--lr-step-size", type=positive_int, default=None,
+                   help="epochs between 10x decays (default: 80%% of epochs, or the resumed checkpoint's)")
+    g.add_argument("--patience", type=nonnegative_int, default=None, help="early stopping patience in epochs")
+    g.add_argument("--seed", type=nonnegative_int, default=0)
+    g.add_argument("--num-workers", type=nonnegative_int, default=0)
     g.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
     g.add_argument("--no-amp", dest="amp", action="store_false", help="disable mixed precision on CUDA")
     g.add_argument("--checkpoint", type=Path, default=None, help="written after every epoch (atomically)")
     g.add_argument("--resume", dest="resume", action="store_true", default=True,
-                   help="continue from an existing --checkpoint (default)")
-    g.add_argument("--no-resume", dest="resume", action="store_false", help="overwrite an existing --checkpoint")
+                   help="continue from an existing --checkpoint (default; refused if its settings differ)")
+    g.add_argument("--no-resume", dest="resume", action="store_false",
+                   help="start afresh, overwriting an existing --checkpoint after the first epoch")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.add_argument("--out", type=Path, default=None, help="write the run's summary as JSON")
+
+
+def check_training_paths(args: argparse.Namespace) -> None:
+    """Fail on an unusable ``--checkpoint`` or ``--out`` before any data is read."""
+    check_file_target(args.checkpoint, "--checkpoint")
+    check_file_target(args.out, "--out")
+    if args.checkpoint is not None and args.out is not None and args.checkpoint.resolve() == args.out.resolve():
+        raise CLIError(f"--out {args.out}: is the --checkpoint too; give the JSON summary another path")
 
 
 def _fastmri_splits(data_dir: Path, seed: int) -> dict[str, list[Path]]:
@@ -70,18 +137,36 @@ def _fastmri_splits(data_dir: Path, seed: int) -> dict[str, list[Path]]:
     subdirs = {name: data_dir / name for name in ("train", "val", "test") if (data_dir / name).is_dir()}
     if "train" in subdirs:
         return {name: data.list_files(path) for name, path in subdirs.items()}
-    return data.split_by_subject(data_dir, (0.8, 0.1, 0.1), seed=seed)
+    if subdirs:
+        raise CLIError(f"--data-dir {data_dir}: has {'/, '.join(subdirs)}/ but no train/ sub-directory")
+    try:
+        return data.split_by_subject(data_dir, (0.8, 0.1, 0.1), seed=seed)
+    except data.DataError as err:
+        if str(data_dir) in str(err):
+            raise
+        raise CLIError(f"--data-dir {data_dir}: {err}; or give it train/ val/ test/ sub-directories") from None
 
 
 def load_splits(args: argparse.Namespace) -> dict[str, list[Path]]:
     """``{"train", "val", "test": [files]}`` from ``--data-dir`` or the synthetic ``--domain``."""
     if args.data_dir is not None:
+        if not args.data_dir.exists():
+            raise CLIError(f"--data-dir {args.data_dir}: no such directory")
         if not args.data_dir.is_dir():
-            raise SystemExit(f"--data-dir {str(args.data_dir)!r} is not a directory")
+            raise CLIError(f"--data-dir {args.data_dir}: is a file, expected a directory of .h5 files")
         return _fastmri_splits(args.data_dir, args.split_seed)
     from .. import experiment
 
     return experiment.domain_splits(args.profile, args.domain or experiment.SOURCE_DOMAIN, progress=not args.quiet)
+
+
+def split_files(args: argparse.Namespace, splits: dict[str, list[Path]], name: str) -> list[Path]:
+    """One split's files, or a clear error naming the directory that lacks it."""
+    if name not in splits:
+        where = f"--data-dir {args.data_dir}" if args.data_dir is not None else f"domain {args.domain}"
+        raise CLIError(f"{where}: no {name}/ split (found {', '.join(sorted(splits)) or 'none'}); "
+                       f"add {name}/ or choose another --split")
+    return splits[name]
 
 
 def make_set(args: argparse.Namespace, files, train: bool, with_kspace: bool = False):
@@ -91,6 +176,23 @@ def make_set(args: argparse.Namespace, files, train: bool, with_kspace: bool = F
                         mask_kind=args.mask_kind, seed_masks=not train, with_kspace=with_kspace)
 
 
+def needs_targets(dataset, what: str) -> None:
+    """Training and validation need ``reconstruction_rss``: test/challenge files have none."""
+    missing = [f.path for f in dataset.files if not f.has_target]
+    if missing:
+        raise CLIError(f"{missing[0]}: no reconstruction_rss (a fastMRI test/challenge file?): cannot be used for "
+                       f"{what}" + (f" ({len(missing) - 1} more such files)" if len(missing) > 1 else ""))
+
+
+def _checkpoint_config(args: argparse.Namespace) -> dict | None:
+    """The configuration stored in the ``--checkpoint`` this run would resume, if any."""
+    if args.checkpoint is None or not args.resume or not args.checkpoint.is_file():
+        return None
+    from ..train import load_checkpoint
+
+    return dict(load_checkpoint(args.checkpoint).get("config") or {})
+
+
 def train_config(args: argparse.Namespace, epochs: int | None, max_steps: int | None, batch_size: int, lr: float, **extra: Any):
     from ..train import TrainConfig
 
@@ -98,10 +200,16 @@ def train_config(args: argparse.Namespace, epochs: int | None, max_steps: int | 
     max_steps = args.max_steps if args.max_steps is not None else max_steps
     if epochs is None and max_steps is None:
         epochs = 10
-    step_size = args.lr_step_size or max(1, int(round(0.8 * (epochs or 10))))
-    fields = dict(epochs=epochs, max_steps=max_steps, batch_size=args.batch_size or batch_size,
-                  lr=args.lr or lr, lr_step_size=step_size, patience=args.patience, seed=args.seed,
-                  num_workers=args.num_workers, device=args.device, amp=args.amp, progress=not args.quiet)
+    step_size = args.lr_step_size
+    if step_size is None:
+        # derived from --epochs: a resumed run that only extends --epochs keeps its decay schedule
+        resumed = _checkpoint_config(args)
+        step_size = resumed["lr_step_size"] if resumed and "lr_step_size" in resumed else max(1, int(round(0.8 * (epochs or 10))))
+    fields = dict(epochs=epochs, max_steps=max_steps,
+                  batch_size=args.batch_size if args.batch_size is not None else batch_size,
+                  lr=args.lr if args.lr is not None else lr, lr_step_size=step_size, patience=args.patience,
+                  seed=args.seed, num_workers=args.num_workers, device=args.device, amp=args.amp,
+                  progress=not args.quiet)
     fields.update(extra)
     if args.patience is not None:
         fields["patience"] = args.patience
@@ -145,29 +253,66 @@ def write_out(path: Path | None, payload: dict, rank: int = 0) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# interruption: say what was saved and how to go on
+# --------------------------------------------------------------------------------------------
+def resume_command(args: argparse.Namespace) -> str:
+    """The command line that resumes this run: the same arguments, without ``--no-resume``."""
+    argv = [a for a in getattr(args, "argv", []) if a != "--no-resume"]
+    return "python -m mrtl_core " + shlex.join(argv)
+
+
+def interrupted(args: argparse.Namespace, err: KeyboardInterrupt) -> KeyboardInterrupt:
+    """Print where the checkpoint is and how to resume (one line); mark ``err`` as reported."""
+    ckpt = args.checkpoint
+    if ckpt is None:
+        msg = "interrupted: no --checkpoint was given, so nothing was saved; add --checkpoint PATH to make a run resumable"
+    elif not ckpt.is_file():
+        msg = f"interrupted before the first epoch ended: nothing saved to {ckpt}; rerun: {resume_command(args)}"
+    else:
+        done = ""
+        try:
+            from ..train import load_checkpoint
+
+            c = load_checkpoint(ckpt)
+            done = f" (epoch {c.get('epoch')}, step {c.get('step')})"
+        except (OSError, ValueError):
+            pass
+        msg = f"interrupted: checkpoint {ckpt}{done} is intact; resume with: {resume_command(args)}"
+    print(msg, file=sys.stderr)
+    err.reported = True
+    return err
+
+
+# --------------------------------------------------------------------------------------------
 # train
 # --------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_arguments(parser)
     add_training_arguments(parser)
     g = parser.add_argument_group("model")
-    g.add_argument("--chans", type=int, default=None, help="U-Net channels of the first level (default: the profile's)")
-    g.add_argument("--num-pool-layers", type=int, default=None)
-    g.add_argument("--drop-prob", type=float, default=0.0)
+    g.add_argument("--chans", type=positive_int, default=None, help="U-Net channels of the first level (default: the profile's)")
+    g.add_argument("--num-pool-layers", type=positive_int, default=None)
+    g.add_argument("--drop-prob", type=_number(float, lambda v: 0 <= v < 1, "a probability in [0, 1)"), default=0.0)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..profiles import get_profile
+
+    profile = get_profile(args.profile)
+    check_training_paths(args)  # before importing torch: a bad path answers at once
+
     import torch
 
-    from ..profiles import get_profile
     from ..train import train
     from ..unet import Unet, count_parameters
 
-    profile = get_profile(args.profile)
     with distributed(args.device) as dist:
         splits = load_splits(args)
-        train_set = make_set(args, splits["train"], train=True)
+        train_set = make_set(args, split_files(args, splits, "train"), train=True)
+        needs_targets(train_set, "training")
         val_set = make_set(args, splits["val"], train=False) if splits.get("val") else None
+        if val_set is not None:
+            needs_targets(val_set, "validation")
         torch.manual_seed(args.seed)
         model = Unet(chans=args.chans or profile.chans, num_pool_layers=args.num_pool_layers or profile.num_pool_layers,
                      drop_prob=args.drop_prob)
@@ -175,7 +320,10 @@ def run(args: argparse.Namespace) -> int:
         if dist.rank == 0 and not args.quiet:
             print(f"training a U-Net ({count_parameters(model):,} parameters) on {len(train_set)} slices, "
                   f"validating on {len(val_set) if val_set else 0}")
-        result = train(model, train_set, val_set, config, checkpoint_path=args.checkpoint, resume=args.resume)
+        try:
+            result = train(model, train_set, val_set, config, checkpoint_path=args.checkpoint, resume=args.resume)
+        except KeyboardInterrupt as err:
+            raise interrupted(args, err) from None
         if dist.rank == 0:
             print(f"done: {result.steps} steps, {result.epochs} epochs, {result.seconds:.1f} s, best epoch "
                   f"{result.best_epoch} (val L1 {result.best_value})")
