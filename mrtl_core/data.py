@@ -970,7 +970,7 @@ def domain_files(
 
     def build(tmp: Path) -> None:
         simulate_subject = _simulator()
-        donors = _donor_files(str(domain), base)
+        donors = _donor_files(str(domain), base, num_subjects)
         order: dict[str, int] = {}
         for i in tqdm(range(num_subjects), desc=f"simulating {domain}", unit="subject", disable=not progress):
             donor = donors.get(i)
@@ -1014,8 +1014,9 @@ def _check_domain_entry(num_subjects: int):
     return validate
 
 
-def _donor_files(domain: str, base: Mapping[str, Any]) -> dict[int, Path]:
-    """Files of subject index i from complete cache entries with the same settings but another count.
+def _donor_files(domain: str, base: Mapping[str, Any], num_subjects: int) -> dict[int, Path]:
+    """Files of subject index i < ``num_subjects`` from complete cache entries with the same settings
+    but another count.
 
     Only files whose bytes match the checksums recorded when their entry was written qualify: a
     damaged file is reported and simulated afresh instead of being copied into a new entry.
@@ -1035,7 +1036,7 @@ def _donor_files(domain: str, base: Mapping[str, Any]) -> dict[int, Path]:
         if not all(cfg.get(k) == v for k, v in base.items()):
             continue
         for name, i in order.items():
-            if int(i) in found or name not in sums:
+            if int(i) in found or int(i) >= num_subjects or name not in sums:
                 continue
             path = entry / name
             try:

@@ -352,7 +352,11 @@ def _check_resumable(ckpt: dict, config: TrainConfig, run: dict, path: Path | st
     diff = [f"{k} {saved[k]!r} -> {current[k]!r}" for k in sorted(current)
             if k not in RESUMABLE_CHANGES and k in saved and saved[k] != current[k]]
     saved_run = dict(ckpt.get("run") or {})
-    diff += [f"{k} {saved_run[k]!r} -> {v!r}" for k, v in sorted(run.items()) if k in saved_run and saved_run[k] != v]
+    for k, v in sorted(run.items()):
+        if k in saved_run and saved_run[k] != v:
+            # a weights hash means nothing to a reader: say what differs
+            diff.append("start_weights: it began from other weights (another init checkpoint)" if k == "start_weights"
+                        else f"{k} {saved_run[k]!r} -> {v!r}")
     if diff:
         raise ValueError(f"checkpoint {str(path)!r} belongs to another run ({'; '.join(diff)}): resume with its "
                          f"settings, or start afresh (resume=False, --no-resume) to overwrite it")

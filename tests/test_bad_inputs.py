@@ -295,7 +295,7 @@ CASES = [
     Case("finetune --init garbage", "finetune " + D + " --init {garbage}", ("garbage.pt", "could not read checkpoint")),
     Case("finetune --init without architecture", "finetune " + D + " --init {noarch}", ("noarch.pt", "does not describe a Unet")),
     Case("finetune --init B on A's checkpoint", "finetune " + D + " --init {B} --max-steps 2 --checkpoint {FA}",
-         ("FA.pt", "another run", "start_weights")),
+         ("FA.pt", "another run", "began from other weights (another init checkpoint)")),
     Case("finetune another strategy on a checkpoint", F + " --strategy last-layers --checkpoint {FA}",
          ("FA.pt", "strategy 'end-to-end' -> 'last-layers'")),
     Case("finetune --checkpoint is --init", F + " --checkpoint {A}", ("--checkpoint", "A.pt", "is the --init")),
@@ -364,6 +364,21 @@ def test_changed_settings_start_afresh_with_no_resume(world, tmp_path):
     import torch
 
     assert torch.load(ck, weights_only=False)["config"]["lr"] == 0.5
+
+
+def test_finetune_from_another_init_starts_afresh_with_no_resume(world, tmp_path):
+    import json
+
+    ck = tmp_path / "FA.pt"
+    ck.write_bytes(world["FA"].read_bytes())
+    out = tmp_path / "fb.json"
+    r = cli(_fill(F, world) + ["--init", str(world["B"]), "--checkpoint", str(ck), "--no-resume", "--out", str(out)],
+            world["env"])
+    assert r.returncode == 0, r.stderr
+    assert json.loads(out.read_text())["init"] == str(world["B"])
+    # and the checkpoint now belongs to B's run: resuming it from A is refused in turn
+    r = cli(_fill(F, world) + ["--checkpoint", str(ck)], world["env"])
+    assert r.returncode == 2 and "other weights" in r.stderr
 
 
 def test_extending_epochs_resumes(world, tmp_path):

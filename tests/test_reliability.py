@@ -194,3 +194,27 @@ def test_a_damaged_model_entry_is_rebuilt(tmp_path, monkeypatch, damage):
             again = cache.cached_dir("models", "m", {"k": 1}, build, validate=experiment._check_model_entry)
         assert again == entry and json.loads(info.read_text())["name"] == "m"
     assert len(builds) == 3
+
+
+# ------------------------------------------------------------------------------- checkpoints
+
+
+def test_training_clears_what_a_killed_run_left_beside_its_checkpoint(tmp_path):
+    from mrtl_core.data import write_fastmri_file
+    from mrtl_core.train import TrainConfig, train
+    from mrtl_core.unet import Unet
+
+    rng = np.random.default_rng(0)
+    k = (rng.standard_normal((2, 2, 32, 16)) + 1j * rng.standard_normal((2, 2, 32, 16))).astype(np.complex64)
+    path = write_fastmri_file(tmp_path / "a.h5", k, field_strength_T=1.5, fov_mm=(1, 1, 1), recon_size=(16, 16),
+                              patient_id="p", acquisition="a")
+    ck = tmp_path / "run.pt"
+    left = tmp_path / ".run.pt.99999999.k1ll.tmp"  # SIGKILL during torch.save
+    left.write_bytes(b"\0" * 2048)
+    torch.manual_seed(0)
+    train(Unet(chans=2, num_pool_layers=1), data.SliceDataset(path, seed_masks=False), None,
+          TrainConfig(epochs=1, batch_size=2, progress=False, device="cpu"), checkpoint_path=ck)
+    assert ck.is_file() and not left.exists()
+    with pytest.raises(ValueError, match="another run.*lr 0.001 -> 0.01"):
+        train(Unet(chans=2, num_pool_layers=1), data.SliceDataset(path, seed_masks=False), None,
+              TrainConfig(epochs=2, batch_size=2, lr=0.01, progress=False, device="cpu"), checkpoint_path=ck)
