@@ -465,5 +465,5 @@ if __name__ == "__main__":  # print the RELIABILITY lines of RESULTS.md: python 
             r = cli(_fill(c.args, w), w["env"])
             line = r.stderr.strip().splitlines()[0] if r.stderr.strip() else "(no message)"
             line = line.replace(str(w["root"]) + "/", "").replace(" (run again with --debug for the traceback)", "")
-            shown = c.args.replace(D, "<data>").replace("{", "").replace("}", "")
+            shown = c.args.replace(D, "<data>").replace("{root}/", "").replace("{", "").replace("}", "")
             print(f"- {c.name}: `{shown}` -> {r.returncode}: {line}")
