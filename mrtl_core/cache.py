@@ -28,6 +28,8 @@ MANIFEST = "checksums.json"
 QUICK_HASH_BYTES = 1 << 20
 #: a temporary file whose writer cannot be identified is stale after this long
 _STALE_SECONDS = 3600.0
+#: files this process has hashed and found intact, by path: (size, mtime_ns, inode) when hashed
+_VERIFIED: dict[str, tuple[int, int, int]] = {}
 
 
 class CacheDamage(ValueError):
@@ -188,12 +190,13 @@ def _read_manifest(entry: Path) -> dict | None:
         raise CacheDamage(f"{path}: unreadable checksums ({err})") from None
 
 
-def verify_entry(entry: Path, full: bool = False) -> list[str]:
+def verify_entry(entry: Path, full: bool = False, hash_limit: int = QUICK_HASH_BYTES) -> list[str]:
     """Problems found in one cache entry (empty: intact), each naming the file at fault.
 
-    Every file recorded in its checksums must exist with its recorded size; small files (and, with
-    ``full``, all files) must have their recorded sha256. An entry without checksums (written by an
-    older version) is reported by ``full`` only.
+    Every file recorded in its checksums must exist with its recorded size; files up to
+    ``hash_limit`` bytes (all files with ``full``) must have their recorded sha256, hashed once per
+    process while their size, mtime and inode stay the same. An entry without checksums (written
+    by an older version) is reported by ``full`` only.
     """
     entry = Path(entry)
     try:
@@ -212,8 +215,15 @@ def verify_entry(entry: Path, full: bool = False) -> list[str]:
             continue
         if size != rec.get("size"):
             problems.append(f"{path}: {size} bytes, {rec.get('size')} when written")
-        elif (full or size <= QUICK_HASH_BYTES) and file_sha256(path) != rec.get("sha256"):
-            problems.append(f"{path}: content differs from when it was written (sha256 mismatch)")
+        elif full or size <= hash_limit:
+            st = path.stat()
+            seen = (st.st_size, st.st_mtime_ns, st.st_ino)
+            if not full and _VERIFIED.get(str(path)) == seen:
+                continue
+            if file_sha256(path) != rec.get("sha256"):
+                problems.append(f"{path}: content differs from when it was written (sha256 mismatch)")
+            else:
+                _VERIFIED[str(path)] = seen
     return problems
 
 
@@ -241,9 +251,9 @@ def _discard(entry: Path, reason: str) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def _entry_problem(entry: Path, validate: Callable[[Path], None] | None) -> str | None:
+def _entry_problem(entry: Path, validate: Callable[[Path], None] | None, hash_limit: int) -> str | None:
     """The first reason ``entry`` cannot be served, or ``None``; adds checksums to an old entry."""
-    problems = verify_entry(entry)
+    problems = verify_entry(entry, hash_limit=hash_limit)
     if problems:
         return problems[0]
     if validate is not None:
@@ -258,17 +268,18 @@ def _entry_problem(entry: Path, validate: Callable[[Path], None] | None) -> str 
 
 
 def cached_dir(kind: str, name: str, config: Any, build: Callable[[Path], None],
-               validate: Callable[[Path], None] | None = None) -> Path:
+               validate: Callable[[Path], None] | None = None, hash_limit: int = QUICK_HASH_BYTES) -> Path:
     """Return the cache directory for ``config``, building it with ``build(tmp_dir)`` if absent.
 
     The configuration is stored beside the content as ``config.json``, and the sha256 of every file
     as :data:`MANIFEST`. A directory is complete exactly when it exists: it only appears through an
     atomic rename of a finished build. On every hit the entry is checked (files present with their
-    sizes, small files' checksums, then ``validate(entry)``, which raises on anything unusable); a
-    damaged entry is reported with its path and rebuilt. Temporary folders of killed builds go.
+    sizes, the checksums of files up to ``hash_limit`` bytes, then ``validate(entry)``, which raises
+    on anything unusable); a damaged entry is reported with its path and rebuilt. Temporary folders
+    of killed builds go.
     """
     final = cache_root() / kind / f"{name}-{config_hash(config)}"
-    if final.is_dir() and _entry_problem(final, validate) is None:
+    if final.is_dir() and _entry_problem(final, validate, hash_limit) is None:
         return final
     with cache_lock(final):
         for tmp in final.parent.glob(f".{glob_escape(final.name)}.*"):
@@ -276,7 +287,7 @@ def cached_dir(kind: str, name: str, config: Any, build: Callable[[Path], None],
             if tmp.is_dir() and not tmp.name.endswith(".lock"):
                 shutil.rmtree(tmp, ignore_errors=True)
         if final.is_dir():  # intact now (another process rebuilt it while we waited), or damaged
-            problem = _entry_problem(final, validate)
+            problem = _entry_problem(final, validate, hash_limit)
             if problem is None:
                 return final
             _discard(final, problem)

@@ -264,7 +264,8 @@ def _cached_model(name: str, key: dict, run: Callable[[Path], TrainResult], extr
         partial.unlink(missing_ok=True)
         built["flag"] = True
 
-    entry = cache.cached_dir("models", name, key, build, validate=_check_model_entry)
+    # weights are a few MB: hash them on every hit (once per process), a flipped bit would load silently
+    entry = cache.cached_dir("models", name, key, build, validate=_check_model_entry, hash_limit=1 << 30)
     if memo_key not in _memo or built["flag"]:
         model = load_model(entry / "model.pt")
         _memo[memo_key] = (model.state_dict(), json.loads((entry / "info.json").read_text()))

@@ -218,3 +218,24 @@ def test_training_clears_what_a_killed_run_left_beside_its_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="another run.*lr 0.001 -> 0.01"):
         train(Unet(chans=2, num_pool_layers=1), data.SliceDataset(path, seed_masks=False), None,
               TrainConfig(epochs=2, batch_size=2, lr=0.01, progress=False, device="cpu"), checkpoint_path=ck)
+
+
+def test_a_flipped_bit_in_cached_weights_is_caught(tmp_path, monkeypatch):
+    monkeypatch.setenv("MRTL_CACHE_DIR", str(tmp_path / "cache"))
+    builds = []
+
+    def build(tmp: Path) -> None:
+        builds.append(tmp)
+        (tmp / "model.pt").write_bytes(bytes(range(256)) * 8192)  # 2 MiB: above the datasets' quick limit
+        (tmp / "info.json").write_text(json.dumps({"name": "m", "history": [], "best_epoch": 1, "steps": 3}))
+
+    def ask():
+        return cache.cached_dir("models", "m", {"k": 2}, build, validate=experiment._check_model_entry,
+                                hash_limit=1 << 30)
+
+    entry = ask()
+    assert ask() == entry and len(builds) == 1
+    _flip(entry / "model.pt", offset=-1000)
+    with pytest.warns(UserWarning, match="model.pt: content differs"):
+        assert ask() == entry
+    assert len(builds) == 2 and cache.verify_entry(entry, full=True) == []
