@@ -60,7 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def one_line(err: BaseException) -> str:
     """The error as one line: its message with newlines folded, or its type when it has none."""
-    text = " ".join(str(err).split()) if str(err).strip() else type(err).__name__
+    raw = str(err)
+    if "Original Traceback" in raw:
+        # re-raised from a DataLoader worker: the message carries the worker's traceback; its last
+        # line is "module.ErrorType: message"
+        last = raw.strip().splitlines()[-1]
+        raw = last.split(": ", 1)[1] if ": " in last and " " not in last.split(": ", 1)[0] else last
+    text = " ".join(raw.split()) if raw.strip() else type(err).__name__
     if isinstance(err, KeyError) and text.startswith("'"):
         text = f"missing key {text}"
     if isinstance(err, OSError) and err.filename and str(err.filename) not in text:

@@ -242,6 +242,7 @@ CASES = [
     Case("R larger than the columns", T + " --acceleration 65", ("s0.h5", "acceleration=65", "16 phase-encode columns")),
     Case("huge R, default centre", T + " --acceleration 1e9", ("s0.h5", "acceleration=1e+09", "16 phase-encode columns")),
     Case("centre wider than R allows", T + " --acceleration 8 --center-fraction 0.5", ("s0.h5", "center_fraction=0.5")),
+    Case("unknown synthetic domain", "train --domain brain-9T --profile ci --quiet", ("unknown domain 'brain-9T'", "brain-1.5T")),
     Case("unknown profile", "train --data-dir {good} --profile huge --quiet", ("unknown profile", "huge")),
     # -- data directories and files
     Case("missing --data-dir", "train --data-dir {root}/nowhere --quiet", ("nowhere", "no such directory")),
@@ -265,6 +266,8 @@ CASES = [
          ("slices.h5", "reconstruction_rss", "3 slices")),
     Case("header not XML", "train --data-dir {bad_header} --profile ci --quiet --epochs 1", ("header.h5", "ismrmrd_header", "XML")),
     Case("NaN in k-space", "evaluate --data-dir {bad_nan} --profile ci --quiet", ("nan.h5", "slice 1", "NaN")),
+    Case("NaN in k-space, read by a worker", "train --data-dir {bad_nan} --profile ci --quiet --epochs 1 --num-workers 1 "
+         + " ".join(TINY_NET), ("nan.h5", "slice 1", "NaN")),
     Case("all-zero coil maps", "evaluate --data-dir {bad_zeromaps} --profile ci --quiet --methods cg-sense",
          ("zeromaps.h5", "slice 0", "maps are all zero")),
     Case("mask of the wrong length", "evaluate --data-dir {bad_masklen} --profile ci --quiet",
