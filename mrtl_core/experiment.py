@@ -174,6 +174,8 @@ def make_dataset(
 def target_slices(profile: Profile | str, domain: str, n_slices: int, seed: int, acceleration: float = 4) -> Subset:
     """``n_slices`` training slices of ``domain``: the first N of a permutation seeded by ``seed``."""
     profile = _profile(profile)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     full = make_dataset(domain_splits(profile, domain, progress=False)["train"], acceleration, profile, train=True)
     if not 1 <= n_slices <= len(full):
         raise ValueError(f"n_slices must lie in [1, {len(full)}] (the {domain} training slices), got {n_slices!r}")

@@ -126,6 +126,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.batch_size must be a positive integer, got {self.batch_size!r}")
         if not self.lr > 0:
             raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"TrainConfig.seed must be an integer >= 0, got {self.seed!r}")
         if self.monitor not in ("l1", "ssim", "ssim_fg"):
             raise ValueError(f"TrainConfig.monitor must be 'l1', 'ssim' or 'ssim_fg', got {self.monitor!r}")
         if self.amp not in (True, False, "bf16", "fp16"):
@@ -764,6 +766,15 @@ def _cg_sense_image(sample: dict, shape: tuple[int, int], cg_iters: int, center_
     return _center_crop(torch.as_tensor(image).abs(), shape).float()
 
 
+def _num_slices(dataset: Dataset, max_slices: int | None) -> int:
+    """How many slices to reconstruct: an empty selection would report a table of NaN."""
+    if max_slices is not None and (isinstance(max_slices, bool) or not isinstance(max_slices, int) or max_slices < 1):
+        raise ValueError(f"max_slices must be None or an integer >= 1, got {max_slices!r}")
+    if len(dataset) == 0:
+        raise ValueError("dataset is empty: nothing to evaluate")
+    return len(dataset) if max_slices is None else min(max_slices, len(dataset))
+
+
 def _named(func: Callable, sample: dict, *args: Any) -> Any:
     """``func(sample, *args)``, with a ValueError prefixed by the sample's file and slice."""
     try:
@@ -814,7 +825,7 @@ def reconstruct_files(
     dev = resolve_device(device)
     if isinstance(reconstruct, nn.Module):
         reconstruct = _unwrap(reconstruct).to(dev).eval()
-    n = len(dataset) if max_slices is None else min(max_slices, len(dataset))
+    n = _num_slices(dataset, max_slices)
     volumes: dict[str, dict[int, np.ndarray]] = {}
     for start in range(0, n, batch_size):
         samples = [dataset[i] for i in range(start, min(n, start + batch_size))]
@@ -892,7 +903,7 @@ def evaluate(
     dev = resolve_device(device)
     if isinstance(reconstruct, nn.Module):
         reconstruct = _unwrap(reconstruct).to(dev).eval()
-    n = len(dataset) if max_slices is None else min(max_slices, len(dataset))
+    n = _num_slices(dataset, max_slices)
     keep = set(int(i) for i in examples)
     per: dict[str, list[float]] = {k: [] for k in METRICS}
     slices: list[tuple[str, int]] = []

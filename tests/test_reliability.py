@@ -239,3 +239,51 @@ def test_a_flipped_bit_in_cached_weights_is_caught(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="model.pt: content differs"):
         assert ask() == entry
     assert len(builds) == 2 and cache.verify_entry(entry, full=True) == []
+
+
+# ------------------------------------------------------------------------------- datasets
+
+
+def _tiny_file(path: Path, seed: int, size: int = 16) -> Path:
+    from mrtl_core.data import write_fastmri_file
+
+    rng = np.random.default_rng(seed)
+    k = (rng.standard_normal((2, 2, 2 * size, size)) + 1j * rng.standard_normal((2, 2, 2 * size, size))).astype(np.complex64)
+    return write_fastmri_file(path, k, field_strength_T=1.5, fov_mm=(1, 1, 1), recon_size=(size, size),
+                              patient_id=f"p{seed}", acquisition="a")
+
+
+def test_a_file_with_its_own_mask_is_never_masked_again(tmp_path):
+    path = _tiny_file(tmp_path / "m.h5", 0)
+    mask = np.zeros(16, np.float32)
+    mask[[0, 5, 7, 8, 9, 12]] = 1
+    with h5py.File(path, "a") as f:
+        f["kspace"][...] = f["kspace"][()] * mask.astype(bool)
+        f["mask"] = mask
+    for accel in (2, 8):
+        ds = data.SliceDataset(path, acceleration=accel, with_kspace=True)
+        for i in range(len(ds)):
+            s = ds[i]
+            assert np.array_equal(s["mask"].numpy(), mask.astype(bool))  # the file's, whatever R was asked
+            assert "target" in s  # this one has reconstruction_rss: it can be scored
+        assert ds.effective_acceleration() == pytest.approx(16 / 6)
+
+
+def test_mixed_shapes_are_refused_when_the_dataset_opens(tmp_path):
+    _tiny_file(tmp_path / "a.h5", 0, size=16)
+    _tiny_file(tmp_path / "b.h5", 1, size=24)
+    with pytest.raises(data.DataError, match=r"2 shapes.*(16x16 in a\.h5.*24x24 in b\.h5|24x24 in b\.h5.*16x16 in a\.h5)"):
+        data.SliceDataset(tmp_path)
+    assert len(data.SliceDataset(tmp_path, crop_size=(16, 16))) == 4  # one crop for all: fine
+
+
+def test_evaluate_and_configs_refuse_empty_or_negative_settings(tmp_path):
+    from mrtl_core.train import TrainConfig, evaluate
+
+    ds = data.SliceDataset(_tiny_file(tmp_path / "a.h5", 0))
+    with pytest.raises(ValueError, match="max_slices must be None or an integer >= 1, got 0"):
+        evaluate("zero-filled", ds, max_slices=0)
+    with pytest.raises(ValueError, match="seed must be an integer >= 0, got -1"):
+        TrainConfig(seed=-1)
+    with pytest.raises(ValueError, match="seed must be an integer >= 0, got -2"):
+        experiment.target_slices("ci", "knee-1.5T", 1, seed=-2)
