@@ -243,6 +243,9 @@ CASES = [
     Case("huge R, default centre", T + " --acceleration 1e9", ("s0.h5", "acceleration=1e+09", "16 phase-encode columns")),
     Case("centre wider than R allows", T + " --acceleration 8 --center-fraction 0.5", ("s0.h5", "center_fraction=0.5")),
     Case("unknown synthetic domain", "train --domain brain-9T --profile ci --quiet", ("unknown domain 'brain-9T'", "brain-1.5T")),
+    Case("not a device", T + " --device gpu", ("--device 'gpu'", "not a device")),
+    Case("a CUDA device this machine lacks", T + " --device cuda:99", ("--device cuda:99", "CUDA device(s)")),
+    Case("evaluate on a device this machine lacks", E + " --device cuda:99", ("--device cuda:99", "CUDA device(s)")),
     Case("unknown profile", "train --data-dir {good} --profile huge --quiet", ("unknown profile", "huge")),
     # -- data directories and files
     Case("missing --data-dir", "train --data-dir {root}/nowhere --quiet", ("nowhere", "no such directory")),

@@ -13,8 +13,8 @@ import argparse
 from pathlib import Path
 
 from ..cli import CLIError
-from .train import (add_data_arguments, check_file_target, check_input_file, load_splits, make_set, positive_int,
-                    split_files, write_out)
+from .train import (add_data_arguments, check_device, check_file_target, check_input_file, load_splits, make_set,
+                    positive_int, split_files, write_out)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     check_file_target(args.out, "--out")
     if args.recon_dir is not None and args.recon_dir.exists() and not args.recon_dir.is_dir():
         raise CLIError(f"--recon-dir {args.recon_dir}: is a file, expected a directory")
+    check_device(args.device)
     from ..train import evaluate, load_model, paired_difference, reconstruct_files
 
     files = split_files(args, load_splits(args), args.split)

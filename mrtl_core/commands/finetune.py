@@ -14,9 +14,9 @@ import argparse
 from pathlib import Path
 
 from ..cli import CLIError
-from .train import (add_data_arguments, add_training_arguments, check_input_file, check_training_paths, distributed,
-                    interrupted, load_splits, make_set, needs_targets, positive_int, split_files, train_config,
-                    write_out)
+from .train import (add_data_arguments, add_training_arguments, check_device, check_input_file, check_training_paths,
+                    distributed, interrupted, load_splits, make_set, needs_targets, note_fresh_start, positive_int,
+                    split_files, train_config, write_out)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     check_training_paths(args)
     if args.checkpoint is not None and args.checkpoint.resolve() == args.init.resolve():
         raise CLIError(f"--checkpoint {args.checkpoint}: is the --init checkpoint; write the fine-tuned run elsewhere")
+    check_device(args.device)
     from ..train import fine_tune, load_model
     from torch.utils.data import Subset
 
@@ -61,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         if args.patience is None:
             config.patience = profile.finetune_patience
         config.validate_start = True   # keep the starting weights if no step validates better
+        note_fresh_start(args, dist.rank)
         try:
             result = fine_tune(model, train_set, val_set, config, strategy=args.strategy,
                                checkpoint_path=args.checkpoint, resume=args.resume)

@@ -74,6 +74,27 @@ def check_file_target(path: Path | None, option: str) -> None:
             return
 
 
+def check_device(device: str) -> None:
+    """``--device`` names a device this machine has (``auto`` always does)."""
+    if device == "auto":
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise CLIError(f"--device {device!r}: not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0 or (dev.index is not None and dev.index >= count):
+            raise CLIError(f"--device {device}: this machine has {count} CUDA device(s)"
+                           + ("" if torch.cuda.is_available() or torch.version.cuda else " (a CPU-only torch)"))
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise CLIError(f"--device {device}: Apple MPS is not available on this machine")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise CLIError(f"--device {device}: unsupported device type {dev.type!r}; use auto, cpu, cuda, cuda:N or mps")
+
+
 def check_input_file(path: Path, option: str) -> None:
     """``path`` is an existing regular file."""
     if not path.exists():
@@ -258,7 +279,15 @@ def write_out(path: Path | None, payload: dict, rank: int = 0) -> None:
 def resume_command(args: argparse.Namespace) -> str:
     """The command line that resumes this run: the same arguments, without ``--no-resume``."""
     argv = [a for a in getattr(args, "argv", []) if a != "--no-resume"]
-    return "python -m mrtl_core " + shlex.join(argv)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    launcher = f"torchrun --nproc_per_node={world} -m mrtl_core " if world > 1 else "python -m mrtl_core "
+    return launcher + shlex.join(argv)
+
+
+def note_fresh_start(args: argparse.Namespace, rank: int = 0) -> None:
+    """Say that ``--no-resume`` will replace an existing checkpoint (stdout: not an error)."""
+    if args.checkpoint is not None and not args.resume and args.checkpoint.is_file() and rank == 0 and not args.quiet:
+        print(f"--no-resume: starting afresh; {args.checkpoint} is replaced when the first epoch ends")
 
 
 def interrupted(args: argparse.Namespace, err: KeyboardInterrupt) -> KeyboardInterrupt:
@@ -301,6 +330,7 @@ def run(args: argparse.Namespace) -> int:
     profile = get_profile(args.profile)
     check_training_paths(args)  # before importing torch: a bad path answers at once
 
+    check_device(args.device)
     import torch
 
     from ..train import train
@@ -317,6 +347,7 @@ def run(args: argparse.Namespace) -> int:
         model = Unet(chans=args.chans or profile.chans, num_pool_layers=args.num_pool_layers or profile.num_pool_layers,
                      drop_prob=args.drop_prob)
         config = train_config(args, profile.pretrain_epochs, None, profile.batch_size, profile.lr)
+        note_fresh_start(args, dist.rank)
         if dist.rank == 0 and not args.quiet:
             print(f"training a U-Net ({count_parameters(model):,} parameters) on {len(train_set)} slices, "
                   f"validating on {len(val_set) if val_set else 0}")
