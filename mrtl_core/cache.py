@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -83,13 +84,21 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _is_stale(tmp: Path, pid_part: str) -> bool:
-    """A temporary sibling is stale when its writer (the pid in its name) is gone, or, for names
-    without one (older versions), when it is more than an hour old."""
-    if pid_part.isdigit() and int(pid_part) != os.getpid():
-        return not _pid_alive(int(pid_part))
+#: what follows ".<name>." in a temporary sibling: "<pid>.<random>[.tmp]", or "<random>[.tmp]" from
+#: versions that did not record the pid (tempfile's random part is 8 characters)
+_TEMP_NAME = re.compile(r"^(?:(?P<pid>\d+)\.)?[A-Za-z0-9_]{8}(?:\.tmp)?$")
+
+
+def _is_stale(tmp: Path, rest: str) -> bool:
+    """A temporary sibling is stale when its writer (the pid in its name) is no longer running on
+    this machine, or, for names without a pid, when it is more than an hour old."""
+    match = _TEMP_NAME.match(rest)
+    if match is None:
+        return False  # not one of ours (e.g. ".model.pt.bak"): leave it
+    if match["pid"] is not None:
+        return int(match["pid"]) != os.getpid() and not _pid_alive(int(match["pid"]))
     try:
-        return time.time() - tmp.stat().st_mtime > _STALE_SECONDS and not pid_part.isdigit()
+        return time.time() - tmp.stat().st_mtime > _STALE_SECONDS
     except OSError:
         return False
 
@@ -99,16 +108,14 @@ def clean_stale_temps(path: Path) -> list[Path]:
 
     Writers name them ``.<name>.<pid>.<random>[.tmp]``: one whose process is no longer alive will
     never be renamed into place (SIGKILL gives no chance to clean up). Returns what was removed.
+    The pid test assumes one machine per cache directory (pids of other hosts look dead).
     """
     path = Path(path)
     removed = []
     if not path.parent.is_dir():
         return removed
     for tmp in path.parent.glob(f".{glob_escape(path.name)}.*"):
-        rest = tmp.name[len(path.name) + 2:]
-        if rest == "lock" or rest.endswith(".lock") or rest.startswith("damaged"):
-            continue
-        if _is_stale(tmp, rest.split(".", 1)[0]):
+        if _is_stale(tmp, tmp.name[len(path.name) + 2:]):
             if tmp.is_dir() and not tmp.is_symlink():
                 shutil.rmtree(tmp, ignore_errors=True)
             else:

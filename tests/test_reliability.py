@@ -161,13 +161,24 @@ def test_killed_builds_leave_no_temporary_folders(fake_cache, tmp_path):
 
 def test_killed_writers_leave_no_temporary_files(tmp_path):
     target = tmp_path / "ck.pt"
-    dead = tmp_path / ".ck.pt.99999999.x1.tmp"        # a writer killed by SIGKILL
-    live = tmp_path / f".ck.pt.{os.getppid()}.x2.tmp"  # a writer that is still running
-    other = tmp_path / ".other.pt.99999999.x3.tmp"    # another file's
-    for p in (dead, live, other):
+    dead = tmp_path / ".ck.pt.99999999.x1abcdef.tmp"        # a writer killed by SIGKILL
+    live = tmp_path / f".ck.pt.{os.getppid()}.x2abcdef.tmp"  # a writer that is still running
+    other = tmp_path / ".other.pt.99999999.x3abcdef.tmp"    # another file's
+    mine = tmp_path / ".ck.pt.bak"                          # not a temporary file at all
+    old = tmp_path / ".ck.pt.x4abcdef.tmp"                  # pid-less (older versions), two hours old
+    young = tmp_path / ".ck.pt.x5abcdef.tmp"                # pid-less, just written: may be live
+    for p in (dead, live, other, mine, old, young):
         p.write_bytes(b"partial")
+    import tempfile
+
+    fd, real = tempfile.mkstemp(prefix=".ck.pt.99999999.", suffix=".tmp", dir=tmp_path)  # the writers' own naming
+    os.close(fd)
+    os.utime(old, (os.path.getmtime(old) - 7200,) * 2)
+    os.utime(mine, (os.path.getmtime(mine) - 7200,) * 2)
     cache.atomic_write(target, lambda tmp: Path(tmp).write_text("done"))
-    assert target.read_text() == "done" and not dead.exists() and live.exists() and other.exists()
+    assert target.read_text() == "done"
+    assert [p.exists() for p in (dead, live, other, mine, old, young)] == [False, True, True, True, False, True]
+    assert not Path(real).exists()
 
 
 @pytest.mark.parametrize("damage", ["{}", "deleted", "not json"])
@@ -209,7 +220,7 @@ def test_training_clears_what_a_killed_run_left_beside_its_checkpoint(tmp_path):
     path = write_fastmri_file(tmp_path / "a.h5", k, field_strength_T=1.5, fov_mm=(1, 1, 1), recon_size=(16, 16),
                               patient_id="p", acquisition="a")
     ck = tmp_path / "run.pt"
-    left = tmp_path / ".run.pt.99999999.k1ll.tmp"  # SIGKILL during torch.save
+    left = tmp_path / ".run.pt.99999999.k1llabcd.tmp"  # SIGKILL during torch.save
     left.write_bytes(b"\0" * 2048)
     torch.manual_seed(0)
     train(Unet(chans=2, num_pool_layers=1), data.SliceDataset(path, seed_masks=False), None,
