@@ -4,6 +4,10 @@ Every entry lives under ``cache_root() / kind / <name>-<hash>`` where the hash i
 configuration that produced it, so a changed configuration is a new entry and never a stale hit.
 Entries are built in a temporary sibling and renamed into place (atomic on POSIX), under an
 exclusive file lock, so two processes that ask at once build it once and nobody sees half a file.
+Each entry records the size and sha256 of its files (``checksums.json``); a hit checks them
+cheaply, a damaged entry is reported with its path and rebuilt, and :func:`verify_cache` checks
+every byte. What killed writers leave behind (temporary files and folders) is removed by the next
+writer of the same path.
 """
 from __future__ import annotations
 

@@ -438,7 +438,7 @@ class FastMRIFile:
     header: dict = field(repr=False, default_factory=dict)
     attrs: dict = field(repr=False, default_factory=dict)
     has_target: bool = True         # reconstruction_rss present (fastMRI test/challenge files have none)
-    mask: np.ndarray | None = field(repr=False, default=None)  # the file's own (Wk,) mask, if it has one
+    mask: np.ndarray | None = field(repr=False, compare=False, default=None)  # the file's own (Wk,) mask, if any
 
     @property
     def image_shape(self) -> tuple[int, int]:

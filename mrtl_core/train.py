@@ -11,7 +11,9 @@ Adam, and a step decay of the learning rate (``StepLR``). Around it:
   checkpoint is bit-identical on CPU to an uninterrupted one;
 * **checkpoints** written atomically (temporary file + ``os.replace``) after every epoch, holding
   the full state: model, best model, optimiser, scheduler, grad scaler, epoch, step, early-stopping
-  state, history, RNG states, the configuration and the architecture;
+  state, history, RNG states, the configuration and the architecture. A resume refuses a checkpoint
+  whose configuration, fine-tuning strategy or starting weights differ from the run's (naming
+  them), so a record never claims settings the weights were not trained with;
 * **devices**: ``"auto"`` picks CUDA, then MPS, then CPU; mixed precision (``amp``) on CUDA only
   (bf16 where supported, else fp16 with a ``GradScaler``);
 * **distributed**: if ``torch.distributed`` is initialised (``torchrun``), the model is wrapped in
