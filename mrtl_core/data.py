@@ -688,7 +688,7 @@ class SliceDataset(torch.utils.data.Dataset):
         if len(shapes) > 1:
             raise DataError(f"{self.files[0].path.parent}: images of {len(shapes)} shapes cannot be batched together: "
                             f"{describe({f'{h}x{w}': v for (h, w), v in shapes.items()})}; "
-                            f"use one shape per dataset or pass crop_size")
+                            f"use one shape per dataset or a common crop_size (--crop-size H W)")
         targets = {f.has_target for f in self.files}
         if len(targets) > 1:
             without = [f.path for f in self.files if not f.has_target]

@@ -261,6 +261,8 @@ CASES = [
     Case("too few subjects to split", "train --data-dir {few} --profile ci --quiet", ("--data-dir", "few", "split 'val' would be empty")),
     Case("mixed image shapes", "train --data-dir {mixed} --profile ci --quiet " + " ".join(TINY_NET),
          ("2 shapes", "16x16", "24x24", "small.h5", "large.h5")),
+    Case("a crop larger than an image", "train --data-dir {mixed} --profile ci --quiet --crop-size 20 20 "
+         + " ".join(TINY_NET), ("small.h5", "crop_size (20, 20) exceeds")),
     Case("not HDF5", "train --data-dir {bad_nothdf5} --profile ci --quiet --epochs 1", ("nothdf5.h5", "not an HDF5 file")),
     Case("truncated file", "train --data-dir {bad_truncated} --profile ci --quiet --epochs 1", ("truncated.h5", "truncated")),
     Case("missing reconstruction_rss", "train --data-dir {bad_nokey} --profile ci --quiet --epochs 1",
@@ -390,6 +392,12 @@ def test_finetune_from_another_init_starts_afresh_with_no_resume(world, tmp_path
     # and the checkpoint now belongs to B's run: resuming it from A is refused in turn
     r = cli(_fill(F, world) + ["--checkpoint", str(ck)], world["env"])
     assert r.returncode == 2 and "other weights" in r.stderr
+
+
+def test_mixed_shapes_train_with_a_common_crop(world, tmp_path):
+    r = cli(["train", "--data-dir", str(world["mixed"]), "--profile", "ci", "--quiet", "--epochs", "1", *TINY_NET,
+             "--crop-size", "16", "16", "--checkpoint", str(tmp_path / "m.pt")], world["env"])
+    assert r.returncode == 0, r.stderr
 
 
 def test_extending_epochs_resumes(world, tmp_path):

@@ -120,6 +120,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                    help="default 0.32 / acceleration (0.08 at 4x)")
     g.add_argument("--mask-kind", default="random", choices=("random", "equispaced"))
     g.add_argument("--split-seed", type=nonnegative_int, default=0, help="subject split of a single --data-dir")
+    g.add_argument("--crop-size", type=positive_int, nargs=2, metavar=("H", "W"), default=None,
+                   help="centre crop of every image (default: each file's recon matrix); one size for files of several")
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -194,7 +196,8 @@ def make_set(args: argparse.Namespace, files, train: bool, with_kspace: bool = F
     from ..data import SliceDataset
 
     return SliceDataset(files, acceleration=args.acceleration, center_fraction=args.center_fraction,
-                        mask_kind=args.mask_kind, seed_masks=not train, with_kspace=with_kspace)
+                        mask_kind=args.mask_kind, seed_masks=not train, with_kspace=with_kspace,
+                        crop_size=getattr(args, "crop_size", None))
 
 
 def needs_targets(dataset, what: str) -> None:
