@@ -10,7 +10,9 @@ Several GPUs (or CPU processes) with DistributedDataParallel, one process per de
 
 Under ``torchrun`` (``RANK``/``WORLD_SIZE`` in the environment) the process group is initialised
 with NCCL on CUDA and Gloo on CPU; each rank trains on its share of the batches and rank 0 writes
-the checkpoint and the ``--out`` JSON. An existing ``--checkpoint`` is resumed unless ``--no-resume``.
+the checkpoint and the ``--out`` JSON. An existing ``--checkpoint`` is resumed unless ``--no-resume``,
+and refused (naming the fields) when it was written with other settings. Ctrl-C or SIGTERM ends the
+run with one line naming the intact checkpoint and the command that resumes it.
 
 This module also holds the options and helpers that ``finetune`` and ``evaluate`` share.
 """
@@ -23,13 +25,14 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ..cli import CLIError
 
-__all__ = ["add_arguments", "run", "add_data_arguments", "add_training_arguments", "load_splits",
-           "train_config", "distributed", "write_out", "positive_int", "nonnegative_int", "positive_float",
-           "check_file_target", "check_input_file", "resume_command", "interrupted"]
+__all__ = ["add_arguments", "run", "add_data_arguments", "add_training_arguments", "load_splits", "split_files",
+           "make_set", "needs_targets", "train_config", "distributed", "write_out", "positive_int", "nonnegative_int",
+           "positive_float", "check_file_target", "check_input_file", "check_device", "check_training_paths",
+           "resume_command", "note_fresh_start", "interrupted"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,7 +195,8 @@ def split_files(args: argparse.Namespace, splits: dict[str, list[Path]], name: s
     return splits[name]
 
 
-def make_set(args: argparse.Namespace, files, train: bool, with_kspace: bool = False):
+def make_set(args: argparse.Namespace, files: Sequence[Path], train: bool, with_kspace: bool = False):
+    """The slice dataset of ``files`` with the command line's mask and crop settings."""
     from ..data import SliceDataset
 
     return SliceDataset(files, acceleration=args.acceleration, center_fraction=args.center_fraction,
@@ -200,7 +204,7 @@ def make_set(args: argparse.Namespace, files, train: bool, with_kspace: bool = F
                         crop_size=getattr(args, "crop_size", None))
 
 
-def needs_targets(dataset, what: str) -> None:
+def needs_targets(dataset: Any, what: str) -> None:
     """Training and validation need ``reconstruction_rss``: test/challenge files have none."""
     missing = [f.path for f in dataset.files if not f.has_target]
     if missing:
