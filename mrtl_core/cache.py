@@ -24,7 +24,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-__all__ = ["cache_root", "config_hash", "cache_lock", "atomic_write", "cached_dir", "clean_stale_temps",
+__all__ = ["cache_root", "config_hash", "cache_lock", "atomic_write", "cached_dir", "clean_stale_temps", "clean_stale_builds",
            "copy_file", "file_sha256", "verify_entry", "verify_cache", "MANIFEST", "CacheDamage"]
 
 #: the checksums of an entry's files, written with it: ``{"files": {name: {"size", "sha256"}}}``
@@ -126,6 +126,25 @@ def clean_stale_temps(path: Path) -> list[Path]:
                 with contextlib.suppress(FileNotFoundError):
                     tmp.unlink()
             removed.append(tmp)
+    return removed
+
+
+_BUILD_DIR = re.compile(r"^\.(?P<entry>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]{8}$")
+
+
+def clean_stale_builds(parent: Path) -> list[Path]:
+    """Remove the temporary folders of builds (of any entry under ``parent``) whose process is gone."""
+    removed = []
+    try:
+        children = list(os.scandir(parent))
+    except OSError:
+        return removed
+    for child in children:
+        match = _BUILD_DIR.match(child.name)
+        if match and child.is_dir(follow_symlinks=False) and int(match["pid"]) != os.getpid() \
+                and not _pid_alive(int(match["pid"])):
+            shutil.rmtree(child.path, ignore_errors=True)
+            removed.append(Path(child.path))
     return removed
 
 
@@ -290,6 +309,7 @@ def cached_dir(kind: str, name: str, config: Any, build: Callable[[Path], None],
     of killed builds go.
     """
     final = cache_root() / kind / f"{name}-{config_hash(config)}"
+    clean_stale_builds(final.parent)  # a killed build of any entry (SIGKILL leaves 100s of MB)
     if final.is_dir() and _entry_problem(final, validate, hash_limit) is None:
         return final
     with cache_lock(final):

@@ -159,6 +159,17 @@ def test_killed_builds_leave_no_temporary_folders(fake_cache, tmp_path):
     assert sorted(p.name for p in parent.iterdir()) == [config_name, config_name + ".lock"]
 
 
+def test_killed_builds_of_other_entries_are_cleaned_too(fake_cache, tmp_path):
+    parent = tmp_path / "cache" / "datasets"
+    dead = parent / ".brain-3T-0123456789ab.99999999.abcd1234"   # killed while building another entry
+    live = parent / f".brain-3T-0123456789ab.{os.getppid()}.abcd1234"  # still building
+    legacy = parent / ".brain-3T-0123456789ab.abcd1234"           # no pid: only its own entry's lock may remove it
+    for d in (dead, live, legacy):
+        (d / "sub").mkdir(parents=True)
+    _files(1)
+    assert [d.exists() for d in (dead, live, legacy)] == [False, True, True]
+
+
 def test_killed_writers_leave_no_temporary_files(tmp_path):
     target = tmp_path / "ck.pt"
     dead = tmp_path / ".ck.pt.99999999.x1abcdef.tmp"        # a writer killed by SIGKILL
