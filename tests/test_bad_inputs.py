@@ -186,7 +186,23 @@ def make_world(root: Path) -> dict:
             assert r.returncode == 0, (name, r.stderr)
             w[name] = root / f"{name}.pt"
     w["data"] = data
+    _cache_entry(root / "cache")
     return w
+
+
+def _cache_entry(cache_dir: Path) -> Path:
+    """One complete cache entry, so that "caches untouched" is checked against something."""
+    from mrtl_core import cache
+
+    saved = os.environ.get("MRTL_CACHE_DIR")
+    os.environ["MRTL_CACHE_DIR"] = str(cache_dir)
+    try:
+        return cache.cached_dir("models", "kept", {"kept": 1}, lambda tmp: (tmp / "info.json").write_text("{}"))
+    finally:
+        if saved is None:
+            del os.environ["MRTL_CACHE_DIR"]
+        else:
+            os.environ["MRTL_CACHE_DIR"] = saved
 
 
 # ------------------------------------------------------------------------------- the cases
@@ -338,9 +354,12 @@ def test_enough_cases():
 def answers(world) -> dict:
     """Every case's answer, and the files of the world that changed while all of them ran."""
     before = _digest(world["root"])
+    assert any(k.startswith("cache/models/kept-") for k in before)
     out = _concurrently({c.name: _fill(c.args, world) for c in CASES}, world["env"])
     after = _digest(world["root"])
-    changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k) and not k.startswith("cache/")}
+    # nothing existing may change or vanish; nothing new may appear but a cache lock file
+    changed = {k for k in before if after.get(k) != before[k]}
+    changed |= {k for k in set(after) - set(before) if not k.endswith(".lock")}
     return {"results": out, "changed": changed}
 
 
