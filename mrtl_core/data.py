@@ -1025,7 +1025,7 @@ def _donor_files(domain: str, base: Mapping[str, Any], num_subjects: int) -> dic
     parent = cache.cache_root() / "datasets"
     if not parent.is_dir():
         return found
-    for cfg_path in parent.glob(f"{glob_escape(domain)}-*/config.json"):
+    for cfg_path in parent.glob(f"{cache.glob_escape(domain)}-*/config.json"):
         entry = cfg_path.parent
         try:
             cfg = json.loads(cfg_path.read_text())
@@ -1049,9 +1049,3 @@ def _donor_files(domain: str, base: Mapping[str, Any], num_subjects: int) -> dic
                 warnings.warn(f"damaged cache file {path}: its sha256 differs from when it was written; "
                               f"simulating subject {i} again", stacklevel=3)
     return found
-
-
-def glob_escape(name: str) -> str:
-    import glob
-
-    return glob.escape(name)
