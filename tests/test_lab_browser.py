@@ -208,7 +208,9 @@ def test_chapter_reads_in_jupyterlab(lab):
                 page.wait_for_function(shows_all, timeout=20_000, polling=500)
             except PlaywrightTimeout:
                 # jupyterlab-myst sometimes draws a cell's first evaluation as inline code and its
-                # second as the value (its issues 175 and 289). Only if the kernel did answer every
+                # second as the value (its issues 175 and 289): here chapter 1's exercises cell, when
+                # nothing asks the page for animation frames while Run All proceeds (this test polls
+                # on a timer; polling on frames hid it). Only if the kernel did answer every
                 # expression, run each markdown cell once more, as a reader would (Shift+Enter).
                 answered = page.evaluate(_EXPRESSIONS)
                 unanswered = [a for a in answered if a["status"] != "ok"]
