@@ -7,7 +7,14 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=.venv
 STAMP=$VENV/.mrtl-installed
+# JupyterLab defaults for this environment, kept in jupyter/ (the layout of share/jupyter): e.g. render
+# every cell, so that Run All fills in the {eval} numbers of text cells below the screen too.
+install_lab_settings() {
+  mkdir -p "$VENV/share/jupyter/lab/settings/overrides.d"
+  cp jupyter/lab/settings/overrides.d/*.json "$VENV/share/jupyter/lab/settings/overrides.d/"
+}
 if [ -f "$STAMP" ] && [ "$STAMP" -nt pyproject.toml ]; then
+  install_lab_settings
   exit 0
 fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
@@ -16,4 +23,5 @@ fi
 "$VENV/bin/python" -m pip install --quiet -e ".[book,dev]"
 # One kernel name for papermill and jupyter-book: the environment's own interpreter.
 "$VENV/bin/python" -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (mrtl)" >/dev/null
+install_lab_settings
 touch "$STAMP"
