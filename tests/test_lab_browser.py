@@ -15,8 +15,9 @@ and solutions are dropdown admonitions.
   cache and records folders in the server's environment), checks that the environment's setting to
   render every cell is in effect (jupyterlab-myst finds no expressions in a text cell it has not
   rendered, so with JupyterLab's default of rendering only the cells in view Run All left chapter 1's
-  exercise numbers as code), opens a copy of chapter 1, runs all cells and asserts: no cell erred; the learning-goals admonition renders as a box; a solution dropdown is
-  closed and opens when clicked; the computed numbers show the values the chapter recorded, and no
+  exercise numbers as code), opens a copy of chapter 1, runs all cells and asserts: no cell erred;
+  the learning-goals admonition renders as a box; a solution dropdown is closed and opens when
+  clicked; after that one Run All the computed numbers show the values the chapter recorded, and no
   rendered text contains ``{eval``, ``{glue`` or a ``:::`` fence. A screenshot lands in
   ``ci-artifacts/``. Skips where Chromium is missing outside CI; in CI (env ``CI``) that fails.
 """
@@ -161,6 +162,7 @@ _ERRORS = """() => window.jupyterapp.shell.currentWidget.content.widgets.flatMap
 _EXPRESSIONS = """() => window.jupyterapp.shell.currentWidget.content.widgets.flatMap((c, i) =>
   c.model.type !== 'markdown' ? [] : (c.model.getMetadata('user_expressions') || []).map(e =>
     ({cell: i, expression: e.expression, status: e.result.status, value: (e.result.data || {})['text/plain'] || e.result.evalue})))"""
+
 
 @pytest.mark.slow
 def test_chapter_reads_in_jupyterlab(lab):
