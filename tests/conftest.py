@@ -28,20 +28,19 @@ def notebook_ids() -> list[str]:
     return [p.stem for p in NOTEBOOKS]
 
 
-@pytest.fixture(scope="session")
-def executed_notebooks(tmp_path_factory) -> dict[str, dict]:
-    """``{stem: {"path": executed .ipynb, "seconds": wall time, "error": str | None}}`` for every notebook."""
+def _execute(notebooks: list[Path], out_dir: Path, records: Path, environ: dict[str, str],
+             timing_suffix: str = "") -> dict[str, dict]:
+    """Run ``notebooks`` in order through papermill (profile ``ci``) with ``environ`` as the
+    kernel's environment; ``{stem: {"path", "seconds", "error"}}`` and ``"_records_dir"``."""
     import papermill as pm
 
-    records = tmp_path_factory.mktemp("records")
-    out_dir = ARTIFACTS / "executed"
     out_dir.mkdir(parents=True, exist_ok=True)
-    saved = {k: os.environ.get(k) for k in ("MRTL_RECORDS_DIR", "MRTL_PROFILE")}
-    os.environ["MRTL_RECORDS_DIR"] = str(records)  # the kernel inherits it
-    os.environ["MRTL_PROFILE"] = "ci"
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(environ, MRTL_RECORDS_DIR=str(records), MRTL_PROFILE="ci")  # the kernel inherits it
     results: dict[str, dict] = {}
     try:
-        for nb in NOTEBOOKS:
+        for nb in notebooks:
             out = out_dir / nb.name
             start = time.perf_counter()
             error = None
@@ -53,23 +52,98 @@ def executed_notebooks(tmp_path_factory) -> dict[str, dict]:
             except Exception as exc:  # PapermillExecutionError carries the cell and traceback
                 error = f"{type(exc).__name__}: {exc}"
             seconds = time.perf_counter() - start
-            TIMINGS[nb.stem] = seconds
+            TIMINGS[nb.stem + timing_suffix] = seconds
             results[nb.stem] = {"path": out, "seconds": seconds, "error": error}
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        os.environ.clear()
+        os.environ.update(saved)
     results["_records_dir"] = {"path": records}
     return results
 
 
 @pytest.fixture(scope="session")
-def executed_records(executed_notebooks) -> dict[str, dict]:
-    """The records (``mrtl_core.records``) every notebook saved, keyed by chapter name."""
-    records = executed_notebooks["_records_dir"]["path"]
-    return {p.stem: json.loads(p.read_text()) for p in sorted(Path(records).glob("*.json"))}
+def executed_notebooks(tmp_path_factory) -> dict[str, dict]:
+    """``{stem: {"path": executed .ipynb, "seconds": wall time, "error": str | None}}`` for every notebook."""
+    return _execute(NOTEBOOKS, ARTIFACTS / "executed", tmp_path_factory.mktemp("records"), dict(os.environ))
+
+
+# The chapters whose numbers come from trained networks, run a second time on other CPU kernels.
+LEARNING_CHAPTERS = ("04_pretrained_unet", "05_generalization", "06_fine_tuning", "07_beyond")
+VARIANT_KERNEL, VARIANT_THREADS = "default", 1
+
+
+@pytest.fixture(scope="session")
+def variant_records(tmp_path_factory) -> dict[str, dict]:
+    """The learning chapters' records from a run on another CPU's kernels: the portable ``default``
+    family (no AVX in ATen, SSE4.1 in oneDNN and MKL) with one thread, and an empty cache, so the
+    data, the pre-trained network and every fine-tuned one are rebuilt with those kernels. A finding
+    that holds on this CPU only by a floating-point accident fails here, not on the next machine.
+    The executed copies land in ``ci-artifacts/executed-kernel-variant/``."""
+    from kernels import pinned_environ
+
+    cache = tmp_path_factory.mktemp("variant-cache")
+    environ = dict(pinned_environ(dict(os.environ), VARIANT_KERNEL, VARIANT_THREADS), MRTL_CACHE_DIR=str(cache))
+    notebooks = [nb for nb in NOTEBOOKS if nb.stem in LEARNING_CHAPTERS]
+    results = _execute(notebooks, ARTIFACTS / "executed-kernel-variant", tmp_path_factory.mktemp("variant-records"),
+                       environ, timing_suffix=f" ({VARIANT_KERNEL}, {VARIANT_THREADS} thread)")
+    failed = {stem: info["error"] for stem, info in results.items() if not stem.startswith("_") and info["error"]}
+    if failed:
+        pytest.fail(f"the learning chapters failed on the {VARIANT_KERNEL} kernels: {failed}")
+    return _load_records(results["_records_dir"]["path"])
+
+
+def _load_records(folder: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))}
+
+
+@pytest.fixture(scope="session", params=["native", "kernel-variant"])
+def learning_records(request) -> dict[str, dict]:
+    """The records the learning findings are checked on: this CPU's run (``executed_records``) and
+    the kernel-variant run (``variant_records``); every learning test runs on both."""
+    if request.param == "native":
+        return request.getfixturevalue("executed_records")
+    if os.environ.get("MRTL_CHECK_RECORDS"):
+        pytest.skip("MRTL_CHECK_RECORDS names one set of records: checked once, as 'native'")
+    return request.getfixturevalue("variant_records")
+
+
+@pytest.fixture(scope="session")
+def executed_records(request) -> dict[str, dict]:
+    """The records (``mrtl_core.records``) every notebook saved, keyed by chapter name.
+
+    With ``MRTL_CHECK_RECORDS=<folder>`` the findings tests read the records in that folder instead
+    of executing the notebooks: ``benchmarks/kernel_spread.py`` checks each CPU kernel's records so.
+    """
+    given = os.environ.get("MRTL_CHECK_RECORDS")
+    if given:
+        records = Path(given)
+        if not sorted(records.glob("*.json")):
+            pytest.fail(f"MRTL_CHECK_RECORDS={given!r} holds no records (*.json)")
+    else:
+        records = request.getfixturevalue("executed_notebooks")["_records_dir"]["path"]
+    return _load_records(records)
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium (Debian's) for every browser test of the session: playwright's sync API
+    runs one driver per thread, so a second ``sync_playwright()`` beside a live one would fail."""
+    executable = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+    if not executable:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set but chromium is not installed at {CHROMIUM}: the browser checks cannot run")
+        pytest.skip(f"chromium not installed at {CHROMIUM} (apt-get install chromium); set CI to make this fail")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
 
 
 def book_output(src: Path) -> Path:

@@ -17,7 +17,6 @@ import functools
 import http.server
 import importlib.util
 import json
-import os
 import re
 import shutil
 import threading
@@ -30,9 +29,6 @@ from conftest import ARTIFACTS, NOTEBOOKS, ROOT
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -58,21 +54,6 @@ def _toc_pages() -> list[str]:
             continue
         pages.append(f"{f}.html")
     return pages
-
-
-@pytest.fixture(scope="session")
-def browser():
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set but chromium is not installed at {CHROMIUM}: the browser check cannot run")
-        pytest.skip(f"chromium not installed at {CHROMIUM} (apt-get install chromium); set CI to make this fail")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
-                              args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="session")

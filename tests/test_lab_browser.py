@@ -40,9 +40,6 @@ import pytest
 
 from conftest import ARTIFACTS, NOTEBOOKS, ROOT
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 CHAPTER = "01_kspace"  # the cheapest chapter with admonitions, dropdown solutions and computed numbers
 EVAL = re.compile(r"\{eval\}`([^`]*)`")
 
@@ -86,12 +83,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture()
-def lab(tmp_path):
-    """JupyterLab on a copy of the chapter: ``(base_url, token, records_dir)``; stopped afterwards."""
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set but chromium is not installed at {CHROMIUM}: the JupyterLab check cannot run")
-        pytest.skip(f"chromium not installed at {CHROMIUM} (apt-get install chromium); set CI to make this fail")
+def lab(tmp_path, browser):
+    """JupyterLab on a copy of the chapter: ``(base_url, token, records_dir)``; stopped afterwards.
+    Asks for the session's ``browser`` first, so it skips (or fails under CI) without chromium."""
     jupyter = Path(sys.executable).parent / "jupyter"
     ARTIFACTS.mkdir(exist_ok=True)
     root = tmp_path / "notebooks"  # a copy: nothing the lab saves can touch the stored chapter
@@ -165,73 +159,69 @@ _EXPRESSIONS = """() => window.jupyterapp.shell.currentWidget.content.widgets.fl
 
 
 @pytest.mark.slow
-def test_chapter_reads_in_jupyterlab(lab):
+def test_chapter_reads_in_jupyterlab(lab, browser):
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
-    from playwright.sync_api import sync_playwright
 
     base, token, records = lab
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
-                                    args=ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{base}/lab/tree/{CHAPTER}.ipynb?token={token}")
-            page.wait_for_function(
-                "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
-                " const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;"
-                " return k && k.status === 'idle'; }", timeout=90_000)
-            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-            page.wait_for_function("() => window.jupyterapp.shell.currentWidget.content.widgets"
-                                   ".some(c => c.model.type === 'code' && c.model.executionCount !== null)",
-                                   timeout=60_000)
-            page.wait_for_function(_RUN_FINISHED, timeout=150_000, polling=500)
-            errors = page.evaluate(_ERRORS)
-            assert not errors, f"cells erred in JupyterLab: {errors}"
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(f"{base}/lab/tree/{CHAPTER}.ipynb?token={token}")
+        page.wait_for_function(
+            "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+            " const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;"
+            " return k && k.status === 'idle'; }", timeout=90_000)
+        page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        page.wait_for_function("() => window.jupyterapp.shell.currentWidget.content.widgets"
+                               ".some(c => c.model.type === 'code' && c.model.executionCount !== null)",
+                               timeout=60_000)
+        page.wait_for_function(_RUN_FINISHED, timeout=150_000, polling=500)
+        errors = page.evaluate(_ERRORS)
+        assert not errors, f"cells erred in JupyterLab: {errors}"
 
-            record = json.loads((records / f"{CHAPTER}.json").read_text())["numbers"]
-            by_R = {row["R"]: row for row in record["sweep"]}
-            expected = {  # what the text quotes, formatted as the chapter formats it
-                "parseval_err": f"agree to {record['parseval_rel_error']:.0e}",
-                "sidelobe_equi": f"strongest is at {record['peak_sidelobe_R4']['equispaced']:.2f} of the peak",
-                "nmse_r2": f"from {by_R[2]['nmse_random']:.4f} at R = 2",
-                "nmse_ratio": f"a factor of {by_R[8]['nmse_random'] / by_R[2]['nmse_random']:.1f}",
-                "size_px": f"in a {record['image_size']}-pixel-wide image",
-            }
-            # textContent, not innerText: JupyterLab leaves cells outside the viewport unlaid-out
-            text_js = ("() => Array.from(document.querySelectorAll('.jp-MarkdownCell .jp-RenderedMarkdown, "
-                       ".jp-MarkdownCell .myst')).map(e => e.textContent.replace(/\\s+/g, ' ')).join('\\n')")
-            shows_all = (f"() => {{ const t = ({text_js})(); return {json.dumps(list(expected.values()))}"
-                         ".every(v => t.includes(v)); }")
-            try:  # a markdown cell's numbers arrive once the kernel has run the cells above it
-                page.wait_for_function(shows_all, timeout=30_000, polling=500)
-            except PlaywrightTimeout:
-                pass  # reported below, with the text and what the kernel answered
-            page.screenshot(path=str(ARTIFACTS / f"lab-{CHAPTER}.png"), full_page=False)
-            text = page.evaluate(text_js)
-            missing = {k: v for k, v in expected.items() if v not in text}
-            if missing:  # say whether the kernel answered (cell metadata) or only the view is stale
-                answered = page.evaluate(_EXPRESSIONS)
-                pytest.fail(f"computed numbers not shown in JupyterLab: {missing}\n"
-                            f"evaluated per markdown cell: {answered}\n{text[-3000:]}")
-            failed = page.locator(".jp-MarkdownCell .myst-RenderedExpression [data-mime-type='application/vnd.jupyter.stderr']")
-            assert failed.count() == 0, f"inline expressions failed: {failed.all_text_contents()}"
-            for literal in ("{eval", "{glue", ":::{", ":class:"):
-                assert literal not in text, f"rendered markdown shows literal MyST {literal!r}:\n{text[:3000]}"
+        record = json.loads((records / f"{CHAPTER}.json").read_text())["numbers"]
+        by_R = {row["R"]: row for row in record["sweep"]}
+        expected = {  # what the text quotes, formatted as the chapter formats it
+            "parseval_err": f"agree to {record['parseval_rel_error']:.0e}",
+            "sidelobe_equi": f"strongest is at {record['peak_sidelobe_R4']['equispaced']:.2f} of the peak",
+            "nmse_r2": f"from {by_R[2]['nmse_random']:.4f} at R = 2",
+            "nmse_ratio": f"a factor of {by_R[8]['nmse_random'] / by_R[2]['nmse_random']:.1f}",
+            "size_px": f"in a {record['image_size']}-pixel-wide image",
+        }
+        # textContent, not innerText: JupyterLab leaves cells outside the viewport unlaid-out
+        text_js = ("() => Array.from(document.querySelectorAll('.jp-MarkdownCell .jp-RenderedMarkdown, "
+                   ".jp-MarkdownCell .myst')).map(e => e.textContent.replace(/\\s+/g, ' ')).join('\\n')")
+        shows_all = (f"() => {{ const t = ({text_js})(); return {json.dumps(list(expected.values()))}"
+                     ".every(v => t.includes(v)); }")
+        try:  # a markdown cell's numbers arrive once the kernel has run the cells above it
+            page.wait_for_function(shows_all, timeout=30_000, polling=500)
+        except PlaywrightTimeout:
+            pass  # reported below, with the text and what the kernel answered
+        page.screenshot(path=str(ARTIFACTS / f"lab-{CHAPTER}.png"), full_page=False)
+        text = page.evaluate(text_js)
+        missing = {k: v for k, v in expected.items() if v not in text}
+        if missing:  # say whether the kernel answered (cell metadata) or only the view is stale
+            answered = page.evaluate(_EXPRESSIONS)
+            pytest.fail(f"computed numbers not shown in JupyterLab: {missing}\n"
+                        f"evaluated per markdown cell: {answered}\n{text[-3000:]}")
+        failed = page.locator(".jp-MarkdownCell .myst-RenderedExpression [data-mime-type='application/vnd.jupyter.stderr']")
+        assert failed.count() == 0, f"inline expressions failed: {failed.all_text_contents()}"
+        for literal in ("{eval", "{glue", ":::{", ":class:"):
+            assert literal not in text, f"rendered markdown shows literal MyST {literal!r}:\n{text[:3000]}"
 
-            goals = page.locator(".jp-MarkdownCell aside.myst-admonition", has_text="Learning goals").first
-            goals.scroll_into_view_if_needed()
-            assert goals.is_visible(), "the learning-goals admonition did not render as a box"
-            box = goals.bounding_box()
-            border = goals.evaluate("e => parseFloat(getComputedStyle(e).borderLeftWidth)")
-            assert box and box["height"] > 40 and border > 0, f"admonition not drawn as a box: {box}, border {border}"
+        goals = page.locator(".jp-MarkdownCell aside.myst-admonition", has_text="Learning goals").first
+        goals.scroll_into_view_if_needed()
+        assert goals.is_visible(), "the learning-goals admonition did not render as a box"
+        box = goals.bounding_box()
+        border = goals.evaluate("e => parseFloat(getComputedStyle(e).borderLeftWidth)")
+        assert box and box["height"] > 40 and border > 0, f"admonition not drawn as a box: {box}, border {border}"
 
-            solution = page.locator(".jp-MarkdownCell details.dropdown", has_text="Solution 1").first
-            solution.scroll_into_view_if_needed()
-            assert solution.count() and not solution.evaluate("e => e.open"), "Solution 1 is not a closed dropdown"
-            body = solution.locator(".details-body")
-            assert not body.is_visible(), "a closed solution's text is visible"
-            solution.locator("summary").click()
-            assert solution.evaluate("e => e.open") and body.is_visible(), "Solution 1 did not open when clicked"
-            assert "ghosts are shifted by" in body.inner_text()
-        finally:
-            browser.close()
+        solution = page.locator(".jp-MarkdownCell details.dropdown", has_text="Solution 1").first
+        solution.scroll_into_view_if_needed()
+        assert solution.count() and not solution.evaluate("e => e.open"), "Solution 1 is not a closed dropdown"
+        body = solution.locator(".details-body")
+        assert not body.is_visible(), "a closed solution's text is visible"
+        solution.locator("summary").click()
+        assert solution.evaluate("e => e.open") and body.is_visible(), "Solution 1 did not open when clicked"
+        assert "ghosts are shifted by" in body.inner_text()
+    finally:
+        page.close()
