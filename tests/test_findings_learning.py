@@ -1,8 +1,10 @@
 """The learning findings that chapters 4 (the pre-trained U-Net) and 5 (generalization failures)
-state in their text, checked on the records the notebooks wrote under profile ``ci``.
+state in their text, checked on the records the notebooks wrote under profile ``ci``, on this CPU
+and on the portable kernel family with one thread (``learning_records`` in conftest.py). Every
+comparison clears the cross-kernel spread of the numbers it compares (``findings.clears``).
 
-They must hold in every profile: the U-Net beats zero-filling on its own domain; every shift
-(field strength, anatomy, a higher acceleration) lowers its SSIM; and where chapter 5 trained a
+They must hold in every profile: the U-Net beats zero-filling on its own domain; the anatomy
+shift and a higher acceleration lower its SSIM; and where chapter 5 trained a
 reference U-Net on the target domain, the pre-trained model stays below it there. A failure means
 the chapter's text (or the profile) no longer supports what it says.
 """
@@ -10,20 +12,20 @@ from __future__ import annotations
 
 import pytest
 
-from findings import chapter_numbers, finite
+from findings import chapter_numbers, clears, finite
 
 PRETRAINED = "04_pretrained_unet"
 GENERALIZATION = "05_generalization"
 
 
 @pytest.fixture(scope="module")
-def pretrained(executed_records) -> dict:
-    return chapter_numbers(executed_records, PRETRAINED)
+def pretrained(learning_records) -> dict:
+    return chapter_numbers(learning_records, PRETRAINED)
 
 
 @pytest.fixture(scope="module")
-def shifts(executed_records) -> dict:
-    return chapter_numbers(executed_records, GENERALIZATION)
+def shifts(learning_records) -> dict:
+    return chapter_numbers(learning_records, GENERALIZATION)
 
 
 # --- chapter 4 ----------------------------------------------------------------------------------
@@ -39,11 +41,11 @@ def test_pretraining_ran_and_recorded_its_history(pretrained):
 
 @pytest.mark.parametrize("metric", ["ssim", "ssim_fg", "psnr"])
 def test_pretrained_unet_beats_zero_filled_on_its_own_domain(pretrained, metric):
-    unet = finite(pretrained[f"{metric}_unet_R4"], f"{metric}_unet_R4")
-    zf = finite(pretrained[f"{metric}_zf_R4"], f"{metric}_zf_R4")
-    low, high = pretrained[f"diff_{metric}_unet_minus_zf_R4"][1:]
-    assert unet > zf, f"U-Net {metric} {unet:.4f} <= zero-filled {zf:.4f} on brain-1.5T R4"
-    assert low > 0, f"the paired {metric} gain of the U-Net over zero-filling has a CI reaching {low:.4f} <= 0"
+    failures = [clears(pretrained, PRETRAINED, f"{metric}_unet_R4", f"{metric}_zf_R4", "U-Net over zero-filled, brain-1.5T R4"),
+                clears(pretrained, PRETRAINED, f"diff_{metric}_unet_minus_zf_R4/1", None,
+                       "CI low of the paired gain of the U-Net over zero-filling")]
+    failures = [f for f in failures if f]
+    assert not failures, "; ".join(failures)
 
 
 def test_metric_ranges(pretrained):
@@ -68,14 +70,17 @@ def test_chapter5_source_matches_chapter4(pretrained, shifts):
     assert _unet(shifts, shifts["source"], "ssim") == pytest.approx(pretrained["ssim_unet_R4"], abs=1e-9)
 
 
-@pytest.mark.parametrize("kind", ["field", "anatomy"])
-def test_domain_shift_lowers_ssim(shifts, kind):
-    names = [n for n, c in shifts["conditions"].items() if c["kind"] == kind]
-    assert len(names) == 1, f"expected one {kind} shift, got {names}"
-    name = names[0]
-    source = _unet(shifts, shifts["source"])
-    shifted = _unet(shifts, name)
-    assert shifted < source, f"{name}: U-Net SSIM (fg) {shifted:.4f} is not below the source domain's {source:.4f}"
+def test_anatomy_shift_lowers_ssim(shifts):
+    """The knee scores below the source brain. The field-strength shift is not asserted here: at ci
+    the 3 T foreground SSIM sat 0.0006-0.0013 below the source's, inside the 0.006 the two numbers
+    moved between CPU kernels, and comparing two anatomies' images says little anyway. The book's
+    3 T claim is the equal-data comparison on the recorded standard grid
+    (``test_findings_grid::test_field_shift_costs_background_only``)."""
+    names = [n for n, c in shifts["conditions"].items() if c["kind"] == "anatomy"]
+    assert len(names) == 1, f"expected one anatomy shift, got {names}"
+    failure = clears(shifts, GENERALIZATION, f"conditions/{shifts['source']}/unet/ssim_fg",
+                     f"conditions/{names[0]}/unet/ssim_fg", f"{names[0]}: U-Net SSIM (fg) below the source domain's")
+    assert failure is None, failure
 
 
 def test_higher_acceleration_lowers_ssim(shifts):
@@ -84,10 +89,13 @@ def test_higher_acceleration_lowers_ssim(shifts):
     high = max(by_r)
     assert high > 4, f"the acceleration sweep {sorted(by_r)} has no R above 4"
     name = by_r[high]
-    drop, low, upper = shifts["drop_vs_source"][name]["ssim_fg"]
     assert shifts["drop_vs_source"][name]["paired"], "the acceleration shift must be paired on the same slices"
-    assert _unet(shifts, name) < _unet(shifts, by_r[4.0])
-    assert upper < 0, f"R={high:g} vs R=4: paired SSIM (fg) change {drop:+.4f}, CI up to {upper:+.4f} is not < 0"
+    failures = [clears(shifts, GENERALIZATION, f"conditions/{by_r[4.0]}/unet/ssim_fg", f"conditions/{name}/unet/ssim_fg",
+                       f"R={high:g} below R=4"),
+                clears(shifts, GENERALIZATION, None, f"drop_vs_source/{name}/ssim_fg/2",
+                       f"R={high:g} vs R=4: the paired SSIM (fg) change's CI must lie below zero")]
+    failures = [f for f in failures if f]
+    assert not failures, "; ".join(failures)
 
 
 def test_pretrained_below_target_trained_reference(shifts):
@@ -101,11 +109,14 @@ def test_pretrained_below_target_trained_reference(shifts):
         pytest.skip("chapter 5 recorded no target-trained reference")
     anatomy = [name for name in references if name.startswith("knee")]
     assert anatomy, f"chapter 5 recorded no anatomy-shift reference (got {sorted(references)})"
+    failures = []
     for name in anatomy:
-        ref = references[name]
-        gap = ref["unet_minus_ref"]["ssim_fg"][0]
-        assert gap < 0, f"{name}: pre-trained U-Net SSIM (fg) is {gap:+.4f} relative to the target-trained U-Net"
-        assert _unet(shifts, name) < finite(ref["ssim_fg"], f"{name} reference ssim_fg")
+        failures.append(clears(shifts, GENERALIZATION, None, f"reference/{name}/unet_minus_ref/ssim_fg/0",
+                               f"{name}: pre-trained minus target-trained U-Net, SSIM (fg)"))
+        failures.append(clears(shifts, GENERALIZATION, f"reference/{name}/ssim_fg", f"conditions/{name}/unet/ssim_fg",
+                               f"{name}: target-trained over pre-trained U-Net"))
+    failures = [f for f in failures if f]
+    assert not failures, "; ".join(failures)
 
 
 def test_every_condition_has_all_methods(shifts):
