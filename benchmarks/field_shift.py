@@ -48,9 +48,9 @@ sys.path.insert(0, str(ROOT))
 
 from mrtl_core import data, experiment as ex, simulate  # noqa: E402
 from mrtl_core.cache import atomic_write  # noqa: E402
-from mrtl_core.report import fmt_ci  # noqa: E402
+from mrtl_core.stats import fmt_ci, paired_difference  # noqa: E402
 from mrtl_core.profiles import get_profile  # noqa: E402
-from mrtl_core.train import evaluate, paired_difference  # noqa: E402
+from mrtl_core.evaluate import evaluate  # noqa: E402
 
 from machine import cpu_model  # noqa: E402
 

@@ -42,11 +42,10 @@ from torch.utils.data import ConcatDataset, Subset
 
 from . import cache, data
 from .profiles import Profile, get_profile
+from .evaluate import EvalResult, evaluate
 from .train import (
-    EvalResult,
     TrainConfig,
     TrainResult,
-    evaluate,
     fine_tune,
     load_checkpoint,
     load_model,
@@ -468,7 +467,7 @@ def evaluate_on(
     """Score a model, ``"zero-filled"`` or ``"cg-sense"`` on ``domain``'s ``split`` at ``acceleration``.
 
     All methods see the same fixed masks, so results on one (domain, acceleration, split) pair
-    can be compared slice by slice (:func:`mrtl_core.train.paired_difference`).
+    can be compared slice by slice (:func:`mrtl_core.stats.paired_difference`).
     """
     profile = _profile(profile)
     files = domain_splits(profile, domain, progress=progress)[split]

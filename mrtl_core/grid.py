@@ -21,8 +21,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .report import Thresholds, compare_sentence, fmt_ci
-from .train import summarise
+from .stats import Thresholds, compare_sentence, fmt_ci, summarise
 
 __all__ = ["results_dir", "load_grid", "seeds", "ns", "targets", "seed_summary", "paired", "gap_table",
            "curve_table", "forgetting_table", "overfit_table", "markdown_table", "markdown_report", "gap_sentences", "curves_figure",
@@ -74,7 +73,7 @@ def targets(results: dict) -> list[str]:
 
 def seed_summary(results: dict, keys: Sequence[str], metric: str = "ssim_fg", confidence: float = 0.95) -> dict | None:
     """Mean over the runs ``keys`` present (one per seed) of their test-set means, with the t-interval
-    (:func:`mrtl_core.train.summarise`; NaN bounds for a single run)."""
+    (:func:`mrtl_core.stats.summarise`; NaN bounds for a single run)."""
     values = [results[k]["summary"][metric]["mean"] for k in keys if k in results]
     return summarise(np.array(values), confidence) if values else None
 
@@ -240,7 +239,7 @@ def markdown_report(results: dict) -> str:
 
 
 def gap_sentences(results: dict, thresholds=None) -> str:
-    """Per target with a twin, in words by the results chapter's rule (:class:`mrtl_core.report.Thresholds`):
+    """Per target with a twin, in words by the results chapter's rule (:class:`mrtl_core.stats.Thresholds`):
     the pre-trained U-Net against its equal-data twin, with the whole-image SSIM and PSNR gaps beside."""
     thresholds = thresholds or Thresholds()
     out = []

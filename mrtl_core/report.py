@@ -3,8 +3,8 @@
 Every function takes the dict that :func:`mrtl_core.records.load_records` returns
 (``{chapter: {"chapter", "profile", "numbers"}}``) and returns a pandas DataFrame, a list of
 :class:`Verdict`, or text. Nothing here types a number: the results chapter only arranges what the
-earlier chapters measured, and judges the paper's claims with the explicit rule of
-:class:`Thresholds`.
+earlier chapters measured, and judges the paper's claims with the one rule of
+:class:`mrtl_core.stats.Thresholds` (:func:`mrtl_core.stats.classify`).
 
 A record that is missing raises :class:`MissingRecordError`, whose message names the chapter to
 run; :func:`or_notice` turns it into a sentence for the page instead of a traceback. A claim whose
@@ -22,13 +22,14 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 
 from .profiles import PROFILES, Profile, get_profile
+from .stats import Thresholds, as_diff, classify, compare_sentence, fmt_ci
 
 __all__ = [
-    "CHAPTERS", "VERDICTS", "MissingRecordError", "Thresholds", "Verdict",
+    "CHAPTERS", "VERDICTS", "MissingRecordError", "Verdict",
     "numbers", "missing_chapters", "missing_notice", "profile_mismatch", "or_notice",
-    "classify", "fmt_ci", "source_table", "generalization_table", "finetune_table", "beyond_table", "dc_table",
+    "source_table", "generalization_table", "finetune_table", "beyond_table", "dc_table",
     "claims", "claims_table", "claims_markdown", "profile_table", "profile_changes", "summary_figure",
-    "compare_sentence", "source_sentences", "generalization_sentences", "finetune_sentences", "beyond_sentences",
+    "source_sentences", "generalization_sentences", "finetune_sentences", "beyond_sentences",
 ]
 
 #: Chapters whose records the results chapter reads: ``{record name: (chapter number, notebook)}``.
@@ -115,71 +116,6 @@ def or_notice(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
     except MissingRecordError as exc:
         return f"Not available: {exc}."
-
-
-# --------------------------------------------------------------------------------------------
-# differences and the verdict rule
-# --------------------------------------------------------------------------------------------
-def _triple(value: Any, what: str) -> tuple[float, float, float]:
-    if not isinstance(value, (list, tuple)) or len(value) != 3:
-        raise ValueError(f"{what} must be [mean, ci_low, ci_high], got {value!r}")
-    return tuple(float("nan") if v is None else float(v) for v in value)  # type: ignore[return-value]
-
-
-def fmt_ci(diff: Sequence[float] | None, digits: int = 3) -> str:
-    """``"+0.051 [+0.032, +0.070]"``; ``"+0.051 (no CI)"`` when the interval is undefined; ``"–"`` for None."""
-    if diff is None:
-        return "–"
-    m, lo, hi = _triple(diff, "diff")
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return f"{m:+.{digits}f} (no CI)"
-    return f"{m:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """The rule that turns a recorded difference into "better", "worse" or "no clear difference".
-
-    A difference counts when its confidence interval excludes zero **and** its mean is at least
-    ``min_effect`` (in units of ``metric``); "close to" means no more than ``close`` below.
-    """
-
-    metric: str = "ssim_fg"
-    min_effect: float = 0.01
-    close: float = 0.02
-
-    def __post_init__(self):
-        if self.metric not in ("ssim", "ssim_fg", "psnr", "psnr_fg"):
-            raise ValueError(f"metric must be one of ssim, ssim_fg, psnr, psnr_fg; got {self.metric!r}")
-        if not (self.min_effect >= 0 and math.isfinite(self.min_effect)):
-            raise ValueError(f"min_effect must be a finite number >= 0, got {self.min_effect!r}")
-        if not (self.close >= 0 and math.isfinite(self.close)):
-            raise ValueError(f"close must be a finite number >= 0, got {self.close!r}")
-
-    @property
-    def label(self) -> str:
-        return {"ssim": "SSIM", "ssim_fg": "foreground SSIM", "psnr": "PSNR", "psnr_fg": "foreground PSNR"}[self.metric]
-
-    def describe(self) -> str:
-        unit = " dB" if self.metric.startswith("psnr") else ""
-        return (f"Verdicts use the {self.label}. A difference counts only when its 95 % confidence interval "
-                f"excludes zero and its mean is at least {self.min_effect:g}{unit}; \"close to\" means at most "
-                f"{self.close:g}{unit} below. A claim is *reproduced* when every tested case satisfies it, "
-                "*partly* when some do, *not reproduced* when none does, and *not tested* when the records "
-                "hold no case.")
-
-
-def classify(diff: Sequence[float], thresholds: Thresholds = Thresholds()) -> str:
-    """``"better"``, ``"worse"`` or ``"no clear difference"`` for a ``[mean, ci_low, ci_high]`` difference.
-
-    An undefined interval (a single slice) is never significant.
-    """
-    m, lo, hi = _triple(diff, "diff")
-    if math.isfinite(lo) and lo > 0 and m >= thresholds.min_effect:
-        return "better"
-    if math.isfinite(hi) and hi < 0 and m <= -thresholds.min_effect:
-        return "worse"
-    return "no clear difference"
 
 
 @dataclass
@@ -437,7 +373,7 @@ def _judge_generalization(records, t) -> Verdict:
             if not diffs:
                 continue
             n = max(diffs, key=int)
-            m, lo, hi = _triple(diffs[n][t.metric], "diff_ft_minus_pre")
+            m, lo, hi = as_diff(diffs[n][t.metric], "diff_ft_minus_pre")
             refs[name] = ([-m, -hi, -lo], f"vs fine-tuned on N = {n}")
     except MissingRecordError as exc:
         notes.append(str(exc))
@@ -556,16 +492,6 @@ def claims_markdown(verdicts: Sequence[Verdict]) -> str:
 # --------------------------------------------------------------------------------------------
 # sentences for the text (glued, so the page never states what its records contradict)
 # --------------------------------------------------------------------------------------------
-_WORDS = {"better": "better than", "worse": "worse than", "no clear difference": "not clearly different from"}
-
-
-def compare_sentence(diff: Sequence[float], a: str, b: str, thresholds: Thresholds = Thresholds()) -> str:
-    """``"<a> is better than <b> (foreground SSIM +0.051, 95 % CI +0.032 to +0.070)"``, by :func:`classify`."""
-    m, lo, hi = _triple(diff, "diff")
-    ci = (f"95 % CI {lo:+.3f} to {hi:+.3f}" if math.isfinite(lo) and math.isfinite(hi) else "no interval")
-    return f"{a} is {_WORDS[classify(diff, thresholds)]} {b} ({thresholds.label} {m:+.3f}, {ci})"
-
-
 def source_sentences(records: dict[str, dict], thresholds: Thresholds = Thresholds()) -> str:
     """Chapter 4 in words: the U-Net against zero-filling and CG-SENSE on the source test slices."""
     num = numbers(records, SOURCE)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from mrtl_core import grid
-from mrtl_core.report import Thresholds, classify
+from mrtl_core.stats import Thresholds, classify
 
 RULE = Thresholds()   # the results chapter's rule: CI excludes zero and |mean| >= 0.01 (foreground SSIM)
 KNEE, FIELD, R8 = "knee-1.5T R4", "brain-3T R4", "brain-1.5T R8"

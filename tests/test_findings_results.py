@@ -91,9 +91,9 @@ def test_generalization_cases_quote_chapter_5(results, executed_records):
 
 
 def test_verdicts_reproduce_from_the_same_records(results, executed_records):
-    from mrtl_core import report
+    from mrtl_core import report, stats
 
     sources = {k: v for k, v in executed_records.items() if k != RESULTS}
     n = results["numbers"]
-    again = report.claims(sources, report.Thresholds(metric=n["metric"], min_effect=n["min_effect"], close=n["close"]))
+    again = report.claims(sources, stats.Thresholds(metric=n["metric"], min_effect=n["min_effect"], close=n["close"]))
     assert {v.key: v.verdict for v in again} == n["verdicts"]

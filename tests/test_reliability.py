@@ -300,7 +300,8 @@ def test_mixed_shapes_are_refused_when_the_dataset_opens(tmp_path):
 
 
 def test_evaluate_and_configs_refuse_empty_or_negative_settings(tmp_path):
-    from mrtl_core.train import TrainConfig, evaluate
+    from mrtl_core.evaluate import evaluate
+    from mrtl_core.train import TrainConfig
 
     ds = data.SliceDataset(_tiny_file(tmp_path / "a.h5", 0))
     with pytest.raises(ValueError, match="max_slices must be None or an integer >= 1, got 0"):

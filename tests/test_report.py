@@ -11,8 +11,9 @@ import math
 import pandas as pd
 import pytest
 
-from mrtl_core import report
-from mrtl_core.report import MissingRecordError, Thresholds, classify
+from mrtl_core import report, stats
+from mrtl_core.report import MissingRecordError
+from mrtl_core.stats import Thresholds, classify
 
 
 def _block(ssim_fg, ssim=None):
@@ -129,9 +130,9 @@ def test_rule_text_states_the_thresholds():
 
 
 def test_fmt_ci():
-    assert report.fmt_ci([0.0512, 0.0321, 0.07]) == "+0.051 [+0.032, +0.070]"
-    assert report.fmt_ci([0.1, float("nan"), float("nan")]) == "+0.100 (no CI)"
-    assert report.fmt_ci(None) == "–"
+    assert stats.fmt_ci([0.0512, 0.0321, 0.07]) == "+0.051 [+0.032, +0.070]"
+    assert stats.fmt_ci([0.1, float("nan"), float("nan")]) == "+0.100 (no CI)"
+    assert stats.fmt_ci(None) == "–"
 
 
 # --- verdicts ---------------------------------------------------------------------------------------
@@ -316,9 +317,9 @@ def test_a_renamed_chapter_is_found_by_its_number(records):
 
 
 def test_sentences_follow_the_rule(records):
-    assert report.compare_sentence([0.05, 0.02, 0.08], "A", "B").startswith("A is better than B (foreground SSIM +0.050, 95 % CI +0.020 to +0.080")
-    assert "A is not clearly different from B" in report.compare_sentence([0.05, -0.02, 0.12], "A", "B")
-    assert "worse than" in report.compare_sentence([-0.05, -0.08, -0.02], "A", "B")
+    assert stats.compare_sentence([0.05, 0.02, 0.08], "A", "B").startswith("A is better than B (foreground SSIM +0.050, 95 % CI +0.020 to +0.080")
+    assert "A is not clearly different from B" in stats.compare_sentence([0.05, -0.02, 0.12], "A", "B")
+    assert "worse than" in stats.compare_sentence([-0.05, -0.08, -0.02], "A", "B")
     src = report.source_sentences(records)
     assert "better than zero-filling" in src and "better than CG-SENSE" in src
     gen = report.generalization_sentences(records).splitlines()

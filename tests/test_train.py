@@ -8,15 +8,14 @@ import torch
 from mrtl_core import metrics
 from mrtl_core.data import SliceDataset, write_fastmri_file
 from mrtl_core.fft import fft2c_np
+from mrtl_core.evaluate import evaluate
+from mrtl_core.stats import paired_difference, summarise
 from mrtl_core.train import (
     STRATEGIES,
     TrainConfig,
     apply_strategy,
-    evaluate,
     fine_tune,
     load_model,
-    paired_difference,
-    summarise,
     train,
 )
 from mrtl_core.unet import Unet

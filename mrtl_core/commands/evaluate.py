@@ -51,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
     if args.recon_dir is not None and args.recon_dir.exists() and not args.recon_dir.is_dir():
         raise CLIError(f"--recon-dir {args.recon_dir}: is a file, expected a directory")
     check_device(args.device)
-    from ..train import evaluate, load_model, paired_difference, reconstruct_files
+    from ..evaluate import evaluate, reconstruct_files
+    from ..stats import paired_difference
+    from ..train import load_model
 
     files = split_files(args, load_splits(args), args.split)
     # with k-space, every sample carries the file's own reconstruction_rss as the reference, so the

@@ -1,0 +1,277 @@
+"""Evaluation on test slices: reconstruct, un-normalise, score per slice.
+
+:func:`evaluate` reconstructs each slice with a model, or with the classical ``"zero-filled"`` or
+``"cg-sense"`` baselines (ESPIRiT maps from the ACS lines unless the sample carries its true
+``sens_maps``), un-normalises to physical units and reports SSIM, PSNR, RMSE and NMSE per slice
+(:data:`METRICS`), over the whole image and over a foreground mask, with ``data_range`` the target
+volume's maximum (fastMRI's convention). The result, :class:`EvalResult`, pairs slice by slice with
+another on the same dataset (:func:`mrtl_core.stats.paired_difference`).
+
+:func:`reconstruct_files` writes the same reconstructions as fastMRI submission files, for data
+without targets.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from .stats import summarise
+from .train import resolve_device, unwrap
+
+__all__ = ["METRICS", "EvalResult", "evaluate", "reconstruct_files"]
+
+METRICS = ("ssim", "psnr", "rmse", "nmse", "ssim_fg", "psnr_fg", "rmse_fg", "nmse_fg")
+
+
+# --------------------------------------------------------------------------------------------
+@dataclass
+class EvalResult:
+    """Per-slice metrics of one method on one dataset, and a few example reconstructions.
+
+    ``metrics[name]`` is a float64 array with one value per slice (``name`` in :data:`METRICS`;
+    ``*_fg`` are over the target's foreground mask). ``slices`` lists ``(fname, slice_idx)`` in
+    the same order. ``examples[i]`` holds physical-unit ``pred``, ``target``, ``zero_filled``
+    (H, W) float32 arrays and ``foreground`` for the requested dataset indices.
+    """
+
+    method: str
+    metrics: dict[str, np.ndarray]
+    slices: list[tuple[str, int]]
+    examples: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def summary(self, confidence: float = 0.95) -> dict[str, dict]:
+        return {name: summarise(v, confidence) for name, v in self.metrics.items()}
+
+    def mean(self, metric: str) -> float:
+        return float(np.mean(self.metrics[metric]))
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "seconds": self.seconds, "summary": self.summary(),
+                "per_slice": {k: v.tolist() for k, v in self.metrics.items()},
+                "slices": [list(s) for s in self.slices]}
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        parts = ", ".join(f"{k}={s[k]['mean']:.4g}" for k in ("ssim", "psnr", "ssim_fg") if k in s)
+        return f"EvalResult({self.method!r}, n={len(self.slices)}, {parts})"
+
+
+def _center_crop(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    top, left = (h - shape[0]) // 2, (w - shape[1]) // 2
+    return x[..., top:top + shape[0], left:left + shape[1]]
+
+
+def _cg_sense_image(sample: dict, shape: tuple[int, int], cg_iters: int, center_fraction: float | None,
+                    maps_method: str = "espirit") -> torch.Tensor:
+    """CG-SENSE magnitude of one sample, cropped like the target: (H, W) float."""
+    from . import sense
+
+    kspace = sample["masked_kspace"]
+    mask = torch.as_tensor(sample["mask"]).bool()
+    maps = sample.get("sens_maps")
+    if maps is None:
+        # ESPIRiT from the ACS block: center_lines(W, center_fraction), or found from the data
+        maps = sense.estimate_maps(kspace, center_fraction=center_fraction, method=maps_method)
+    maps = torch.as_tensor(maps)
+    image = sense.cg_sense(kspace, maps, mask, max_iter=cg_iters)
+    return _center_crop(torch.as_tensor(image).abs(), shape).float()
+
+
+def _num_slices(dataset: Dataset, max_slices: int | None) -> int:
+    """How many slices to reconstruct: an empty selection would report a table of NaN."""
+    if max_slices is not None and (isinstance(max_slices, bool) or not isinstance(max_slices, int) or max_slices < 1):
+        raise ValueError(f"max_slices must be None or an integer >= 1, got {max_slices!r}")
+    if len(dataset) == 0:
+        raise ValueError("dataset is empty: nothing to evaluate")
+    return len(dataset) if max_slices is None else min(max_slices, len(dataset))
+
+
+def _named(func: Callable, sample: dict, *args: Any) -> Any:
+    """``func(sample, *args)``, with a ValueError prefixed by the sample's file and slice."""
+    try:
+        return func(sample, *args)
+    except ValueError as err:
+        raise ValueError(f"{sample.get('fname', '?')} slice {sample.get('slice_idx', '?')}: {err}") from err
+
+
+def _reconstruct_batch(reconstruct: Any, samples: list[dict], device: torch.device, cg_iters: int,
+                       center_fraction: float | None, maps_method: str) -> torch.Tensor:
+    """Physical-unit magnitudes ``(B, H, W)`` of one batch: a model, "zero-filled" or "cg-sense"."""
+    mean = torch.stack([torch.as_tensor(s["mean"]) for s in samples]).double().reshape(-1, 1, 1)
+    std = torch.stack([torch.as_tensor(s["std"]) for s in samples]).double().reshape(-1, 1, 1)
+    image = torch.stack([s["image"] for s in samples])
+    shape = tuple(image.shape[-2:])
+    if isinstance(reconstruct, str) and reconstruct == "zero-filled":
+        return image[:, 0].double() * std + mean
+    if isinstance(reconstruct, str) and reconstruct == "cg-sense":
+        return torch.stack([_named(_cg_sense_image, s, shape, cg_iters, center_fraction, maps_method)
+                            for s in samples]).double()
+    with torch.no_grad():
+        out = reconstruct(image.to(device)).float().cpu()
+    return out[:, 0].double() * std + mean
+
+
+def reconstruct_files(
+    reconstruct: nn.Module | str,
+    dataset: Dataset,
+    out_dir: Path | str,
+    batch_size: int = 8,
+    device: str | torch.device = "auto",
+    cg_iters: int = 30,
+    center_fraction: float | None = None,
+    maps_method: str = "espirit",
+    max_slices: int | None = None,
+) -> list[Path]:
+    """Reconstruct every slice and write one fastMRI submission file per input file (no target needed).
+
+    Each ``out_dir/<input file name>`` holds ``reconstruction`` float32 ``(S, H, W)`` in physical
+    units, the layout fastMRI's leaderboard reads; files are written atomically.
+    """
+    import h5py
+
+    from .cache import atomic_write
+
+    if isinstance(reconstruct, str) and reconstruct not in ("zero-filled", "cg-sense"):
+        raise ValueError(f"reconstruct must be a model, 'zero-filled' or 'cg-sense', got {reconstruct!r}")
+    dev = resolve_device(device)
+    if isinstance(reconstruct, nn.Module):
+        reconstruct = unwrap(reconstruct).to(dev).eval()
+    n = _num_slices(dataset, max_slices)
+    volumes: dict[str, dict[int, np.ndarray]] = {}
+    for start in range(0, n, batch_size):
+        samples = [dataset[i] for i in range(start, min(n, start + batch_size))]
+        if reconstruct == "cg-sense" and "masked_kspace" not in samples[0]:
+            raise ValueError("reconstruct_files('cg-sense', ...) needs a dataset built with with_kspace=True")
+        pred = _reconstruct_batch(reconstruct, samples, dev, cg_iters, center_fraction, maps_method)
+        for s, p in zip(samples, pred):
+            volumes.setdefault(str(s["fname"]), {})[int(s["slice_idx"])] = p.numpy().astype(np.float32)
+    written = []
+    for fname, by_slice in volumes.items():
+        stack = np.stack([by_slice[i] for i in sorted(by_slice)])
+
+        def write(tmp: Path, stack: np.ndarray = stack) -> None:
+            with h5py.File(tmp, "w") as f:
+                f.create_dataset("reconstruction", data=stack)
+
+        written.append(atomic_write(Path(out_dir) / fname, write))
+    return written
+
+
+def _slice_metrics(pred: np.ndarray, target: np.ndarray, data_range: float) -> dict[str, float]:
+    from . import metrics
+
+    out = {
+        "ssim": float(metrics.ssim(pred, target, data_range=data_range)),
+        "psnr": float(metrics.psnr(pred, target, data_range=data_range)),
+        "rmse": float(metrics.rmse(pred, target)),
+        "nmse": float(metrics.nmse(pred, target)),
+    }
+    fg = np.asarray(metrics.foreground_mask(target), dtype=bool)
+    out.update({
+        "ssim_fg": float(metrics.ssim(pred, target, data_range=data_range, mask=fg)),
+        "psnr_fg": float(metrics.psnr(pred, target, data_range=data_range, mask=fg)),
+        "rmse_fg": float(metrics.rmse(pred, target, mask=fg)),
+        "nmse_fg": float(metrics.nmse(pred, target, mask=fg)),
+    })
+    return out
+
+
+def evaluate(
+    reconstruct: nn.Module | str | Callable[[dict], Any],
+    dataset: Dataset,
+    batch_size: int = 8,
+    device: str | torch.device = "auto",
+    examples: Sequence[int] = (0,),
+    cg_iters: int = 30,
+    center_fraction: float | None = None,
+    maps_method: str = "espirit",
+    max_slices: int | None = None,
+    progress: bool = False,
+    name: str | None = None,
+) -> EvalResult:
+    """Reconstruct every slice of ``dataset`` and score it against the target in physical units.
+
+    Args:
+        reconstruct: a network (normalised image -> normalised target), ``"zero-filled"``, or
+            ``"cg-sense"`` (needs a dataset built with ``with_kspace=True``; uses the sample's
+            ``sens_maps`` if present, else ESPIRiT maps from the ACS lines via
+            :func:`mrtl_core.sense.estimate_maps`).
+        dataset: sample dicts as in :class:`mrtl_core.data.SliceDataset`.
+        examples: dataset indices whose images are kept for figures.
+        center_fraction: ACS fraction for map estimation (default: the centred run of sampled
+            columns); ``maps_method`` ``"espirit"`` or ``"lowres"`` (see ``estimate_maps``).
+
+    The target is ``sample["target_raw"]`` when present, else ``target * std + mean``; a network
+    output is un-normalised the same way; ``data_range`` is ``sample["max_value"]``.
+    """
+    started = time.perf_counter()
+    if isinstance(reconstruct, str):
+        if reconstruct not in ("zero-filled", "cg-sense"):
+            raise ValueError(f"reconstruct must be a model, 'zero-filled' or 'cg-sense', got {reconstruct!r}")
+        method = reconstruct
+    else:
+        method = name or type(unwrap(reconstruct)).__name__
+    dev = resolve_device(device)
+    if isinstance(reconstruct, nn.Module):
+        reconstruct = unwrap(reconstruct).to(dev).eval()
+    n = _num_slices(dataset, max_slices)
+    keep = set(int(i) for i in examples)
+    per: dict[str, list[float]] = {k: [] for k in METRICS}
+    slices: list[tuple[str, int]] = []
+    kept: dict[int, dict[str, np.ndarray]] = {}
+    from tqdm.auto import tqdm
+
+    indices = list(range(n))
+    bar = tqdm(total=n, disable=not progress, desc=f"evaluate {method}", leave=False)
+    for start in range(0, n, batch_size):
+        samples = [dataset[i] for i in indices[start:start + batch_size]]
+        if "target" not in samples[0]:
+            raise ValueError(f"{samples[0].get('fname', 'sample 0')}: no target (a test/challenge file without "
+                             f"reconstruction_rss): nothing to score against; see reconstruct_files")
+        if method == "cg-sense" and "masked_kspace" not in samples[0]:
+            raise ValueError("evaluate('cg-sense', ...) needs a dataset built with with_kspace=True (no 'masked_kspace' key)")
+        mean = torch.stack([torch.as_tensor(s["mean"]) for s in samples]).double().reshape(-1, 1, 1)
+        std = torch.stack([torch.as_tensor(s["std"]) for s in samples]).double().reshape(-1, 1, 1)
+        image = torch.stack([s["image"] for s in samples])
+        zero_filled = image[:, 0].double() * std + mean
+        if all("target_raw" in s for s in samples):
+            target = torch.stack([torch.as_tensor(s["target_raw"]) for s in samples]).double()
+        else:
+            target = torch.stack([s["target"] for s in samples])[:, 0].double() * std + mean
+        shape = tuple(target.shape[-2:])
+        if method == "zero-filled":
+            pred = zero_filled
+        elif method == "cg-sense":
+            pred = torch.stack([_named(_cg_sense_image, s, shape, cg_iters, center_fraction, maps_method)
+                                for s in samples]).double()
+        elif isinstance(reconstruct, nn.Module):
+            with torch.no_grad():
+                out = reconstruct(image.to(dev)).float().cpu()
+            pred = out[:, 0].double() * std + mean
+        else:
+            pred = torch.stack([torch.as_tensor(reconstruct(s)) for s in samples]).double().reshape(target.shape)
+        for j, s in enumerate(samples):
+            idx = start + j
+            p, t = pred[j].numpy(), target[j].numpy()
+            for k, v in _slice_metrics(p, t, float(s["max_value"])).items():
+                per[k].append(v)
+            slices.append((str(s.get("fname", "")), int(s.get("slice_idx", idx))))
+            if idx in keep:
+                from . import metrics
+
+                kept[idx] = {"pred": p.astype(np.float32), "target": t.astype(np.float32),
+                             "zero_filled": zero_filled[j].numpy().astype(np.float32),
+                             "foreground": np.asarray(metrics.foreground_mask(t), dtype=bool)}
+        bar.update(len(samples))
+    bar.close()
+    return EvalResult(method=method, metrics={k: np.asarray(v, dtype=np.float64) for k, v in per.items()},
+                      slices=slices, examples=kept, seconds=time.perf_counter() - started)
