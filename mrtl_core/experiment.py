@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Subset
 
-from . import cache, data
+from . import cache, data, domains
 from .profiles import Profile, get_profile
 from .evaluate import EvalResult, evaluate
 from .train import (
@@ -126,7 +126,7 @@ def _data_key(profile: Profile, domain: str) -> dict:
         "image_size": profile.image_size,
         "data_seed": _extra(profile, "data_seed", 0),
         "data_version": data.DATA_VERSION,
-        "physics": data._physics_version(),
+        "physics": domains.physics_version(),
     }
 
 
@@ -140,7 +140,7 @@ def domain_splits(profile: Profile | str, domain: str, progress: bool = True) ->
     counts = _split_counts(profile, domain)
     key = ("splits", json.dumps(_data_key(profile, domain), sort_keys=True, default=str))
     if key not in _memo:
-        files = data.domain_files(domain, sum(counts.values()), profile.slices_per_subject, profile.image_size,
+        files = domains.domain_files(domain, sum(counts.values()), profile.slices_per_subject, profile.image_size,
                                   seed=_extra(profile, "data_seed", 0), progress=progress)
         _memo[key] = data.split_by_subject(files, counts, seed=0)
     return {k: list(v) for k, v in _memo[key].items()}
@@ -494,7 +494,7 @@ def native_train_files(profile: Profile | str, domain: str, progress: bool = Tru
         return list(splits["train"][:wanted])
     counts = _split_counts(profile, domain)
     used = sum(counts.values())
-    more = data.domain_files(domain, used + wanted - len(splits["train"]), profile.slices_per_subject,
+    more = domains.domain_files(domain, used + wanted - len(splits["train"]), profile.slices_per_subject,
                              profile.image_size, seed=_extra(profile, "data_seed", 0), progress=progress)
     held_out = {data._patient_id(p) for k in ("val", "test") for p in splits[k]}
     extra = [p for p in more[used:] if data._patient_id(p) not in held_out]

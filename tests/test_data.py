@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from mrtl_core import data
+from mrtl_core import data, domains
 from mrtl_core.data import DataError, SliceDataset, inspect_file, split_by_subject, write_fastmri_file
 from mrtl_core.masks import center_lines, effective_acceleration
 
@@ -309,21 +309,21 @@ def _calls(log):
 def test_domain_cache_reuse_and_rebuild(tmp_path, monkeypatch):
     monkeypatch.setenv("MRTL_CACHE_DIR", str(tmp_path / "cache"))
     log = tmp_path / "calls.txt"
-    monkeypatch.setattr(data, "_simulator", lambda: _fake_simulator(log))
-    files = data.domain_files("brain-1.5T", 3, 2, 16, seed=0, progress=False)
+    monkeypatch.setattr(domains, "simulator", lambda: _fake_simulator(log))
+    files = domains.domain_files("brain-1.5T", 3, 2, 16, seed=0, progress=False)
     assert [inspect_file(p).patient_id for p in files] == ["0-000", "0-001", "0-002"]
     assert len(_calls(log)) == 3
-    assert data.domain_files("brain-1.5T", 3, 2, 16, seed=0, progress=False) == files
+    assert domains.domain_files("brain-1.5T", 3, 2, 16, seed=0, progress=False) == files
     assert len(_calls(log)) == 3  # reused, not rebuilt
-    again = data.domain_files("brain-1.5T", 3, 2, 16, seed=1, progress=False)
+    again = domains.domain_files("brain-1.5T", 3, 2, 16, seed=1, progress=False)
     assert again[0].parent != files[0].parent and len(_calls(log)) == 6  # new seed: a new entry
-    more = data.domain_files("brain-1.5T", 5, 2, 16, seed=0, progress=False)
+    more = domains.domain_files("brain-1.5T", 5, 2, 16, seed=0, progress=False)
     assert len(_calls(log)) == 8  # only subjects 3 and 4 simulated; 0-2 reused from the smaller entry
     for a, b in zip(files, more):  # prefix-stable: subject i is the same whatever the count
         with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
             np.testing.assert_array_equal(fa["kspace"][()], fb["kspace"][()])
     monkeypatch.setattr(data, "DATA_VERSION", data.DATA_VERSION + 1)
-    rebuilt = data.domain_files("brain-1.5T", 3, 2, 16, seed=0, progress=False)
+    rebuilt = domains.domain_files("brain-1.5T", 3, 2, 16, seed=0, progress=False)
     assert rebuilt[0].parent != files[0].parent and len(_calls(log)) == 11  # a version bump resimulates
 
 
@@ -332,8 +332,8 @@ def _ask(cache_dir, log, args):
     import os
 
     os.environ["MRTL_CACHE_DIR"] = cache_dir
-    data._simulator = lambda: _fake_simulator(Path(log), delay=0.3)
-    return [str(p) for p in data.domain_files(*args, progress=False)]
+    domains.simulator = lambda: _fake_simulator(Path(log), delay=0.3)
+    return [str(p) for p in domains.domain_files(*args, progress=False)]
 
 
 def test_concurrent_cache_requests_build_once(tmp_path):
@@ -368,7 +368,7 @@ def test_cli_and_domain_files_with_the_simulator(tmp_path, monkeypatch, capsys):
     assert s["image"].shape == (1, 32, 32) and torch.isfinite(s["image"]).all()
 
     monkeypatch.setenv("MRTL_CACHE_DIR", str(tmp_path / "cache"))
-    cached = data.domain_files("brain-1.5T", 2, 2, 32, seed=0, progress=False)
+    cached = domains.domain_files("brain-1.5T", 2, 2, 32, seed=0, progress=False)
     assert [f.name for f in cached] == [f.name for f in files]
     with h5py.File(cached[0], "r") as a, h5py.File(files[0], "r") as b:
         np.testing.assert_array_equal(a["kspace"][()], b["kspace"][()])  # the CLI and the cache agree

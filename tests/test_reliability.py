@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from mrtl_core import cache, data, experiment
+from mrtl_core import cache, data, domains, experiment
 from mrtl_core.masks import make_mask
 from mrtl_core.sense import cg_sense
 
@@ -71,12 +71,12 @@ def _fake_simulator(log: list):
 def fake_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("MRTL_CACHE_DIR", str(tmp_path / "cache"))
     log: list[int] = []
-    monkeypatch.setattr(data, "_simulator", lambda: _fake_simulator(log))
+    monkeypatch.setattr(domains, "simulator", lambda: _fake_simulator(log))
     return log
 
 
 def _files(n):
-    return data.domain_files("knee-1.5T", n, 1, 8, seed=0, progress=False)
+    return domains.domain_files("knee-1.5T", n, 1, 8, seed=0, progress=False)
 
 
 def _flip(path: Path, offset: int = -16) -> None:

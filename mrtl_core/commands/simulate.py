@@ -9,7 +9,6 @@ and by fastMRI's own loaders. Example::
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ..cli import CLIError
@@ -54,7 +53,8 @@ def _check_out(out: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from ..data import subject_filename, write_subject
+    from ..data import write_subject
+    from ..domains import subject_filename
     from ..simulate import DOMAINS, get_domain, simulate_subject
 
     if args.list_domains:
