@@ -127,7 +127,7 @@ def run_grid(args: argparse.Namespace) -> dict:
                         store(fkey, ex.evaluate_on(profile, model, ex.SOURCE_DOMAIN, ex.SOURCE_ACCELERATION),
                               target=name, method="forgetting", n=n, seed=seed)
     if args.overfit_steps:
-        # DESIGN section 8: a few slices, many steps and no validation split over-fit. The same
+        # A prototype found that a few slices, many steps and no validation split over-fit. The same
         # fine-tuning without early stopping, for a longer budget, at N = 5.
         for target in shifts:
             d, r, name = target["domain"], target["acceleration"], target["name"]

@@ -51,6 +51,7 @@ __all__ = [
     "rss",
     "zero_filled_rss",
     "normalize_instance",
+    "unnormalize",
     "unet_transform",
     "SliceDataset",
     "split_by_subject",
@@ -130,6 +131,16 @@ def normalize_instance(x: torch.Tensor, eps: float = _EPS) -> tuple[torch.Tensor
     """``((x - mean) / (std + eps), mean, std)`` with the image's own mean and std (fastMRI)."""
     mean, std = x.mean(), x.std()
     return (x - mean) / (std + eps), mean, std
+
+
+def unnormalize(x: torch.Tensor, mean: Any, std: Any) -> torch.Tensor:
+    """Back to physical units, in float64: ``x * std + mean`` (the inverse of :func:`normalize_instance`
+    up to its ``eps``). ``mean`` and ``std`` are 0-dim for one image, or ``(B,)`` for a batch
+    ``(B, H, W)``: one pair per image."""
+    mean, std = torch.as_tensor(mean).double(), torch.as_tensor(std).double()
+    if mean.ndim:
+        mean, std = mean.reshape(-1, 1, 1), std.reshape(-1, 1, 1)
+    return x.double() * std + mean
 
 
 def unet_transform(

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from .data import center_crop, unnormalize
 from .stats import summarise
 from .train import resolve_device, unwrap
 
@@ -64,12 +65,6 @@ class EvalResult:
         return f"EvalResult({self.method!r}, n={len(self.slices)}, {parts})"
 
 
-def _center_crop(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    top, left = (h - shape[0]) // 2, (w - shape[1]) // 2
-    return x[..., top:top + shape[0], left:left + shape[1]]
-
-
 def _cg_sense_image(sample: dict, shape: tuple[int, int], cg_iters: int, center_fraction: float | None,
                     maps_method: str = "espirit") -> torch.Tensor:
     """CG-SENSE magnitude of one sample, cropped like the target: (H, W) float."""
@@ -83,7 +78,7 @@ def _cg_sense_image(sample: dict, shape: tuple[int, int], cg_iters: int, center_
         maps = sense.estimate_maps(kspace, center_fraction=center_fraction, method=maps_method)
     maps = torch.as_tensor(maps)
     image = sense.cg_sense(kspace, maps, mask, max_iter=cg_iters)
-    return _center_crop(torch.as_tensor(image).abs(), shape).float()
+    return center_crop(torch.as_tensor(image).abs(), shape).float()
 
 
 def _num_slices(dataset: Dataset, max_slices: int | None) -> int:
@@ -103,21 +98,26 @@ def _named(func: Callable, sample: dict, *args: Any) -> Any:
         raise ValueError(f"{sample.get('fname', '?')} slice {sample.get('slice_idx', '?')}: {err}") from err
 
 
+def _batch_stats(samples: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(B,)`` instance-normalisation means and stds of a list of samples."""
+    return (torch.stack([torch.as_tensor(s["mean"]) for s in samples]),
+            torch.stack([torch.as_tensor(s["std"]) for s in samples]))
+
+
 def _reconstruct_batch(reconstruct: Any, samples: list[dict], device: torch.device, cg_iters: int,
                        center_fraction: float | None, maps_method: str) -> torch.Tensor:
     """Physical-unit magnitudes ``(B, H, W)`` of one batch: a model, "zero-filled" or "cg-sense"."""
-    mean = torch.stack([torch.as_tensor(s["mean"]) for s in samples]).double().reshape(-1, 1, 1)
-    std = torch.stack([torch.as_tensor(s["std"]) for s in samples]).double().reshape(-1, 1, 1)
+    mean, std = _batch_stats(samples)
     image = torch.stack([s["image"] for s in samples])
     shape = tuple(image.shape[-2:])
     if isinstance(reconstruct, str) and reconstruct == "zero-filled":
-        return image[:, 0].double() * std + mean
+        return unnormalize(image[:, 0], mean, std)
     if isinstance(reconstruct, str) and reconstruct == "cg-sense":
         return torch.stack([_named(_cg_sense_image, s, shape, cg_iters, center_fraction, maps_method)
                             for s in samples]).double()
     with torch.no_grad():
         out = reconstruct(image.to(device)).float().cpu()
-    return out[:, 0].double() * std + mean
+    return unnormalize(out[:, 0], mean, std)
 
 
 def reconstruct_files(
@@ -239,14 +239,13 @@ def evaluate(
                              f"reconstruction_rss): nothing to score against; see reconstruct_files")
         if method == "cg-sense" and "masked_kspace" not in samples[0]:
             raise ValueError("evaluate('cg-sense', ...) needs a dataset built with with_kspace=True (no 'masked_kspace' key)")
-        mean = torch.stack([torch.as_tensor(s["mean"]) for s in samples]).double().reshape(-1, 1, 1)
-        std = torch.stack([torch.as_tensor(s["std"]) for s in samples]).double().reshape(-1, 1, 1)
+        mean, std = _batch_stats(samples)
         image = torch.stack([s["image"] for s in samples])
-        zero_filled = image[:, 0].double() * std + mean
+        zero_filled = unnormalize(image[:, 0], mean, std)
         if all("target_raw" in s for s in samples):
             target = torch.stack([torch.as_tensor(s["target_raw"]) for s in samples]).double()
         else:
-            target = torch.stack([s["target"] for s in samples])[:, 0].double() * std + mean
+            target = unnormalize(torch.stack([s["target"] for s in samples])[:, 0], mean, std)
         shape = tuple(target.shape[-2:])
         if method == "zero-filled":
             pred = zero_filled
@@ -256,7 +255,7 @@ def evaluate(
         elif isinstance(reconstruct, nn.Module):
             with torch.no_grad():
                 out = reconstruct(image.to(dev)).float().cpu()
-            pred = out[:, 0].double() * std + mean
+            pred = unnormalize(out[:, 0], mean, std)
         else:
             pred = torch.stack([torch.as_tensor(reconstruct(s)) for s in samples]).double().reshape(target.shape)
         for j, s in enumerate(samples):

@@ -550,15 +550,15 @@ def unet_dc_image(model: torch.nn.Module, sample: dict, lam: float, max_iter: in
     dev = next(model.parameters()).device
     with torch.no_grad():
         out = model.eval()(torch.as_tensor(sample["image"])[None].to(dev)).float().cpu()[0, 0]
-    magnitude = (out.double() * float(sample["std"]) + float(sample["mean"])).clamp_min(0)
+    magnitude = data.unnormalize(out, sample["mean"], sample["std"]).clamp_min(0)
     x_cg = sense.cg_sense(y, maps, mask, max_iter=cg_iters)
-    h, w = magnitude.shape
-    top, left = (x_cg.shape[-2] - h) // 2, (x_cg.shape[-1] - w) // 2
+    shape = tuple(magnitude.shape)
     x_ref = x_cg.clone()
-    crop = x_cg[top:top + h, left:left + w]
-    x_ref[top:top + h, left:left + w] = (magnitude * torch.exp(1j * torch.angle(crop.to(torch.complex128)))).to(x_cg.dtype)
+    crop = data.center_crop(x_cg, shape)
+    # a view: writing into it writes the U-Net's magnitude into the centre of x_ref
+    data.center_crop(x_ref, shape)[...] = (magnitude * torch.exp(1j * torch.angle(crop.to(torch.complex128)))).to(x_cg.dtype)
     x = sense.data_consistency(x_ref, y, maps, mask, lam=lam, max_iter=max_iter)
-    return x[top:top + h, left:left + w].abs().double()
+    return data.center_crop(x, shape).abs().double()
 
 
 def evaluate_with_dc(

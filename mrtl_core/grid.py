@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .stats import Thresholds, compare_sentence, fmt_ci, summarise
+from .stats import Thresholds, compare_sentence, fmt_ci, fmt_interval, summarise
 
 __all__ = ["results_dir", "load_grid", "seeds", "ns", "targets", "seed_summary", "paired", "gap_table",
            "curve_table", "forgetting_table", "overfit_table", "markdown_table", "markdown_report", "gap_sentences", "curves_figure",
@@ -125,7 +125,7 @@ def curve_table(results: dict, target: str, metric: str = "ssim_fg") -> pd.DataF
         for method in ("fine-tuned", "scratch"):
             s = seed_summary(results, [f"{target} | {method} N={n} seed={x}" for x in sd], metric)
             row[method] = s["mean"] if s else math.nan
-            row[f"{method} CI"] = (f"[{s['ci_low']:.3f}, {s['ci_high']:.3f}]" if s and s["n"] > 1 else "–")
+            row[f"{method} CI"] = fmt_interval((s["ci_low"], s["ci_high"])) if s and s["n"] > 1 else "–"
             row[f"{method} seeds"] = s["n"] if s else 0
         rows[n] = row
     table = pd.DataFrame(rows).T
@@ -251,8 +251,7 @@ def gap_sentences(results: dict, thresholds=None) -> str:
         psnr = paired(results, f"{t} | pretrained", f"{t} | native", "psnr")
         out.append("* " + compare_sentence(diff, f"On {t} the pre-trained U-Net", "its twin trained on the target",
                                            thresholds)
-                   + f"; whole-image SSIM {whole[0]:+.3f} [{whole[1]:+.3f}, {whole[2]:+.3f}], "
-                     f"PSNR {psnr[0]:+.2f} dB [{psnr[1]:+.2f}, {psnr[2]:+.2f}].")
+                   + f"; whole-image SSIM {fmt_ci(whole)}, PSNR {fmt_ci(psnr, 2, unit=' dB')}.")
     return "\n".join(out)
 
 

@@ -6,7 +6,7 @@ calls :func:`get_profile`. Every size the chapters use comes from here, so chang
 edit, and the cache keys (datasets, pre-trained checkpoints) change with it.
 
 What the training pieces cost (``mrtl_core.experiment``; a U-Net step costs about 67 ms per 128x128
-image at ``chans=16`` on 2 CPU cores, batch 8 -- DESIGN section 7/8):
+image at ``chans=16`` on 2 CPU cores, batch 8, as a prototype measured it):
 
 ``ci`` (64x64, chans 8, 3 levels; measured with 1 thread on a busy 2-core machine)
     pre-training 24 slices x 20 epochs: 6-15 s (source SSIM 0.85 vs 0.63 zero-filled); a fine-tuning
@@ -26,10 +26,9 @@ slower than ``torch.set_num_threads(1)`` (threads spin waiting for each other).
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 
-__all__ = ["Profile", "PROFILES", "get_profile", "profile_from_env"]
+__all__ = ["Profile", "PROFILES", "get_profile"]
 
 
 @dataclass(frozen=True)
@@ -104,15 +103,11 @@ PROFILES: dict[str, Profile] = {
 }
 
 
-def get_profile(name: str) -> Profile:
-    """The profile called ``name``; a clear error names the choices."""
+def get_profile(name: str | Profile) -> Profile:
+    """The profile called ``name`` (a :class:`Profile` is returned as it is); a clear error names the choices."""
     if isinstance(name, Profile):
         return name
     try:
         return PROFILES[name]
     except KeyError:
         raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}") from None
-
-
-def profile_from_env(default: str = "standard") -> Profile:
-    return get_profile(os.environ.get("MRTL_PROFILE", default))

@@ -15,14 +15,13 @@ paired over test slices unless the chapter says otherwise).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import pandas as pd
 
 from .profiles import PROFILES, Profile, get_profile
-from .stats import Thresholds, as_diff, classify, compare_sentence, fmt_ci
+from .stats import Thresholds, as_diff, classify, compare_sentence, fmt_ci, fmt_interval
 
 __all__ = [
     "CHAPTERS", "VERDICTS", "MissingRecordError", "Verdict",
@@ -160,7 +159,7 @@ def source_table(records: dict[str, dict]) -> pd.DataFrame:
     for label, tag in (("zero-filled", "zf"), ("CG-SENSE", "cg"), ("pre-trained U-Net", "unet")):
         get = lambda metric: _get(num, SOURCE, f"{metric}_{tag}_R4")  # noqa: E731
         rows[label] = {
-            "SSIM": float(get("ssim")), "SSIM 95 % CI": _ci_text(num.get(f"ssim_{tag}_R4_ci")),
+            "SSIM": float(get("ssim")), "SSIM 95 % CI": fmt_interval(num.get(f"ssim_{tag}_R4_ci")),
             "PSNR (dB)": float(get("psnr")), "RMSE (a.u.)": float(get("rmse")),
             "SSIM (fg)": float(get("ssim_fg")), "PSNR (fg, dB)": float(get("psnr_fg")),
             "RMSE (fg, a.u.)": float(get("rmse_fg")),
@@ -168,12 +167,6 @@ def source_table(records: dict[str, dict]) -> pd.DataFrame:
     table = pd.DataFrame(rows).T
     table.index.name = f"{num.get('domain', 'source')}, R = {num.get('acceleration', 4)}"
     return table
-
-
-def _ci_text(ci: Sequence[float] | None, digits: int = 3) -> str:
-    if ci is None or len(ci) != 2 or not all(v is not None and math.isfinite(float(v)) for v in ci):
-        return "–"
-    return f"[{float(ci[0]):.{digits}f}, {float(ci[1]):.{digits}f}]"
 
 
 def generalization_table(records: dict[str, dict], metric: str = "ssim_fg") -> pd.DataFrame:

@@ -6,8 +6,8 @@
   as :class:`mrtl_core.evaluate.EvalResult`);
 * :class:`Thresholds` and :func:`classify` -- the verdict rule: a difference counts when its
   confidence interval excludes zero **and** its mean is at least the minimum effect;
-* :func:`fmt_ci` and :func:`compare_sentence` -- a difference as text, and as a sentence judged by
-  that rule.
+* :func:`fmt_ci` (:func:`fmt_interval` for an interval alone) and :func:`compare_sentence` -- a
+  difference as text, and as a sentence judged by that rule.
 
 Differences are ``[mean, ci_low, ci_high]`` triples (95 % t-intervals unless said otherwise). This
 module imports nothing else from the package: every layer above may use it.
@@ -20,7 +20,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["summarise", "paired_difference", "as_diff", "Thresholds", "classify", "fmt_ci", "compare_sentence"]
+__all__ = ["summarise", "paired_difference", "as_diff", "Thresholds", "classify", "fmt_interval", "fmt_ci",
+           "compare_sentence"]
 
 
 def summarise(values: np.ndarray, confidence: float = 0.95) -> dict:
@@ -57,14 +58,23 @@ def as_diff(value: Any, what: str = "diff") -> tuple[float, float, float]:
     return tuple(float("nan") if v is None else float(v) for v in value)  # type: ignore[return-value]
 
 
-def fmt_ci(diff: Sequence[float] | None, digits: int = 3) -> str:
-    """``"+0.051 [+0.032, +0.070]"``; ``"+0.051 (no CI)"`` when the interval is undefined; ``"–"`` for None."""
+def fmt_interval(ci: Sequence[float] | None, digits: int = 3, signed: bool = False) -> str:
+    """``"[0.812, 0.845]"`` (``signed``: ``"[+0.032, +0.070]"``); ``"–"`` for None or an undefined bound."""
+    if ci is None or len(ci) != 2 or not all(v is not None and math.isfinite(float(v)) for v in ci):
+        return "–"
+    sign = "+" if signed else ""
+    return f"[{float(ci[0]):{sign}.{digits}f}, {float(ci[1]):{sign}.{digits}f}]"
+
+
+def fmt_ci(diff: Sequence[float] | None, digits: int = 3, unit: str = "") -> str:
+    """``"+0.051 [+0.032, +0.070]"`` (``unit=" dB"``: ``"+1.20 dB [...]"``); ``"+0.051 (no CI)"`` when the
+    interval is undefined; ``"–"`` for None."""
     if diff is None:
         return "–"
     m, lo, hi = as_diff(diff, "diff")
     if not (math.isfinite(lo) and math.isfinite(hi)):
-        return f"{m:+.{digits}f} (no CI)"
-    return f"{m:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+        return f"{m:+.{digits}f}{unit} (no CI)"
+    return f"{m:+.{digits}f}{unit} {fmt_interval((lo, hi), digits, signed=True)}"
 
 
 @dataclass(frozen=True)

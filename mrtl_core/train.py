@@ -22,7 +22,7 @@ Adam, and a step decay of the learning rate (``StepLR``). Around it:
   stopping agrees without communication -- and rank 0 alone writes checkpoints.
 
 ``torch.compile`` and ``channels_last`` are off by default: on a 2-core CPU they gave at best
-1.0-1.3x after a 35-55 s compile, and ``channels_last`` was slower (DESIGN section 7).
+1.0-1.3x after a 35-55 s compile, and ``channels_last`` was slower.
 
 Fine-tuning strategies (:func:`fine_tune`, :func:`apply_strategy`), for the fastMRI U-Net:
 
@@ -440,14 +440,13 @@ def _validate(model: nn.Module, val_set: Dataset, config: TrainConfig, device: t
         count += output.shape[0]
         if want_ssim:
             from . import metrics
+            from .data import unnormalize
 
-            mean = batch["mean"].reshape(-1, 1, 1).double()
-            std = batch["std"].reshape(-1, 1, 1).double()
-            pred = output[:, 0].detach().cpu().double() * std + mean
-            targ = batch["target"][:, 0].double() * std + mean
+            pred = unnormalize(output[:, 0].detach().cpu(), batch["mean"], batch["std"])
+            targ = unnormalize(batch["target"][:, 0], batch["mean"], batch["std"])
             for i in range(pred.shape[0]):
                 # "ssim_fg" scores the anatomy only, as the book reports it: whole-image SSIM is
-                # dominated by background noise (DESIGN section 8)
+                # dominated by background noise
                 mask = metrics.foreground_mask(targ[i].numpy()) if config.monitor == "ssim_fg" else None
                 ssims.append(float(metrics.ssim(pred[i].numpy(), targ[i].numpy(),
                                                 data_range=float(batch["max_value"][i]), mask=mask)))

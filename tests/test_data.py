@@ -119,6 +119,13 @@ def test_sample_keys_and_normalisation(tmp_path):
     out = data.unet_transform(k[1], mask, (32, 32), target=tgt)
     torch.testing.assert_close(out["image"], s["image"])
     torch.testing.assert_close(data.zero_filled_rss(k[1] * mask, (32, 32)), torch.from_numpy(zf.astype(np.float32)), rtol=1e-4, atol=1e-5)
+    # un-normalised, the (unclamped) target is the stored image again, one pair per image in a batch
+    back = data.unnormalize(s["target"][0], s["mean"], s["std"])
+    assert back.dtype == torch.float64
+    np.testing.assert_allclose(back.numpy(), tgt, rtol=1e-4, atol=1e-4 * tgt.max())
+    two = data.unnormalize(torch.stack([s["target"][0], s["target"][0]]), torch.stack([s["mean"], s["mean"] + 1]),
+                           torch.stack([s["std"], s["std"]]))
+    torch.testing.assert_close(two[1] - two[0], torch.ones_like(back))
 
 
 def test_validation_masks_are_deterministic_training_masks_vary(tmp_path):

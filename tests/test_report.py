@@ -133,6 +133,9 @@ def test_fmt_ci():
     assert stats.fmt_ci([0.0512, 0.0321, 0.07]) == "+0.051 [+0.032, +0.070]"
     assert stats.fmt_ci([0.1, float("nan"), float("nan")]) == "+0.100 (no CI)"
     assert stats.fmt_ci(None) == "–"
+    assert stats.fmt_ci([1.234, 0.5, 2.0], 2, unit=" dB") == "+1.23 dB [+0.50, +2.00]"
+    assert stats.fmt_interval([0.8123, 0.845]) == "[0.812, 0.845]"
+    assert stats.fmt_interval([0.8, float("nan")]) == stats.fmt_interval(None) == "–"
 
 
 # --- verdicts ---------------------------------------------------------------------------------------

@@ -119,7 +119,7 @@ def test_grey_white_contrast_follows_signal_equation(brains):
 
 
 def test_prototype_protocol_had_no_contrast_at_1p5T():
-    """DESIGN section 8: TR 500 / TE 15 spin echo gives GM ~ WM at 1.5 T with literature values."""
+    """A prototype's protocol: TR 500 / TE 15 spin echo gives GM ~ WM at 1.5 T with literature values."""
     se = sim.Protocol("T1SE", "SE", TR=500.0, TE=15.0)
     gm, wm = (sim.tissue_signal(t, se, 1.5) for t in ("grey_matter", "white_matter"))
     assert abs(gm / wm - 1.0) < 0.03
