@@ -41,8 +41,8 @@ import torch
 from torch.utils.data import ConcatDataset, Subset
 
 from . import cache, data, domains
-from .profiles import Profile, get_profile
 from .evaluate import EvalResult, evaluate
+from .profiles import Profile, get_profile
 from .train import (
     TrainConfig,
     TrainResult,
@@ -141,7 +141,7 @@ def domain_splits(profile: Profile | str, domain: str, progress: bool = True) ->
     key = ("splits", json.dumps(_data_key(profile, domain), sort_keys=True, default=str))
     if key not in _memo:
         files = domains.domain_files(domain, sum(counts.values()), profile.slices_per_subject, profile.image_size,
-                                  seed=_extra(profile, "data_seed", 0), progress=progress)
+                                     seed=_extra(profile, "data_seed", 0), progress=progress)
         _memo[key] = data.split_by_subject(files, counts, seed=0)
     return {k: list(v) for k, v in _memo[key].items()}
 
@@ -495,7 +495,7 @@ def native_train_files(profile: Profile | str, domain: str, progress: bool = Tru
     counts = _split_counts(profile, domain)
     used = sum(counts.values())
     more = domains.domain_files(domain, used + wanted - len(splits["train"]), profile.slices_per_subject,
-                             profile.image_size, seed=_extra(profile, "data_seed", 0), progress=progress)
+                                profile.image_size, seed=_extra(profile, "data_seed", 0), progress=progress)
     held_out = {data._patient_id(p) for k in ("val", "test") for p in splits[k]}
     extra = [p for p in more[used:] if data._patient_id(p) not in held_out]
     return list(splits["train"]) + extra
