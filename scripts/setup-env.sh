@@ -21,6 +21,10 @@ fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet "${MRTL_TORCH:-torch==2.13.0}"
 "$VENV/bin/python" -m pip install --quiet -e ".[book,dev]"
+# fastMRI's own code, for the interop tests only: --no-deps keeps Lightning and its pins out; the tests
+# import just its torch/NumPy/h5py modules (and evaluate's runstats), and skip if this install fails.
+"$VENV/bin/python" -m pip install --quiet --no-deps fastmri==0.3.0 runstats \
+  || echo "could not install fastmri; tests/test_fastmri_interop.py will skip and say why" >&2
 # One kernel name for papermill and jupyter-book: the environment's own interpreter.
 "$VENV/bin/python" -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (mrtl)" >/dev/null
 install_lab_settings
