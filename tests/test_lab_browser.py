@@ -27,8 +27,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,7 +36,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import ARTIFACTS, NOTEBOOKS, ROOT
+from conftest import ARTIFACTS, NOTEBOOKS, ROOT, free_port, stop_process_group
 
 CHAPTER = "01_kspace"  # the cheapest chapter with admonitions, dropdown solutions and computed numbers
 EVAL = re.compile(r"\{eval\}`([^`]*)`")
@@ -76,12 +74,6 @@ def lab_windowing_mode(base: str, token: str) -> str:
         return json.loads(r.read())["schema"]["properties"]["windowingMode"]["default"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def lab(tmp_path, browser):
     """JupyterLab on a copy of the chapter: ``(base_url, token, records_dir)``; stopped afterwards.
@@ -95,7 +87,7 @@ def lab(tmp_path, browser):
     settings = tmp_path / "settings" / "@jupyterlab" / "docmanager-extension"
     settings.mkdir(parents=True)
     (settings / "plugin.jupyterlab-settings").write_text(json.dumps({"autosave": False}))
-    port, token = _free_port(), os.urandom(12).hex()
+    port, token = free_port(), os.urandom(12).hex()
     env = dict(os.environ, MRTL_PROFILE="ci", MRTL_CACHE_DIR=str(tmp_path / "cache"), MRTL_RECORDS_DIR=str(records),
                JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
                JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"), JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "ws"),
@@ -126,13 +118,7 @@ def lab(tmp_path, browser):
             "the screen unevaluated: scripts/setup-env.sh installs jupyter/lab/settings/overrides.d/ to prevent it")
         yield base, token, records
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process_group(proc)
         shutil.copy(log, ARTIFACTS / "lab.log")
 
 

@@ -8,27 +8,19 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import time
 import urllib.request
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, free_port, stop_process_group
 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_lab_script_starts_jupyterlab(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))
     log = tmp_path / "lab.log"
     with open(log, "w") as out:
@@ -53,10 +45,4 @@ def test_lab_script_starts_jupyterlab(tmp_path):
         # as root, a plain `jupyter lab` exits at once with "Running as root is not recommended"
         assert "Running as root is not recommended" not in text, text[-2000:]
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process_group(proc)
