@@ -54,6 +54,7 @@ __all__ = [
     "unnormalize",
     "unet_transform",
     "SliceDataset",
+    "patient_id",
     "split_by_subject",
 ]
 
@@ -839,7 +840,12 @@ class SliceDataset(torch.utils.data.Dataset):
 # --------------------------------------------------------------------------------------------------
 
 
-def _patient_id(path: Path) -> str:
+def patient_id(path: str | os.PathLike) -> str:
+    """The subject a file holds: its ``attrs["patient_id"]`` (what :func:`split_by_subject` groups by).
+
+    Raises :class:`DataError` naming the file if it cannot be opened or lacks the attribute.
+    """
+    path = Path(path)
     with _open(path) as f:
         if "patient_id" not in f.attrs:
             raise DataError(f"{path}: missing attribute 'patient_id' (needed to split by subject)")
@@ -873,7 +879,7 @@ def split_by_subject(
         raise ValueError("splits is empty")
     by_subject: dict[str, list[Path]] = {}
     for p in paths:
-        by_subject.setdefault(_patient_id(p), []).append(p)
+        by_subject.setdefault(patient_id(p), []).append(p)
     subjects = sorted(by_subject)
     order = [subjects[i] for i in np.random.default_rng(seed).permutation(len(subjects))]
     n = len(order)
