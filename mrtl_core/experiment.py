@@ -496,8 +496,8 @@ def native_train_files(profile: Profile | str, domain: str, progress: bool = Tru
     used = sum(counts.values())
     more = domains.domain_files(domain, used + wanted - len(splits["train"]), profile.slices_per_subject,
                                 profile.image_size, seed=_extra(profile, "data_seed", 0), progress=progress)
-    held_out = {data._patient_id(p) for k in ("val", "test") for p in splits[k]}
-    extra = [p for p in more[used:] if data._patient_id(p) not in held_out]
+    held_out = {data.patient_id(p) for k in ("val", "test") for p in splits[k]}
+    extra = [p for p in more[used:] if data.patient_id(p) not in held_out]
     return list(splits["train"]) + extra
 
 
@@ -519,7 +519,7 @@ def native_unet(
     profile = _profile(profile)
     files = native_train_files(profile, domain, progress=progress)
     return _trained_from_scratch(profile, domain, acceleration, files, pretrain_config(profile, progress, device),
-                                 "native", {"train_subjects": sorted(data._patient_id(p) for p in files)},
+                                 "native", {"train_subjects": sorted(data.patient_id(p) for p in files)},
                                  progress, return_info)
 
 

@@ -22,7 +22,7 @@ def cache_dir(tmp_path, monkeypatch):
 
 
 def _ids(paths):
-    return [data._patient_id(p) for p in paths]
+    return [data.patient_id(p) for p in paths]
 
 
 def test_native_files_match_source_count_and_never_touch_held_out_subjects(cache_dir):
