@@ -28,7 +28,7 @@ The forward/adjoint pair is the plain definition and is what the adjoint (dot) t
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ import torch
 from .fft import fft2c, ifft2c
 from .masks import center_lines
 
-__all__ = ["SenseOp", "cg_sense", "data_consistency", "estimate_maps", "detect_acs"]
+__all__ = ["Linop", "SenseOp", "cg_sense", "data_consistency", "estimate_maps", "detect_acs"]
 
 ArrayLike = torch.Tensor | np.ndarray
 
@@ -101,6 +101,37 @@ def _as_mask(mask: ArrayLike, shape: Sequence[int], real_dtype: torch.dtype, dev
 # --------------------------------------------------------------------------------------------
 # the operator
 # --------------------------------------------------------------------------------------------
+class Linop:
+    """A linear map as a callable with its adjoint, sigpy style: ``L(x)``, ``L.H(y)``, shapes.
+
+    Args:
+        apply: ``x -> L x`` for inputs of shape ``ishape``.
+        apply_adjoint: ``y -> L^H y`` for inputs of shape ``oshape``.
+        ishape, oshape: the input and output shapes (leading dims broadcast).
+
+    :attr:`SenseOp.H` and :attr:`SenseOp.N` are ``Linop`` views of a SENSE operator's adjoint and
+    normal operator; they call the operator's own methods, so they compute exactly what those do.
+    """
+
+    def __init__(self, apply: Callable[[torch.Tensor], torch.Tensor],
+                 apply_adjoint: Callable[[torch.Tensor], torch.Tensor],
+                 ishape: tuple[int, ...], oshape: tuple[int, ...]):
+        self._apply, self._apply_adjoint = apply, apply_adjoint
+        self.ishape, self.oshape = tuple(ishape), tuple(oshape)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``L x``: ``ishape`` -> ``oshape``."""
+        return self._apply(x)
+
+    @property
+    def H(self) -> "Linop":
+        """The adjoint ``L^H``: ``oshape`` -> ``ishape``."""
+        return Linop(self._apply_adjoint, self._apply, self.oshape, self.ishape)
+
+    def __repr__(self) -> str:
+        return f"Linop(ishape={self.ishape}, oshape={self.oshape})"
+
+
 class SenseOp:
     """The multi-coil Cartesian SENSE operator ``A = M F S`` (sigpy-style linear operator).
 
@@ -111,10 +142,16 @@ class SenseOp:
 
     Attributes:
         ishape: image shape ``(..., H, W)``; oshape: k-space shape ``(..., C, H, W)``.
+        columns_only: the mask is constant along the readout ``H`` (1-D FFTs in ``A^H A``).
+        shift_dims: the image axes the normal operator's shifted coordinates permute: ``(-1,)``
+            for a column mask, else ``(-2, -1)`` (see :meth:`to_shifted`).
 
-    ``forward(x)`` image -> masked k-space, ``adjoint(y)`` k-space -> image, ``normal(x)`` is
-    ``A^H A x`` computed with the shift-free, readout-decoupled kernel described in the module
-    docstring. Image leading dims broadcast against the maps' leading dims.
+    ``forward(x)`` (also ``op(x)``) image -> masked k-space, ``adjoint(y)`` k-space -> image,
+    ``normal(x)`` is ``A^H A x`` computed with the shift-free, readout-decoupled kernel described in
+    the module docstring; ``op.H`` and ``op.N`` are the same adjoint and normal operator as
+    :class:`Linop` objects (sigpy's ``A.H``, ``A.N``). Iterative solvers work in the shifted
+    coordinates: :meth:`to_shifted`, :meth:`normal_shifted`, :meth:`from_shifted` (as
+    :func:`cg_sense` does). Image leading dims broadcast against the maps' leading dims.
     """
 
     def __init__(self, maps: ArrayLike, mask: ArrayLike):
@@ -126,12 +163,12 @@ class SenseOp:
         self.ishape = self.oshape[:-3] + self.oshape[-2:]
         # A column mask (constant along H) lets the readout FFT cancel in A^H A.
         self.columns_only = self.mask.ndim < 2 or self.mask.shape[-2] == 1
-        self._dims = (-1,) if self.columns_only else (-2, -1)
+        self.shift_dims: tuple[int, ...] = (-1,) if self.columns_only else (-2, -1)
         # Pre-shifted copies for the normal operator (see the module docstring).
-        self._maps_s = torch.fft.ifftshift(self.maps, dim=self._dims).contiguous()
+        self._maps_s = torch.fft.ifftshift(self.maps, dim=self.shift_dims).contiguous()
         self._maps_s_conj = self._maps_s.conj().resolve_conj()
         weights = self.mask * self.mask  # M^H M for real weights
-        self._weights_s = torch.fft.ifftshift(weights, dim=self._dims).contiguous()
+        self._weights_s = torch.fft.ifftshift(weights, dim=self.shift_dims).contiguous()
         self._buffers: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # -- plain definitions -----------------------------------------------------------------
@@ -147,12 +184,41 @@ class SenseOp:
 
     def normal(self, x: torch.Tensor) -> torch.Tensor:
         """``A^H A x`` for an image ``(..., H, W)`` (fast kernel; equals ``adjoint(forward(x))``)."""
-        x_s = torch.fft.ifftshift(x, dim=self._dims)
-        return torch.fft.fftshift(self._normal_shifted(x_s), dim=self._dims)
+        return self.from_shifted(self.normal_shifted(self.to_shifted(x)))
+
+    @property
+    def H(self) -> Linop:
+        """The adjoint ``A^H`` as a :class:`Linop` (k-space ``(..., C, H, W)`` -> image): calls :meth:`adjoint`."""
+        return Linop(self.adjoint, self.forward, self.oshape, self.ishape)
+
+    @property
+    def N(self) -> Linop:
+        """The normal operator ``A^H A`` as a :class:`Linop` (image -> image, self-adjoint): calls :meth:`normal`."""
+        return Linop(self.normal, self.normal, self.ishape, self.ishape)
 
     # -- fast kernel, in shifted coordinates -------------------------------------------------
-    def _normal_shifted(self, x_s: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """``sum_c conj(S'_c) F^-1 |M'|^2 F (S'_c x')`` with reused buffers and no shifts."""
+    def to_shifted(self, x: torch.Tensor) -> torch.Tensor:
+        """An image ``(..., H, W)`` in the normal operator's coordinates: ``ifftshift`` over :attr:`shift_dims`."""
+        return torch.fft.ifftshift(x, dim=self.shift_dims)
+
+    def from_shifted(self, x_s: torch.Tensor) -> torch.Tensor:
+        """Back from :meth:`to_shifted`'s coordinates: ``fftshift`` over :attr:`shift_dims`."""
+        return torch.fft.fftshift(x_s, dim=self.shift_dims)
+
+    def normal_shifted(self, x_s: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``A^H A`` in shifted coordinates: ``to_shifted(normal(x)) == normal_shifted(to_shifted(x))``.
+
+        Computes ``sum_c conj(S'_c) F^-1 |M'|^2 F (S'_c x')`` with plain (unshifted) FFTs and
+        buffers reused between calls of the same shape, so a solver that stays in these
+        coordinates pays for no shift per iteration.
+
+        Args:
+            x_s: image ``(..., H, W)`` in shifted coordinates (:meth:`to_shifted`).
+            out: optional ``(..., H, W)`` tensor to write the result into.
+
+        Returns:
+            ``(..., H, W)``, shifted coordinates (``out`` if given).
+        """
         shape = torch.broadcast_shapes(x_s.shape[:-2] + (1,) + x_s.shape[-2:], self._maps_s.shape)
         key = (shape, x_s.dtype, x_s.device)
         if key not in self._buffers:
@@ -259,17 +325,16 @@ def cg_sense(
     if not bool((maps_t != 0).any()):
         raise ValueError(f"maps are all zero (shape {tuple(maps_t.shape)}): no coil sensitivity, nothing to reconstruct")
     lam = float(lam)
-    dims = op._dims
 
     # Right-hand side, then everything in shifted coordinates (module docstring).
-    b = torch.fft.ifftshift(op.adjoint(y), dim=dims).contiguous()
+    b = op.to_shifted(op.adjoint(y)).contiguous()
     if x0 is not None:
         x0 = _as_complex("x0", x0, 2)
         if x0.shape != b.shape:
             raise ValueError(f"x0 shape {tuple(x0.shape)} must be the image shape {tuple(b.shape)}")
         _check_finite("x0", x0)
-        x = torch.fft.ifftshift(x0.to(device=b.device, dtype=b.dtype), dim=dims).contiguous()
-        r = b - op._normal_shifted(x)
+        x = op.to_shifted(x0.to(device=b.device, dtype=b.dtype)).contiguous()
+        r = b - op.normal_shifted(x)
         if lam:
             r.sub_(x, alpha=lam)
     else:
@@ -288,7 +353,7 @@ def cg_sense(
 
     n_run = 0
     for k in range(max_iter):
-        op._normal_shifted(p, out=ap)
+        op.normal_shifted(p, out=ap)
         if lam:
             ap.add_(p, alpha=lam)
         pap = _redot(p, ap)
@@ -306,7 +371,7 @@ def cg_sense(
         if n_run % CHECK_EVERY == 0 and n_run < max_iter and not bool(active.any()):
             break
 
-    image = torch.fft.fftshift(x, dim=dims)
+    image = op.from_shifted(x)
     if return_history:
         return image, history[..., :n_run]
     return image

@@ -64,6 +64,36 @@ def test_dot_test_and_normal(shape, mask_kind):
     assert (op.normal(x) - ref).norm() / ref.norm() < 1e-12
 
 
+@pytest.mark.parametrize("mask_kind", ["columns", "full"])
+def test_public_adjoint_and_normal_operators(mask_kind):
+    """op.H and op.N (sigpy style) pass the dot test, and the shifted kernel cg_sense uses is A^H A."""
+    gen = torch.Generator().manual_seed(2)
+    c, h, w = 3, 11, 9  # odd: fftshift != ifftshift
+    maps = _crandn(gen, c, h, w)
+    mask = torch.rand(w, generator=gen) > 0.5 if mask_kind == "columns" else torch.rand(h, w, generator=gen) > 0.5
+    op = SenseOp(maps, mask)
+    assert op.shift_dims == ((-1,) if mask_kind == "columns" else (-2, -1))
+    x, x2, y = _crandn(gen, h, w), _crandn(gen, h, w), _crandn(gen, c, h, w)
+    assert (op.H.ishape, op.H.oshape, op.N.ishape, op.N.oshape) == (op.oshape, op.ishape, op.ishape, op.ishape)
+    # <A x, y> == <x, A^H y>, with the adjoint reached through the public operator
+    lhs = torch.vdot(op(x).flatten(), y.flatten())
+    assert abs(lhs - torch.vdot(x.flatten(), op.H(y).flatten())) / abs(lhs) < 1e-10
+    assert torch.equal(op.H(y), op.adjoint(y)) and torch.equal(op.H.H(x), op.forward(x))
+    # A^H A is self-adjoint and positive semi-definite: <N x, x2> == <x, N x2>, <N x, x> >= 0
+    nx = op.N(x)
+    lhs = torch.vdot(nx.flatten(), x2.flatten())
+    assert abs(lhs - torch.vdot(x.flatten(), op.N.H(x2).flatten())) / abs(lhs) < 1e-10
+    assert torch.vdot(x.flatten(), nx.flatten()).real >= 0
+    ref = op.adjoint(op.forward(x))
+    assert (nx - ref).norm() / ref.norm() < 1e-12
+    # the shifted coordinates: a permutation there and back, and the kernel commutes with it
+    xs = op.to_shifted(x)
+    assert torch.equal(op.from_shifted(xs), x)
+    out = torch.empty_like(xs)
+    assert op.normal_shifted(xs, out=out) is out
+    assert torch.equal(op.from_shifted(out), nx)
+
+
 def test_forward_matches_sigpy_sense_linop():
     """Same convention as sigpy: centred orthonormal FFT, weights = mask."""
     gen = torch.Generator().manual_seed(2)
