@@ -1,12 +1,19 @@
-"""Tables of the experiment grid that ``benchmarks/experiment.py`` records.
+"""The experiment grid's record: its one schema, and the tables made from it.
 
-The grid script appends one entry per finished evaluation to a JSON file:
-``{"<target> | <method>[ N=<n> seed=<s>]": {"target", "method", ["n", "seed"], "summary": {metric:
-{"mean", "ci_low", "ci_high", ...}}, "per_slice": {metric: [...]}}, "_meta": {...}}``, with methods
-``zero-filled``, ``cg-sense``, ``pretrained``, ``scratch-full``, ``native`` (the pre-trained
-network's equal-data twin on the target), ``fine-tuned``, ``scratch`` and ``forgetting`` (a
-fine-tuned model back on the source). The functions here turn that file into the tables the
-benchmark prints and the results chapter shows; none of them trains or evaluates anything.
+``benchmarks/experiment.py`` appends one entry per finished evaluation to a JSON file. An entry is
+identified by its fields, ``target``, ``method`` and, for runs on N target slices, ``n`` and
+``seed`` (and ``budget``, the step budget of a run without early stopping); it holds
+``"summary": {metric: {"mean", "ci_low", "ci_high", ...}}`` and ``"per_slice": {metric: [...]}``.
+Methods: ``zero-filled``, ``cg-sense``, ``pretrained``, ``scratch-full``, ``native`` (the
+pre-trained network's equal-data twin on the target), ``fine-tuned``, ``scratch``, ``forgetting``
+(a fine-tuned model back on the source) and ``fine-tuned-no-early-stopping``. The JSON key of an
+entry is :func:`entry_key` of those fields, written in one place; every reader here selects entries
+by their fields (:func:`entry`, :func:`seed_runs`), never by taking a key apart. ``"_meta"`` holds
+the profile and the machine.
+
+The functions here turn that file into the tables the benchmark prints and the results chapter
+shows; none of them trains or evaluates anything, and none knows where the file lives: callers pass
+its path.
 
 Two kinds of interval: a paired one over test slices (two methods on the same slices and masks),
 and, for runs repeated over seeds, the t-interval of the mean over seeds.
@@ -21,38 +28,68 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .stats import Thresholds, compare_sentence, fmt_ci, fmt_interval, summarise
+from .stats import Thresholds, compare_sentence, difference, fmt_ci, fmt_interval, summarise
 
-__all__ = ["results_dir", "load_grid", "seeds", "ns", "targets", "seed_summary", "paired", "gap_table",
+__all__ = ["entry_key", "load_grid", "entry", "seed_runs", "seeds", "ns", "targets", "seed_summary", "paired", "gap_table",
            "curve_table", "forgetting_table", "overfit_table", "markdown_table", "markdown_report", "gap_sentences", "curves_figure",
            "load_field_shift", "field_shift_table"]
 
 METRICS = ("ssim", "ssim_fg", "psnr", "psnr_fg")
+_FIELDS = ("target", "method", "n", "seed", "budget")   # what identifies an entry
 
 
-def results_dir() -> Path:
-    """``benchmarks/results`` of the source checkout this package was imported from."""
-    return Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+def entry_key(target: str, method: str, n: int | None = None, seed: int | None = None,
+              budget: int | None = None) -> str:
+    """The JSON key of the entry with these fields: ``"knee-1.5T R4 | fine-tuned N=5 seed=0"``. The
+    entry carries the same fields, and readers select by them, so the key is never parsed."""
+    key = f"{target} | {method}"
+    if n is not None:
+        key += f" N={n}"
+    if budget is not None:
+        key += f" steps={budget}"
+    return key + (f" seed={seed}" if seed is not None else "")
 
 
-def load_grid(path: str | Path | None = None, profile: str = "standard") -> dict:
-    """The grid JSON at ``path`` (default ``results_dir()/experiment-<profile>.json``).
+def load_grid(path: str | Path) -> dict:
+    """The grid JSON at ``path`` (e.g. ``benchmarks/results/experiment-standard.json``).
 
     Raises ``FileNotFoundError`` naming the file and the command that writes it, and ``ValueError``
-    naming an entry that lacks what the tables read.
+    naming an entry that lacks what the tables read or whose key disagrees with its fields.
     """
-    path = Path(path) if path is not None else results_dir() / f"experiment-{profile}.json"
+    path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no grid results; write them with "
-                                f"`python benchmarks/experiment.py --profile {profile}`")
+        raise FileNotFoundError(f"{path}: no grid results; write them with `python benchmarks/experiment.py --out {path}`")
     results = json.loads(path.read_text())
-    for key, entry in results.items():
-        if key.startswith("_"):
-            continue
+    for key, item in _entries(results).items():
         for field in ("target", "method", "summary", "per_slice"):
-            if field not in entry:
+            if field not in item:
                 raise ValueError(f"{path}: entry {key!r} has no {field!r}")
+        fields = _fields(item)
+        if key != entry_key(**fields):
+            raise ValueError(f"{path}: entry {key!r} has the fields {fields}, whose key is {entry_key(**fields)!r}")
     return results
+
+
+def _fields(item: dict) -> dict:
+    fields = {f: item.get(f) for f in _FIELDS}
+    if fields["budget"] is None and item.get("method") == "fine-tuned-no-early-stopping":
+        fields["budget"] = item.get("steps")   # records written before the field existed: no early stop, steps = budget
+    return fields
+
+
+def entry(results: dict, target: str, method: str, n: int | None = None, seed: int | None = None,
+          budget: int | None = None) -> dict | None:
+    """The entry with exactly these fields, or None."""
+    want = {"target": target, "method": method, "n": n, "seed": seed, "budget": budget}
+    for item in _entries(results).values():
+        if _fields(item) == want:
+            return item
+    return None
+
+
+def seed_runs(results: dict, target: str, method: str, n: int) -> list[dict]:
+    """The entries of ``method`` on ``n`` slices of ``target``, one per recorded seed."""
+    return [e for e in (entry(results, target, method, n, s) for s in seeds(results)) if e is not None]
 
 
 def _entries(results: dict) -> dict[str, dict]:
@@ -71,27 +108,28 @@ def targets(results: dict) -> list[str]:
     return list(dict.fromkeys(v["target"] for v in _entries(results).values()))
 
 
-def seed_summary(results: dict, keys: Sequence[str], metric: str = "ssim_fg", confidence: float = 0.95) -> dict | None:
-    """Mean over the runs ``keys`` present (one per seed) of their test-set means, with the t-interval
-    (:func:`mrtl_core.stats.summarise`; NaN bounds for a single run)."""
-    values = [results[k]["summary"][metric]["mean"] for k in keys if k in results]
+def seed_summary(runs: Sequence[dict], metric: str = "ssim_fg", confidence: float = 0.95) -> dict | None:
+    """Mean over ``runs`` (entries, one per seed) of their test-set means, with the t-interval
+    (:func:`mrtl_core.stats.summarise`; NaN bounds for a single run); None for no runs."""
+    values = [r["summary"][metric]["mean"] for r in runs]
     return summarise(np.array(values), confidence) if values else None
 
 
-def paired(results: dict, key_a: str, key_b: str, metric: str = "ssim_fg", confidence: float = 0.95) -> list[float] | None:
-    """``[mean, ci_low, ci_high]`` of ``a - b`` over the same test slices, or None if either is missing."""
-    if key_a not in results or key_b not in results:
+def paired(a: dict | None, b: dict | None, metric: str = "ssim_fg", confidence: float = 0.95) -> list[float] | None:
+    """``[mean, ci_low, ci_high]`` of entry ``a`` minus entry ``b`` over the same test slices, or None
+    if either is missing."""
+    if a is None or b is None:
         return None
-    a = np.asarray(results[key_a]["per_slice"][metric], dtype=np.float64)
-    b = np.asarray(results[key_b]["per_slice"][metric], dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"{key_a!r} and {key_b!r} were scored on different slices ({a.size} vs {b.size})")
-    s = summarise(a - b, confidence)
-    return [s["mean"], s["ci_low"], s["ci_high"]]
+    x = np.asarray(a["per_slice"][metric], dtype=np.float64)
+    y = np.asarray(b["per_slice"][metric], dtype=np.float64)
+    if x.shape != y.shape:
+        raise ValueError(f"{entry_key(**_fields(a))!r} and {entry_key(**_fields(b))!r} were scored on different "
+                         f"slices ({x.size} vs {y.size})")
+    return list(difference(x, y, True, confidence))
 
 
-def _value(results: dict, key: str, metric: str) -> float:
-    return float(results[key]["summary"][metric]["mean"]) if key in results else math.nan
+def _value(item: dict | None, metric: str) -> float:
+    return float(item["summary"][metric]["mean"]) if item is not None else math.nan
 
 
 def gap_table(results: dict, metric: str = "ssim_fg") -> pd.DataFrame:
@@ -100,15 +138,16 @@ def gap_table(results: dict, metric: str = "ssim_fg") -> pd.DataFrame:
     rows = {}
     digits = 2 if metric.startswith("psnr") else 3
     for t in targets(results):
-        if f"{t} | native" not in results:
+        pre, twin, full = (entry(results, t, m) for m in ("pretrained", "native", "scratch-full"))
+        if twin is None:
             continue
         rows[t] = {
-            "pre-trained": _value(results, f"{t} | pretrained", metric),
-            "native twin": _value(results, f"{t} | native", metric),
-            "pre − native [CI]": fmt_ci(paired(results, f"{t} | pretrained", f"{t} | native", metric), digits),
-            "scratch (full split)": _value(results, f"{t} | scratch-full", metric),
-            "pre − scratch (full) [CI]": fmt_ci(paired(results, f"{t} | pretrained", f"{t} | scratch-full", metric), digits),
-            "twin slices": results[f"{t} | native"].get("num_train_slices"),
+            "pre-trained": _value(pre, metric),
+            "native twin": _value(twin, metric),
+            "pre − native [CI]": fmt_ci(paired(pre, twin, metric), digits),
+            "scratch (full split)": _value(full, metric),
+            "pre − scratch (full) [CI]": fmt_ci(paired(pre, full, metric), digits),
+            "twin slices": twin.get("num_train_slices"),
         }
     table = pd.DataFrame(rows).T
     table.index.name = "target"
@@ -118,12 +157,11 @@ def gap_table(results: dict, metric: str = "ssim_fg") -> pd.DataFrame:
 def curve_table(results: dict, target: str, metric: str = "ssim_fg") -> pd.DataFrame:
     """The N-curve of one target: fine-tuned and from-scratch means over seeds with their intervals,
     beside the pre-trained, full-split and (if present) equal-data references."""
-    sd = seeds(results)
     rows = {}
     for n in ns(results, target):
         row = {}
         for method in ("fine-tuned", "scratch"):
-            s = seed_summary(results, [f"{target} | {method} N={n} seed={x}" for x in sd], metric)
+            s = seed_summary(seed_runs(results, target, method, n), metric)
             row[method] = s["mean"] if s else math.nan
             row[f"{method} CI"] = fmt_interval((s["ci_low"], s["ci_high"])) if s and s["n"] > 1 else "–"
             row[f"{method} seeds"] = s["n"] if s else 0
@@ -131,18 +169,17 @@ def curve_table(results: dict, target: str, metric: str = "ssim_fg") -> pd.DataF
     table = pd.DataFrame(rows).T
     table.index.name = "N"
     for label, key in (("pre-trained", "pretrained"), ("scratch (full split)", "scratch-full"), ("native twin", "native")):
-        table[label] = _value(results, f"{target} | {key}", metric)
+        table[label] = _value(entry(results, target, key), metric)
     return table
 
 
 def forgetting_table(results: dict, metric: str = "ssim_fg") -> pd.DataFrame:
     """Fine-tuned models back on the source: mean over seeds per target and N."""
-    sd = seeds(results)
     rows = {}
     for t in targets(results):
         row = {}
         for n in ns(results, t):
-            s = seed_summary(results, [f"{t} | forgetting N={n} seed={x}" for x in sd], metric)
+            s = seed_summary(seed_runs(results, t, "forgetting", n), metric)
             if s:
                 row[f"N={n}"] = s["mean"]
         if row:
@@ -156,17 +193,16 @@ def overfit_table(results: dict, metric: str = "ssim_fg") -> pd.DataFrame:
     """Fine-tuning on N slices with early stopping against the same runs without it (a longer budget,
     no validation): means over seeds, and the per-seed difference's t-interval."""
     rows = {}
-    for key, entry in _entries(results).items():
-        if entry["method"] != "fine-tuned-no-early-stopping":
+    for item in _entries(results).values():
+        if item["method"] != "fine-tuned-no-early-stopping":
             continue
-        t, n, seed = entry["target"], entry["n"], entry["seed"]
-        steps = key.split("steps=")[1].split()[0]
-        ref = f"{t} | fine-tuned N={n} seed={seed}"
-        if ref not in results:
+        f = _fields(item)
+        ref = entry(results, f["target"], "fine-tuned", f["n"], f["seed"])
+        if ref is None:
             continue
-        row = rows.setdefault((t, n, steps), {"with": [], "without": []})
-        row["with"].append(results[ref]["summary"][metric]["mean"])
-        row["without"].append(entry["summary"][metric]["mean"])
+        row = rows.setdefault((f["target"], f["n"], f["budget"]), {"with": [], "without": []})
+        row["with"].append(ref["summary"][metric]["mean"])
+        row["without"].append(item["summary"][metric]["mean"])
     out = {}
     for (t, n, steps), row in rows.items():
         d = summarise(np.array(row["without"]) - np.array(row["with"]))
@@ -179,9 +215,10 @@ def overfit_table(results: dict, metric: str = "ssim_fg") -> pd.DataFrame:
     return table
 
 
-def _cell(results: dict, keys: list[str], metric: str = "ssim") -> str:
-    whole = seed_summary(results, keys, metric)
-    fg = seed_summary(results, keys, metric + "_fg")
+def _cell(runs: list[dict | None], metric: str = "ssim") -> str:
+    runs = [r for r in runs if r is not None]
+    whole = seed_summary(runs, metric)
+    fg = seed_summary(runs, metric + "_fg")
     if whole is None:
         return ""
     if whole["n"] == 1:
@@ -212,9 +249,9 @@ def markdown_report(results: dict) -> str:
     head += [f"FT N={n}" for n in all_ns] + [f"scratch N={n}" for n in all_ns]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for t in targets(results):
-        cells = [t] + [_cell(results, [f"{t} | {m}"]) for m in ("zero-filled", "cg-sense", "pretrained", "native", "scratch-full")]
-        cells += [_cell(results, [f"{t} | fine-tuned N={n} seed={s}" for s in sd]) for n in all_ns]
-        cells += [_cell(results, [f"{t} | scratch N={n} seed={s}" for s in sd]) for n in all_ns]
+        cells = [t] + [_cell([entry(results, t, m)]) for m in ("zero-filled", "cg-sense", "pretrained", "native", "scratch-full")]
+        cells += [_cell(seed_runs(results, t, "fine-tuned", n)) for n in all_ns]
+        cells += [_cell(seed_runs(results, t, "scratch", n)) for n in all_ns]
         lines.append("| " + " | ".join(cells) + " |")
     meta = results.get("_meta", {})
     forgetting = forgetting_table(results)
@@ -244,11 +281,11 @@ def gap_sentences(results: dict, thresholds=None) -> str:
     thresholds = thresholds or Thresholds()
     out = []
     for t in targets(results):
-        diff = paired(results, f"{t} | pretrained", f"{t} | native", thresholds.metric)
+        pre, twin = entry(results, t, "pretrained"), entry(results, t, "native")
+        diff = paired(pre, twin, thresholds.metric)
         if diff is None:
             continue
-        whole = paired(results, f"{t} | pretrained", f"{t} | native", "ssim")
-        psnr = paired(results, f"{t} | pretrained", f"{t} | native", "psnr")
+        whole, psnr = paired(pre, twin, "ssim"), paired(pre, twin, "psnr")
         out.append("* " + compare_sentence(diff, f"On {t} the pre-trained U-Net", "its twin trained on the target",
                                            thresholds)
                    + f"; whole-image SSIM {fmt_ci(whole)}, PSNR {fmt_ci(psnr, 2, unit=' dB')}.")
@@ -269,11 +306,10 @@ def curves_figure(results: dict, metric: str = "ssim_fg", targets_: Sequence[str
     for ax, t in zip(axes[0], names):
         table = curve_table(results, t, metric)
         x = np.asarray(table.index, dtype=float)
-        sd = seeds(results)
         for method, colour, marker in (("fine-tuned", "C0", "o"), ("scratch", "C1", "s")):
             lo, hi = [], []
             for n in table.index:
-                s = seed_summary(results, [f"{t} | {method} N={n} seed={x_}" for x_ in sd], metric)
+                s = seed_summary(seed_runs(results, t, method, n), metric)
                 ok = s is not None and math.isfinite(s["ci_low"])
                 lo.append(s["mean"] - s["ci_low"] if ok else 0.0)
                 hi.append(s["ci_high"] - s["mean"] if ok else 0.0)
@@ -295,12 +331,11 @@ def curves_figure(results: dict, metric: str = "ssim_fg", targets_: Sequence[str
     return fig
 
 
-def load_field_shift(path: str | Path | None = None, profile: str = "standard") -> dict:
-    """The record of ``benchmarks/field_shift.py`` (default ``results_dir()/field_shift-<profile>.json``)."""
-    path = Path(path) if path is not None else results_dir() / f"field_shift-{profile}.json"
+def load_field_shift(path: str | Path) -> dict:
+    """The record of ``benchmarks/field_shift.py`` at ``path`` (e.g. ``benchmarks/results/field_shift-standard.json``)."""
+    path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no field-shift ablation; write it with "
-                                f"`python benchmarks/field_shift.py --profile {profile}`")
+        raise FileNotFoundError(f"{path}: no field-shift ablation; write it with `python benchmarks/field_shift.py --out {path}`")
     record = json.loads(path.read_text())
     if "steps" not in record or not record["steps"]:
         raise ValueError(f"{path}: no 'steps' in the field-shift record")

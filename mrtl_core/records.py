@@ -3,6 +3,12 @@
 Tests read them to assert the findings the text states; the results chapter reads them to build
 its tables, so no number in the book is typed by hand. Files live in ``$MRTL_RECORDS_DIR`` or
 ``records/`` beside the notebooks (the working directory of papermill and jupyter-book).
+
+The schema: what identifies a number is a level of nesting, never part of a key to be taken apart.
+Scores are ``scores[method][metric] = {"mean", "ci": [low, high]}``; paired differences
+``differences[a][b][metric] = [mean, ci_low, ci_high]`` (``a - b`` over the same test slices, as
+:func:`mrtl_core.stats.paired_difference`); chapters with shifts nest them under the shift's name
+first (``"knee-1.5T R4"``), and runs on N slices under ``str(N)``.
 """
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 
 from .profiles import PROFILES, Profile, get_profile
-from .stats import Thresholds, as_diff, classify, compare_sentence, fmt_ci, fmt_interval
+from .stats import Thresholds, as_diff, classify, compare_sentence, fmt_ci, fmt_interval, gap_to_recover
 
 __all__ = [
     "CHAPTERS", "VERDICTS", "MissingRecordError", "Verdict",
@@ -156,10 +156,10 @@ def source_table(records: dict[str, dict]) -> pd.DataFrame:
     """Chapter 4 on its own domain: zero-filled, CG-SENSE, pre-trained U-Net; SSIM/PSNR/RMSE (whole and foreground)."""
     num = numbers(records, SOURCE)
     rows = {}
-    for label, tag in (("zero-filled", "zf"), ("CG-SENSE", "cg"), ("pre-trained U-Net", "unet")):
-        get = lambda metric: _get(num, SOURCE, f"{metric}_{tag}_R4")  # noqa: E731
+    for label, method in (("zero-filled", "zero-filled"), ("CG-SENSE", "CG-SENSE"), ("pre-trained U-Net", "U-Net")):
+        get = lambda metric: _get(num, SOURCE, "scores", method, metric, "mean")  # noqa: E731
         rows[label] = {
-            "SSIM": float(get("ssim")), "SSIM 95 % CI": fmt_interval(num.get(f"ssim_{tag}_R4_ci")),
+            "SSIM": float(get("ssim")), "SSIM 95 % CI": fmt_interval(_get(num, SOURCE, "scores", method, "ssim", "ci")),
             "PSNR (dB)": float(get("psnr")), "RMSE (a.u.)": float(get("rmse")),
             "SSIM (fg)": float(get("ssim_fg")), "PSNR (fg, dB)": float(get("psnr_fg")),
             "RMSE (fg, a.u.)": float(get("rmse_fg")),
@@ -337,7 +337,7 @@ def _judge_source(records, t) -> Verdict:
     v = _new("source_beats_zero_filled", t)
     try:
         num = numbers(records, SOURCE)
-        d = _get(num, SOURCE, f"diff_{t.metric}_unet_minus_zf_R4")
+        d = _get(num, SOURCE, "differences", "U-Net", "zero-filled", t.metric)
     except MissingRecordError as exc:
         v.note = str(exc)
         return v.settle()
@@ -421,7 +421,7 @@ def _judge_finetune(records, t, key: str) -> Verdict:
                 skipped.append(name)
                 continue
             pre = s.get("pre-trained", {}).get(t.metric)
-            if pre is not None and float(full) - float(pre) < t.min_effect:
+            if pre is not None and not gap_to_recover(pre, full, t):
                 # nothing to recover: the pre-trained network already matches the full-set one
                 no_gap.append(f"{name} (pre-trained {float(pre):.3f}, full-set scratch {float(full):.3f})")
                 continue
@@ -489,9 +489,9 @@ def source_sentences(records: dict[str, dict], thresholds: Thresholds = Threshol
     """Chapter 4 in words: the U-Net against zero-filling and CG-SENSE on the source test slices."""
     num = numbers(records, SOURCE)
     m = thresholds.metric
-    parts = [compare_sentence(_get(num, SOURCE, f"diff_{m}_unet_minus_{b}_R4"), a, name, thresholds)
-             for a, b, name in (("On the source test slices the pre-trained U-Net", "zf", "zero-filling"),
-                                ("it", "cg", "CG-SENSE"))]
+    parts = [compare_sentence(_get(num, SOURCE, "differences", "U-Net", b, m), a, name, thresholds)
+             for a, b, name in (("On the source test slices the pre-trained U-Net", "zero-filled", "zero-filling"),
+                                ("it", "CG-SENSE", "CG-SENSE"))]
     return "; ".join(parts) + "."
 
 
@@ -539,7 +539,7 @@ def finetune_sentences(records: dict[str, dict], thresholds: Thresholds = Thresh
 def beyond_sentences(records: dict[str, dict], thresholds: Thresholds = Thresholds()) -> str:
     """Chapter 7 in words, each comparison judged by the same rule as the paper's claims (foreground SSIM)."""
     num = numbers(records, BEYOND)
-    t = Thresholds(metric="ssim_fg", min_effect=thresholds.min_effect, close=thresholds.close)
+    t = thresholds.on("ssim_fg")
     target, n = num.get("target", "the target"), num.get("n_slices", "N")
     out = []
     for s, d in num.get("strategy_diff_vs_pretrained", {}).items():

@@ -24,7 +24,8 @@ def finite(value, name: str) -> float:
 
 
 # --- the margin a ci-profile comparison must clear ------------------------------------------------
-SPREAD_RECORD = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "kernel_spread-ci.json"
+BENCHMARK_RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"   # the recorded benchmarks
+SPREAD_RECORD = BENCHMARK_RESULTS / "kernel_spread-ci.json"
 
 
 @functools.lru_cache(maxsize=1)

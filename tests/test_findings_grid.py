@@ -9,6 +9,8 @@ from __future__ import annotations
 import pytest
 
 from mrtl_core import grid
+
+from findings import BENCHMARK_RESULTS
 from mrtl_core.stats import Thresholds, classify
 
 RULE = Thresholds()   # the results chapter's rule: CI excludes zero and |mean| >= 0.01 (foreground SSIM)
@@ -17,17 +19,17 @@ KNEE, FIELD, R8 = "knee-1.5T R4", "brain-3T R4", "brain-1.5T R8"
 
 @pytest.fixture(scope="module")
 def results():
-    return grid.load_grid(profile="standard")
+    return grid.load_grid(BENCHMARK_RESULTS / "experiment-standard.json")
 
 
 def _gap(results, target, metric="ssim_fg"):
-    diff = grid.paired(results, f"{target} | pretrained", f"{target} | native", metric)
+    diff = grid.paired(grid.entry(results, target, "pretrained"), grid.entry(results, target, "native"), metric)
     assert diff is not None, f"the grid has no pre-trained / native pair for {target}"
     return diff
 
 
 def _seed_means(results, target, method, n):
-    s = grid.seed_summary(results, [f"{target} | {method} N={n} seed={x}" for x in grid.seeds(results)])
+    s = grid.seed_summary(grid.seed_runs(results, target, method, n))
     assert s is not None and s["n"] >= 3, f"{target} {method} N={n}: fewer than three seeds recorded"
     return s
 
@@ -55,8 +57,8 @@ def test_field_shift_costs_background_only(results):
 def test_full_split_reference_understates_a_shift(results):
     """The full-split scratch model had less data than the twin: the twin is the stronger reference."""
     for target in (FIELD, KNEE):
-        twin = results[f"{target} | native"]["summary"]["ssim_fg"]["mean"]
-        full = results[f"{target} | scratch-full"]["summary"]["ssim_fg"]["mean"]
+        twin = grid.entry(results, target, "native")["summary"]["ssim_fg"]["mean"]
+        full = grid.entry(results, target, "scratch-full")["summary"]["ssim_fg"]["mean"]
         assert twin > full, target
 
 
@@ -69,7 +71,7 @@ def test_fine_tuning_beats_scratch_with_one_slice(results, target):
 def test_fine_tuning_never_ends_below_its_start(results):
     """Fine-tuning validates the pre-trained start first, so on average it cannot fall below it."""
     for target in (KNEE, FIELD, R8):
-        pre = results[f"{target} | pretrained"]["summary"]["ssim_fg"]["mean"]
+        pre = grid.entry(results, target, "pretrained")["summary"]["ssim_fg"]["mean"]
         for n in grid.ns(results, target):
             s = _seed_means(results, target, "fine-tuned", n)
             assert s["mean"] >= pre - 0.005, (target, n, s["mean"], pre)
@@ -82,8 +84,8 @@ def test_fine_tuning_raises_every_metric_on_the_anatomy_and_acceleration_shifts(
     seed-mean of every metric above the pre-trained network, its lower 95 % bound included. (The ci
     profile's networks are too small for a kernel-robust whole-image version of this claim: see
     ``benchmarks/results/kernel_spread-ci.txt``; chapter 6's ci test asserts what clears that spread.)"""
-    pre = results[f"{target} | pretrained"]["summary"][metric]["mean"]
+    pre = grid.entry(results, target, "pretrained")["summary"][metric]["mean"]
     for n in [n for n in grid.ns(results, target) if n >= 5]:
-        s = grid.seed_summary(results, [f"{target} | fine-tuned N={n} seed={x}" for x in grid.seeds(results)], metric)
+        s = grid.seed_summary(grid.seed_runs(results, target, "fine-tuned", n), metric)
         assert s is not None and s["n"] >= 3, (target, n, metric)
         assert s["ci_low"] > pre, f"{target} N={n}: fine-tuned {metric} {s['mean']:.4f} (low {s['ci_low']:.4f}) vs pre-trained {pre:.4f}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from findings import chapter_numbers, clears, finite
+from findings import chapter_numbers, clears, finite, recorded
 
 PRETRAINED = "04_pretrained_unet"
 GENERALIZATION = "05_generalization"
@@ -41,19 +41,19 @@ def test_pretraining_ran_and_recorded_its_history(pretrained):
 
 @pytest.mark.parametrize("metric", ["ssim", "ssim_fg", "psnr"])
 def test_pretrained_unet_beats_zero_filled_on_its_own_domain(pretrained, metric):
-    failures = [clears(pretrained, PRETRAINED, f"{metric}_unet_R4", f"{metric}_zf_R4", "U-Net over zero-filled, brain-1.5T R4"),
-                clears(pretrained, PRETRAINED, f"diff_{metric}_unet_minus_zf_R4/1", None,
+    failures = [clears(pretrained, PRETRAINED, f"scores/U-Net/{metric}/mean", f"scores/zero-filled/{metric}/mean",
+                       "U-Net over zero-filled, brain-1.5T R4"),
+                clears(pretrained, PRETRAINED, f"differences/U-Net/zero-filled/{metric}/1", None,
                        "CI low of the paired gain of the U-Net over zero-filling")]
     failures = [f for f in failures if f]
     assert not failures, "; ".join(failures)
 
 
 def test_metric_ranges(pretrained):
-    for method in ("zf", "cg", "unet"):
+    for method in ("zero-filled", "CG-SENSE", "U-Net"):
         for region in ("", "_fg"):
-            ssim = finite(pretrained[f"ssim{region}_{method}_R4"], f"ssim{region}_{method}_R4")
-            assert -1 <= ssim <= 1
-            assert finite(pretrained[f"rmse{region}_{method}_R4"], "rmse") > 0
+            assert -1 <= recorded(pretrained, f"scores/{method}/ssim{region}/mean") <= 1
+            assert recorded(pretrained, f"scores/{method}/rmse{region}/mean") > 0
 
 
 # --- chapter 5 ----------------------------------------------------------------------------------
@@ -67,7 +67,7 @@ def _unet(shifts: dict, name: str, metric: str = "ssim_fg") -> float:
 
 def test_chapter5_source_matches_chapter4(pretrained, shifts):
     # the same cached model on the same fixed test masks: the numbers agree
-    assert _unet(shifts, shifts["source"], "ssim") == pytest.approx(pretrained["ssim_unet_R4"], abs=1e-9)
+    assert _unet(shifts, shifts["source"], "ssim") == pytest.approx(recorded(pretrained, "scores/U-Net/ssim/mean"), abs=1e-9)
 
 
 def test_anatomy_shift_lowers_ssim(shifts):

@@ -55,7 +55,7 @@ def test_results_record_is_complete(results, executed_records):
 
 def test_source_verdict_recomputed_from_chapter_4(results, executed_records):
     n = results["numbers"]
-    diff = _source(executed_records, "04_pretrained_unet")[f"diff_{n['metric']}_unet_minus_zf_R4"]
+    diff = _source(executed_records, "04_pretrained_unet")["differences"]["U-Net"]["zero-filled"][n["metric"]]
     assert n["verdicts"]["source_beats_zero_filled"] == _verdict([_holds_better(diff, n["min_effect"])])
     case = n["claims"]["source_beats_zero_filled"]["cases"][0]
     assert case["diff"] == pytest.approx(diff)

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats
 
 from mrtl_core import grid
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 
 def _entry(target, method, values, **extra):
@@ -37,37 +40,61 @@ def results():
 def test_paired_difference_matches_scipy(results):
     a = np.array(results["knee R4 | pretrained"]["per_slice"]["ssim_fg"])
     b = np.array(results["knee R4 | native"]["per_slice"]["ssim_fg"])
-    mean, lo, hi = grid.paired(results, "knee R4 | pretrained", "knee R4 | native")
+    mean, lo, hi = grid.paired(grid.entry(results, "knee R4", "pretrained"), grid.entry(results, "knee R4", "native"))
     ref = stats.ttest_rel(a, b).confidence_interval(0.95)
     assert mean == pytest.approx(float(np.mean(a - b)), abs=1e-12)
     assert (lo, hi) == pytest.approx((ref.low, ref.high), abs=1e-10)
     assert hi < 0   # the twin is better by construction
-    assert grid.paired(results, "knee R4 | pretrained", "nope") is None
+    assert grid.paired(grid.entry(results, "knee R4", "pretrained"), grid.entry(results, "knee R4", "nope")) is None
 
 
 def test_paired_refuses_different_slices(results):
     results["knee R4 | native"]["per_slice"]["ssim_fg"] = [0.5] * 3
     with pytest.raises(ValueError, match="different slices"):
-        grid.paired(results, "knee R4 | pretrained", "knee R4 | native")
+        grid.paired(grid.entry(results, "knee R4", "pretrained"), grid.entry(results, "knee R4", "native"))
+
+
+def test_entries_are_found_by_their_fields_and_keys_are_checked(tmp_path, results):
+    assert grid.entry(results, "knee R4", "fine-tuned", 5, 1) is results["knee R4 | fine-tuned N=5 seed=1"]
+    assert grid.entry(results, "knee R4", "fine-tuned", 5) is None        # seeded runs need their seed
+    assert [e["seed"] for e in grid.seed_runs(results, "knee R4", "scratch", 1)] == [0, 1, 2]
+    assert grid.entry_key("knee R4", "fine-tuned-no-early-stopping", 5, 0, budget=300) == \
+        "knee R4 | fine-tuned-no-early-stopping N=5 steps=300 seed=0"
+    results["knee R4 | fine-tuned N=5 seed=1"]["seed"] = 7   # a key that disagrees with its fields
+    path = tmp_path / "grid.json"
+    path.write_text(json.dumps(results))
+    with pytest.raises(ValueError, match="N=5 seed=1.*seed=7"):
+        grid.load_grid(path)
+
+
+def test_overfit_table_pairs_runs_by_fields(results):
+    for seed in (0, 1, 2):
+        ref = results[f"knee R4 | fine-tuned N=5 seed={seed}"]["per_slice"]["ssim_fg"]
+        results[grid.entry_key("knee R4", "fine-tuned-no-early-stopping", 5, seed, budget=300)] = _entry(
+            "knee R4", "fine-tuned-no-early-stopping", np.asarray(ref) - 0.02 * (seed + 1), n=5, seed=seed, budget=300, steps=300)
+    table = grid.overfit_table(results)
+    row = table.loc["knee R4, N=5"]
+    assert row["steps without"] == 300 and row["seeds"] == 3
+    assert row["no early stopping"] - row["early stopping"] == pytest.approx(-0.04)
 
 
 def test_seed_summary_is_the_t_interval_over_seeds(results):
-    keys = [f"knee R4 | fine-tuned N=5 seed={s}" for s in (0, 1, 2)]
-    means = np.array([results[k]["summary"]["ssim_fg"]["mean"] for k in keys])
-    s = grid.seed_summary(results, keys)
+    runs = grid.seed_runs(results, "knee R4", "fine-tuned", 5)
+    means = np.array([results[f"knee R4 | fine-tuned N=5 seed={s}"]["summary"]["ssim_fg"]["mean"] for s in (0, 1, 2)])
+    s = grid.seed_summary(runs)
     lo, hi = stats.t.interval(0.95, 2, loc=means.mean(), scale=stats.sem(means))
     assert s["n"] == 3 and s["mean"] == pytest.approx(means.mean())
     assert (s["ci_low"], s["ci_high"]) == pytest.approx((lo, hi))
-    single = grid.seed_summary(results, keys[:1])
+    single = grid.seed_summary(runs[:1])
     assert single["n"] == 1 and math.isnan(single["ci_low"])
-    assert grid.seed_summary(results, ["absent"]) is None
+    assert grid.seed_summary([]) is None
 
 
 def test_tables(results):
     assert grid.seeds(results) == [0, 1, 2] and grid.ns(results) == [1, 5] and grid.targets(results) == ["knee R4"]
     gaps = grid.gap_table(results)
     assert list(gaps.index) == ["knee R4"] and gaps.loc["knee R4", "twin slices"] == 300
-    mean, lo, hi = grid.paired(results, "knee R4 | pretrained", "knee R4 | native")
+    mean, lo, hi = grid.paired(grid.entry(results, "knee R4", "pretrained"), grid.entry(results, "knee R4", "native"))
     assert gaps.loc["knee R4", "pre − native [CI]"] == f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]"
     assert -0.06 < mean < -0.04
     curve = grid.curve_table(results, "knee R4")
@@ -94,7 +121,7 @@ def test_load_grid_names_file_and_bad_entry(tmp_path, results):
 
 def test_committed_standard_grid_reads():
     """The grid recorded in the repository (the book's chapter 8 reads it) parses into every table."""
-    results = grid.load_grid(profile="standard")
+    results = grid.load_grid(RESULTS / "experiment-standard.json")
     assert results["_meta"]["profile"]["name"] == "standard"
     for t in grid.targets(results):
         grid.curve_table(results, t)

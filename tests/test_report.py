@@ -28,13 +28,12 @@ def _diff(m, half=0.01):
 
 def make_records() -> dict:
     ch4 = {"domain": "brain-1.5T", "acceleration": 4}
-    for tag, base in (("zf", 0.60), ("cg", 0.80), ("unet", 0.85)):
-        for metric, scale in (("ssim", 1.0), ("ssim_fg", 0.98), ("psnr", 40.0), ("psnr_fg", 38.0), ("rmse", 0.1), ("rmse_fg", 0.12)):
-            ch4[f"{metric}_{tag}_R4"] = base * scale
-            ch4[f"{metric}_{tag}_R4_ci"] = [base * scale - 0.01, base * scale + 0.01]
-    for metric in ("ssim", "ssim_fg", "psnr", "psnr_fg"):
-        ch4[f"diff_{metric}_unet_minus_zf_R4"] = [0.25, 0.2, 0.3]
-        ch4[f"diff_{metric}_unet_minus_cg_R4"] = [0.05, 0.01, 0.09]
+    ch4["scores"] = {method: {metric: {"mean": base * scale, "ci": [base * scale - 0.01, base * scale + 0.01]}
+                              for metric, scale in (("ssim", 1.0), ("ssim_fg", 0.98), ("psnr", 40.0), ("psnr_fg", 38.0),
+                                                    ("rmse", 0.1), ("rmse_fg", 0.12))}
+                     for method, base in (("zero-filled", 0.60), ("CG-SENSE", 0.80), ("U-Net", 0.85))}
+    ch4["differences"] = {"U-Net": {"zero-filled": {m: [0.25, 0.2, 0.3] for m in ("ssim", "ssim_fg", "psnr", "psnr_fg")},
+                                    "CG-SENSE": {m: [0.05, 0.01, 0.09] for m in ("ssim", "ssim_fg", "psnr", "psnr_fg")}}}
 
     conds = {
         "brain-1.5T R4": ("brain-1.5T", 4, "source", 0.85),
@@ -285,8 +284,8 @@ def test_tables_name_the_chapter_to_run_when_a_record_is_missing(fn):
 
 
 def test_missing_key_names_record_and_key(records):
-    del records["04_pretrained_unet"]["numbers"]["ssim_cg_R4"]
-    with pytest.raises(MissingRecordError, match="04_pretrained_unet.*ssim_cg_R4"):
+    del records["04_pretrained_unet"]["numbers"]["scores"]["CG-SENSE"]
+    with pytest.raises(MissingRecordError, match="04_pretrained_unet.*scores/CG-SENSE"):
         report.source_table(records)
     with pytest.raises(TypeError, match="records"):
         report.numbers([], "04_pretrained_unet")
