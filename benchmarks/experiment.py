@@ -102,12 +102,12 @@ def run_grid(args: argparse.Namespace) -> dict:
         ns = sorted({min(n, n_avail) for n in (args.ns or DEFAULT_NS)})
         key = f"{name} | scratch-full"
         if not done(key) and not args.no_scratch:
-            model, info = ex.scratch_full(profile, d, r, progress=args.progress, return_info=True)
+            model, info = ex.scratch_full(profile, d, r, progress=args.progress)
             store(key, ex.evaluate_on(profile, model, d, r), target=name, method="scratch-full",
                   train_seconds=info.get("seconds"), num_train_slices=n_avail)
         key = f"{name} | native"
         if not done(key) and not args.no_native:
-            model, info = ex.native_unet(profile, d, r, progress=args.progress, return_info=True)
+            model, info = ex.native_unet(profile, d, r, progress=args.progress)
             store(key, ex.evaluate_on(profile, model, d, r), target=name, method="native",
                   train_seconds=info.get("seconds"), num_train_slices=info.get("num_train_slices"))
         for n in ns:
@@ -119,7 +119,7 @@ def run_grid(args: argparse.Namespace) -> dict:
                     if done(key) and (scratch or done(fkey)):
                         continue
                     model, info = ex.finetune_run(profile, d, n, seed, acceleration=r, from_scratch=scratch,
-                                                  progress=args.progress, return_info=True)
+                                                  progress=args.progress)
                     if not done(key):
                         store(key, ex.evaluate_on(profile, model, d, r), target=name, method=method, n=n, seed=seed,
                               train_seconds=info.get("seconds"), steps=info.get("steps"), best_epoch=info.get("best_epoch"))
@@ -136,7 +136,7 @@ def run_grid(args: argparse.Namespace) -> dict:
                 if done(key):
                     continue
                 model, info = ex.finetune_run(profile, d, 5, seed, acceleration=r, early_stopping=False,
-                                              max_steps=args.overfit_steps, progress=args.progress, return_info=True)
+                                              max_steps=args.overfit_steps, progress=args.progress)
                 store(key, ex.evaluate_on(profile, model, d, r), target=name, method="fine-tuned-no-early-stopping",
                       n=5, seed=seed, steps=info.get("steps"), train_seconds=info.get("seconds"))
     results["_meta"]["seconds_this_run"] = time.perf_counter() - t_start

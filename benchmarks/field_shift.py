@@ -127,7 +127,7 @@ def main() -> None:
     t0 = time.perf_counter()
     models = {"pre-trained": ex.pretrained_unet(profile, progress=False)[0]}
     if not args.no_native:
-        models["3 T twin"] = ex.native_unet(profile, "brain-3T", progress=False)
+        models["3 T twin"] = ex.native_unet(profile, "brain-3T", progress=False)[0]
     first = 10_000  # subject indices far past any split of the experiment
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="mrtl-field-") as tmp:

@@ -9,6 +9,7 @@ stale files.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import warnings
@@ -33,15 +34,22 @@ def physics_version() -> Any:
     """What identifies the simulator's physics in cache keys.
 
     ``simulate.PHYSICS_VERSION`` if the module declares one; otherwise a hash of the simulator's
-    source (``simulate.py`` and ``phantoms/``), so that any change to the physics or anatomy
-    rebuilds cached domains instead of serving stale data.
+    source (``simulate.py`` and ``phantoms/``, hashed once per process), so that any change to the
+    physics or anatomy rebuilds cached domains instead of serving stale data.
     """
     from . import simulate
 
     declared = getattr(simulate, "PHYSICS_VERSION", None)
     if declared is not None:
         return declared
-    here = Path(simulate.__file__).resolve().parent  # the package: the same files, wherever this module lives
+    return _source_hash(str(Path(simulate.__file__).resolve().parent))
+
+
+@functools.lru_cache(maxsize=None)
+def _source_hash(package: str) -> str:
+    """The hash of the simulator's source files under ``package``, read once per process: every
+    cache key holds it, and the files do not change under a running process."""
+    here = Path(package)  # the package: the same files, wherever this module lives
     digest = hashlib.sha256()
     for src in [here / "simulate.py", *sorted((here / "phantoms").glob("*.py"))]:
         if src.is_file():

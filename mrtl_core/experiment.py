@@ -1,4 +1,4 @@
-"""The paper's experiment as cached building blocks the chapters call with a :class:`Profile`.
+"""The paper's experiment as cached building blocks the chapters and the CLI call with a :class:`Profile`.
 
 Arshad et al. (2021): a U-Net pre-trained on 1.5 T brain images at 4x fails on (a) 3 T brain,
 (b) 1.5 T knee and (c) other accelerations; end-to-end fine-tuning on a few target slices repairs
@@ -8,6 +8,10 @@ it. Here:
 * :func:`make_dataset` -- a :class:`~mrtl_core.data.SliceDataset` with the experiment's masks
   (random Cartesian, centre fraction ``0.32 / R``: 0.08 at 4x, as in fastMRI), fresh masks per
   access for training, fixed per-slice masks for validation and test;
+* :func:`select_slices` / :func:`target_slices` -- the N slices a small-data run trains on;
+* :func:`pretrain_config`, :func:`finetune_config`, :func:`scratch_config` -- the training recipes
+  (``python -m mrtl_core finetune`` uses :func:`finetune_config` and :func:`select_slices` too, so
+  the CLI fine-tunes exactly as the book does);
 * :func:`pretrained_unet` -- trained once on ``brain-1.5T`` at R = 4, cached;
 * :func:`finetune_run` -- fine-tuned (or trained from scratch) on N target slices, cached;
 * :func:`scratch_full` -- trained from scratch on the whole target training split, cached;
@@ -17,11 +21,12 @@ it. Here:
   pre-trained one, so beating it does not mean the shift costs nothing);
 * :func:`evaluate_on` -- any model or ``"zero-filled"`` / ``"cg-sense"`` on a domain's test split.
 
-Every trained model is cached under ``cache_root()/models/<name>-<hash>``, the hash covering
-everything that changes the weights (data sizes, simulator version, architecture, training
-configuration, seeds, the pre-trained model's own key), so a changed profile retrains and an
-unchanged one loads in well under a second. An interrupted training resumes from a checkpoint
-kept under ``cache_root()/models/.partial/``.
+Every trained model returns ``(model, info)`` and is cached under
+``cache_root()/models/<name>-<hash>``, the hash being of :func:`model_key`: everything that
+changes the weights (data sizes, simulator version, architecture, training configuration, seeds,
+the pre-trained model's own key), so a changed profile retrains and an unchanged one loads in well
+under a second. An interrupted training resumes from a checkpoint kept under
+``cache_root()/models/.partial/``.
 
 The N target slices of :func:`finetune_run` are the first N of a seeded permutation of the target
 training slices, so for one seed the sets are nested (the 5 slices are among the 20): curves over N
@@ -30,7 +35,6 @@ domain itself at another R, so its training split is the source's.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -38,9 +42,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, Subset
+from torch.utils.data import ConcatDataset, Dataset, Subset
 
-from . import cache, data, domains
+from . import cache, data, domains, masks
 from .evaluate import EvalResult, evaluate
 from .profiles import Profile, get_profile
 from .train import (
@@ -59,19 +63,23 @@ __all__ = [
     "SOURCE_ACCELERATION",
     "TARGET_DOMAINS",
     "EXPERIMENT_VERSION",
+    "NO_LR_DECAY",
     "shifts",
     "domain_splits",
     "make_dataset",
+    "select_slices",
+    "target_slices",
     "new_unet",
+    "lr_decay_step",
     "pretrain_config",
     "finetune_config",
     "scratch_config",
+    "model_key",
     "pretrained_unet",
     "finetune_run",
     "scratch_full",
     "native_unet",
     "native_train_files",
-    "target_slices",
     "evaluate_on",
     "unet_dc_image",
     "evaluate_with_dc",
@@ -81,16 +89,11 @@ SOURCE_DOMAIN = "brain-1.5T"
 SOURCE_ACCELERATION = 4
 TARGET_DOMAINS = ("brain-3T", "knee-1.5T")
 EXPERIMENT_VERSION = 1  # bump to invalidate every cached model (a change in how they are trained)
+#: ``lr_step_size`` of step-budgeted runs (fine-tuning, scratch on N slices): past any budget, so the
+#: learning rate stays constant
+NO_LR_DECAY = 10**6
 
 _memo: dict[Any, Any] = {}
-
-
-def _profile(profile: Profile | str) -> Profile:
-    return get_profile(profile)
-
-
-def _extra(profile: Profile, name: str, default: Any) -> Any:
-    return getattr(profile, name, profile.extra.get(name, default))
 
 
 def shifts(profile: Profile | str) -> list[dict]:
@@ -99,7 +102,7 @@ def shifts(profile: Profile | str) -> list[dict]:
     Field strength (brain-3T, 4x), anatomy (knee-1.5T, 4x), and acceleration (brain-1.5T at every
     R of ``profile.accelerations`` other than 4).
     """
-    profile = _profile(profile)
+    profile = get_profile(profile)
     out = [
         {"name": "brain-3T R4", "domain": "brain-3T", "acceleration": 4, "kind": "field"},
         {"name": "knee-1.5T R4", "domain": "knee-1.5T", "acceleration": 4, "kind": "anatomy"},
@@ -124,7 +127,7 @@ def _data_key(profile: Profile, domain: str) -> dict:
         "subjects": _split_counts(profile, domain),
         "slices_per_subject": profile.slices_per_subject,
         "image_size": profile.image_size,
-        "data_seed": _extra(profile, "data_seed", 0),
+        "data_seed": profile.data_seed,
         "data_version": data.DATA_VERSION,
         "physics": domains.physics_version(),
     }
@@ -136,12 +139,12 @@ def domain_splits(profile: Profile | str, domain: str, progress: bool = True) ->
     The source domain (brain-1.5T) has ``source_train_subjects`` training subjects, a target
     domain ``target_train_subjects``; both have ``val_subjects`` and ``test_subjects``.
     """
-    profile = _profile(profile)
+    profile = get_profile(profile)
     counts = _split_counts(profile, domain)
     key = ("splits", json.dumps(_data_key(profile, domain), sort_keys=True, default=str))
     if key not in _memo:
         files = domains.domain_files(domain, sum(counts.values()), profile.slices_per_subject, profile.image_size,
-                                     seed=_extra(profile, "data_seed", 0), progress=progress)
+                                     seed=profile.data_seed, progress=progress)
         _memo[key] = data.split_by_subject(files, counts, seed=0)
     return {k: list(v) for k, v in _memo[key].items()}
 
@@ -158,7 +161,7 @@ def make_dataset(
     ``train=True`` draws a fresh mask per access (from torch's RNG, seeded by the training loop);
     otherwise every slice has a fixed mask, so all methods are scored on the same inputs.
     """
-    profile = _profile(profile)
+    profile = get_profile(profile)
     return data.SliceDataset(
         list(files),
         acceleration=acceleration,
@@ -170,63 +173,97 @@ def make_dataset(
     )
 
 
-def target_slices(profile: Profile | str, domain: str, n_slices: int, seed: int, acceleration: float = 4) -> Subset:
-    """``n_slices`` training slices of ``domain``: the first N of a permutation seeded by ``seed``."""
-    profile = _profile(profile)
+def _check_seed(seed: Any) -> None:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+
+
+def select_slices(dataset: Dataset, n_slices: int, seed: int, what: str = "training slices") -> Subset:
+    """The first ``n_slices`` of a permutation of ``dataset`` seeded by ``seed`` (in index order).
+
+    For one seed the selections are nested: the 5 slices are among the 20. ``what`` names the
+    slices in the error for an ``n_slices`` outside ``[1, len(dataset)]``.
+    """
+    _check_seed(seed)
+    if isinstance(n_slices, bool) or not isinstance(n_slices, (int, np.integer)) or not 1 <= n_slices <= len(dataset):
+        raise ValueError(f"n_slices must lie in [1, {len(dataset)}] (the {what}), got {n_slices!r}")
+    order = np.random.default_rng([int(seed), 20210]).permutation(len(dataset))
+    return Subset(dataset, sorted(int(i) for i in order[:n_slices]))
+
+
+def target_slices(profile: Profile | str, domain: str, n_slices: int, seed: int, acceleration: float = 4) -> Subset:
+    """``n_slices`` training slices of ``domain`` at ``acceleration``: :func:`select_slices` of its training split."""
+    profile = get_profile(profile)
+    _check_seed(seed)  # before the domain is generated: a bad seed answers at once
     full = make_dataset(domain_splits(profile, domain, progress=False)["train"], acceleration, profile, train=True)
-    if not 1 <= n_slices <= len(full):
-        raise ValueError(f"n_slices must lie in [1, {len(full)}] (the {domain} training slices), got {n_slices!r}")
-    order = np.random.default_rng([int(seed), 20210]).permutation(len(full))
-    return Subset(full, sorted(int(i) for i in order[:n_slices]))
+    return select_slices(full, n_slices, seed, what=f"{domain} training slices")
 
 
 # --------------------------------------------------------------------------------------------
 # configurations
 # --------------------------------------------------------------------------------------------
+def _unet_spec(profile: Profile) -> dict:
+    """The U-Net's constructor arguments (also the ``model`` part of every model key)."""
+    return {"in_chans": 1, "out_chans": 1, "chans": profile.chans, "num_pool_layers": profile.num_pool_layers}
+
+
 def new_unet(profile: Profile | str, seed: int = 0) -> Unet:
     """A freshly initialised U-Net of the profile's size (initialisation seeded)."""
-    profile = _profile(profile)
+    profile = get_profile(profile)
     torch.manual_seed(seed)
-    return Unet(in_chans=1, out_chans=1, chans=profile.chans, num_pool_layers=profile.num_pool_layers)
+    return Unet(**_unet_spec(profile))
+
+
+def lr_decay_step(epochs: int) -> int:
+    """``lr_step_size`` of an epoch-budgeted run: one 10x decay for the last fifth of ``epochs``."""
+    return max(1, int(round(0.8 * epochs)))
+
+
+def _epoch_config(profile: Profile, epochs: int, progress: bool, device: str) -> TrainConfig:
+    return TrainConfig(epochs=epochs, batch_size=profile.batch_size, lr=profile.lr,
+                       lr_step_size=lr_decay_step(epochs), lr_gamma=0.1, seed=0,
+                       device=device, progress=progress, monitor="l1")
 
 
 def pretrain_config(profile: Profile | str, progress: bool = True, device: str = "auto") -> TrainConfig:
     """Pre-training: ``pretrain_epochs`` epochs, Adam at ``lr``, decayed 10x for the last fifth."""
-    profile = _profile(profile)
-    epochs = profile.pretrain_epochs
-    return TrainConfig(epochs=epochs, batch_size=profile.batch_size, lr=profile.lr,
-                       lr_step_size=max(1, int(round(0.8 * epochs))), lr_gamma=0.1, seed=0,
-                       device=device, progress=progress, monitor="l1")
-
-
-def finetune_config(profile: Profile | str, n_slices: int, seed: int, from_scratch: bool = False,
-                    progress: bool = True, device: str = "auto") -> TrainConfig:
-    """Small-data training: at most ``finetune_steps`` steps (``scratch_steps`` from scratch),
-    validation every ``finetune_eval_every`` steps, early stopping after ``finetune_patience``
-    rounds without improvement; fine-tuning at the small ``finetune_lr``, scratch at ``lr``.
-    Fine-tuning scores the pre-trained start first, so it keeps the start when no step helps."""
-    profile = _profile(profile)
-    steps = (_extra(profile, "scratch_steps", None) or profile.finetune_steps) if from_scratch else profile.finetune_steps
-    return TrainConfig(
-        max_steps=int(steps), epochs=None,
-        steps_per_epoch=int(_extra(profile, "finetune_eval_every", 10)),
-        batch_size=int(min(_extra(profile, "finetune_batch_size", profile.batch_size), n_slices)),
-        lr=profile.lr if from_scratch else profile.finetune_lr,
-        lr_step_size=10**6, patience=_extra(profile, "finetune_patience", 5), seed=int(seed),
-        monitor=_extra(profile, "finetune_monitor", "ssim_fg"), device=device, progress=progress,
-        validate_start=not from_scratch,
-    )
+    profile = get_profile(profile)
+    return _epoch_config(profile, profile.pretrain_epochs, progress, device)
 
 
 def scratch_config(profile: Profile | str, progress: bool = True, device: str = "auto") -> TrainConfig:
     """From scratch on a whole target training split: like pre-training, ``scratch_epochs`` long."""
-    profile = _profile(profile)
-    epochs = profile.scratch_epochs
-    return TrainConfig(epochs=epochs, batch_size=profile.batch_size, lr=profile.lr,
-                       lr_step_size=max(1, int(round(0.8 * epochs))), lr_gamma=0.1, seed=0,
-                       device=device, progress=progress)
+    profile = get_profile(profile)
+    return _epoch_config(profile, profile.scratch_epochs, progress, device)
+
+
+def finetune_config(profile: Profile | str, n_slices: int, seed: int, from_scratch: bool = False,
+                    progress: bool = True, device: str = "auto", early_stopping: bool = True,
+                    **overrides: Any) -> TrainConfig:
+    """Small-data training: at most ``finetune_steps`` steps (``scratch_steps`` from scratch),
+    validation every ``finetune_eval_every`` steps, early stopping on ``finetune_monitor`` after
+    ``finetune_patience`` rounds without improvement; fine-tuning at the small ``finetune_lr``,
+    scratch at ``lr``; a constant learning rate. Fine-tuning scores the pre-trained start first,
+    so it keeps the start when no step helps.
+
+    ``early_stopping=False`` drops the patience and the scoring of the start. ``overrides`` are
+    :class:`~mrtl_core.train.TrainConfig` fields set instead of the profile's (``max_steps=...``,
+    ``lr=...``); the config is validated once, with them.
+    """
+    profile = get_profile(profile)
+    steps = (profile.scratch_steps or profile.finetune_steps) if from_scratch else profile.finetune_steps
+    fields: dict[str, Any] = dict(
+        max_steps=int(steps), epochs=None,
+        steps_per_epoch=int(profile.finetune_eval_every),
+        batch_size=int(min(profile.finetune_batch_size, n_slices)),
+        lr=profile.lr if from_scratch else profile.finetune_lr,
+        lr_step_size=NO_LR_DECAY, patience=profile.finetune_patience, seed=int(seed),
+        monitor=profile.finetune_monitor, device=device, progress=progress,
+        validate_start=not from_scratch,
+    )
+    if not early_stopping:
+        fields.update(patience=None, validate_start=False)
+    return TrainConfig(**{**fields, **overrides})
 
 
 def _train_key(config: TrainConfig) -> dict:
@@ -241,6 +278,39 @@ def _train_key(config: TrainConfig) -> dict:
 # --------------------------------------------------------------------------------------------
 # cached models
 # --------------------------------------------------------------------------------------------
+#: parts of a model key that are left out at these values: they were added later, and the models
+#: cached before (which had them at these values) keep their keys
+_KEY_DEFAULTS = {"rehearsal_slices": 0, "early_stopping": True}
+
+
+def model_key(profile: Profile | str, what: str, domain: str, acceleration: float, config: TrainConfig,
+              **parts: Any) -> dict:
+    """The cache key of a trained model, the one place every model's key is built.
+
+    ``what`` the kind of model (``pretrain``, ``finetune``, ``scratch-n``, ``scratch-full``,
+    ``native``), ``domain`` and ``acceleration`` the data it trains on, ``config`` its training
+    (device, progress and workers do not count), and ``parts`` whatever else shapes its weights
+    (seed, number of slices, strategy, the base model's hash, ...). The profile gives the data
+    sizes, the simulator version and the architecture.
+    """
+    profile = get_profile(profile)
+    key = {
+        "what": what,
+        "version": EXPERIMENT_VERSION,
+        "data": _data_key(profile, domain),
+        # float, so R = 4 and 4.0 share a key; the pre-trained key has held the int since its first model
+        "acceleration": acceleration if what == "pretrain" else float(acceleration),
+        "model": _unet_spec(profile),
+        "train": _train_key(config),
+    }
+    for name, value in parts.items():
+        if name in key:
+            raise ValueError(f"model_key: part {name!r} is one of the key's own fields")
+        if name not in _KEY_DEFAULTS or value != _KEY_DEFAULTS[name]:
+            key[name] = value
+    return key
+
+
 def _cached_model(name: str, key: dict, run: Callable[[Path], TrainResult], extra_info: dict) -> tuple[Unet, dict]:
     """Load ``models/<name>-<hash(key)>/model.pt`` or build it with ``run(checkpoint_path)``.
 
@@ -297,15 +367,8 @@ def _check_model_entry(entry: Path) -> None:
 
 
 def _pretrain_key(profile: Profile) -> dict:
-    return {
-        "what": "pretrain",
-        "version": EXPERIMENT_VERSION,
-        "data": _data_key(profile, SOURCE_DOMAIN),
-        "acceleration": SOURCE_ACCELERATION,
-        "center_fraction": 0.08,
-        "model": {"in_chans": 1, "out_chans": 1, "chans": profile.chans, "num_pool_layers": profile.num_pool_layers},
-        "train": _train_key(pretrain_config(profile, progress=False)),
-    }
+    return model_key(profile, "pretrain", SOURCE_DOMAIN, SOURCE_ACCELERATION, pretrain_config(profile, progress=False),
+                     center_fraction=masks.default_center_fraction(SOURCE_ACCELERATION))
 
 
 def pretrained_unet(profile: Profile | str, progress: bool = True, device: str = "auto") -> tuple[Unet, dict]:
@@ -316,8 +379,7 @@ def pretrained_unet(profile: Profile | str, progress: bool = True, device: str =
     ``path`` of the checkpoint, ``cached`` (loaded rather than trained) and ``load_seconds``.
     Every call returns a fresh copy: fine-tuning it never changes the cached weights.
     """
-    profile = _profile(profile)
-    key = _pretrain_key(profile)
+    profile = get_profile(profile)
 
     def run(checkpoint: Path) -> TrainResult:
         splits = domain_splits(profile, SOURCE_DOMAIN, progress=progress)
@@ -327,7 +389,7 @@ def pretrained_unet(profile: Profile | str, progress: bool = True, device: str =
         return train(model, train_set, val_set, pretrain_config(profile, progress, device), checkpoint_path=checkpoint)
 
     n_train = profile.source_train_subjects * profile.slices_per_subject
-    return _cached_model(f"unet-{SOURCE_DOMAIN}-R{SOURCE_ACCELERATION}-{profile.name}", key, run,
+    return _cached_model(f"unet-{SOURCE_DOMAIN}-R{SOURCE_ACCELERATION}-{profile.name}", _pretrain_key(profile), run,
                          {"num_train_slices": n_train, "domain": SOURCE_DOMAIN, "acceleration": SOURCE_ACCELERATION})
 
 
@@ -340,17 +402,16 @@ def finetune_run(
     strategy: str = "end-to-end",
     from_scratch: bool = False,
     progress: bool = True,
-    return_info: bool = False,
     device: str = "auto",
     rehearsal_slices: int = 0,
     early_stopping: bool = True,
     max_steps: int | None = None,
-):
+) -> tuple[Unet, dict]:
     """A model adapted to ``target_domain`` at ``acceleration`` from ``n_slices`` target slices.
 
     ``from_scratch=False`` fine-tunes the pre-trained U-Net with ``strategy``; ``True`` trains a
     fresh U-Net (initialised with ``seed``) on the same slices. Early stopping on the target's
-    validation split. Cached; returns the model, or ``(model, info)`` with ``return_info``.
+    validation split. Cached; returns ``(model, info)`` as :func:`pretrained_unet` does.
 
     ``rehearsal_slices=k > 0`` (fine-tuning only) mixes ``k`` source training slices (brain-1.5T
     at R = 4, :func:`target_slices` of the source with the same seed) into the training set, so
@@ -361,35 +422,22 @@ def finetune_run(
     weights; ``max_steps`` replaces the profile's budget. Together they reproduce the failure that
     motivates the validation split: a few slices, many steps, over-fitting.
     """
-    profile = _profile(profile)
+    profile = get_profile(profile)
     if isinstance(rehearsal_slices, bool) or not isinstance(rehearsal_slices, (int, np.integer)) or rehearsal_slices < 0:
         raise ValueError(f"rehearsal_slices must be an integer >= 0, got {rehearsal_slices!r}")
     if rehearsal_slices and from_scratch:
         raise ValueError("rehearsal_slices applies to fine-tuning only (from_scratch=True was given)")
-    cfg = finetune_config(profile, n_slices + int(rehearsal_slices), seed, from_scratch=from_scratch,
-                          progress=progress, device=device)
+    overrides = {}
     if max_steps is not None:
         if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
             raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
-        cfg = dataclasses.replace(cfg, max_steps=int(max_steps))
-    if not early_stopping:
-        cfg = dataclasses.replace(cfg, patience=None, validate_start=False)
-    key = {
-        "what": "scratch-n" if from_scratch else "finetune",
-        "version": EXPERIMENT_VERSION,
-        "base": None if from_scratch else cache.config_hash(_pretrain_key(profile)),
-        "data": _data_key(profile, target_domain),
-        "acceleration": float(acceleration),
-        "n_slices": int(n_slices),
-        "seed": int(seed),
-        "strategy": None if from_scratch else strategy,
-        "model": {"in_chans": 1, "out_chans": 1, "chans": profile.chans, "num_pool_layers": profile.num_pool_layers},
-        "train": _train_key(cfg),
-    }
-    if rehearsal_slices:  # only then, so the keys (and cached models) of plain runs are unchanged
-        key["rehearsal_slices"] = int(rehearsal_slices)
-    if not early_stopping:
-        key["early_stopping"] = False
+        overrides["max_steps"] = int(max_steps)
+    cfg = finetune_config(profile, n_slices + int(rehearsal_slices), seed, from_scratch=from_scratch,
+                          progress=progress, device=device, early_stopping=early_stopping, **overrides)
+    key = model_key(profile, "scratch-n" if from_scratch else "finetune", target_domain, acceleration, cfg,
+                    base=None if from_scratch else cache.config_hash(_pretrain_key(profile)),
+                    n_slices=int(n_slices), seed=int(seed), strategy=None if from_scratch else strategy,
+                    rehearsal_slices=int(rehearsal_slices), early_stopping=bool(early_stopping))
 
     def run(checkpoint: Path) -> TrainResult:
         train_set = target_slices(profile, target_domain, n_slices, seed, acceleration)
@@ -406,9 +454,8 @@ def finetune_run(
     tag = "scratch" if from_scratch else strategy + (f"+rehearsal{int(rehearsal_slices)}" if rehearsal_slices else "")
     tag += "" if early_stopping else f"-no-es{cfg.max_steps}"
     name = f"{tag}-{target_domain}-R{acceleration:g}-N{n_slices}-s{seed}-{profile.name}"
-    model, info = _cached_model(name, key, run, {"domain": target_domain, "acceleration": acceleration,
-                                                 "n_slices": n_slices, "seed": seed, "strategy": tag})
-    return (model, info) if return_info else model
+    return _cached_model(name, key, run, {"domain": target_domain, "acceleration": acceleration,
+                                          "n_slices": n_slices, "seed": seed, "strategy": tag})
 
 
 def scratch_full(
@@ -416,29 +463,21 @@ def scratch_full(
     target_domain: str,
     acceleration: float = 4,
     progress: bool = True,
-    return_info: bool = False,
     device: str = "auto",
-):
-    """A U-Net trained from scratch on the whole training split of ``target_domain``, cached."""
-    profile = _profile(profile)
+) -> tuple[Unet, dict]:
+    """A U-Net trained from scratch on the whole training split of ``target_domain``, cached:
+    ``(model, info)`` as :func:`pretrained_unet` returns."""
+    profile = get_profile(profile)
     files = domain_splits(profile, target_domain, progress=progress)["train"]
     return _trained_from_scratch(profile, target_domain, acceleration, files, scratch_config(profile, progress, device),
-                                 "scratch-full", {}, progress, return_info)
+                                 "scratch-full", {})
 
 
 def _trained_from_scratch(profile: Profile, domain: str, acceleration: float, train_files: Sequence[Path],
-                          cfg: TrainConfig, what: str, extra_key: dict, progress: bool, return_info: bool):
+                          cfg: TrainConfig, what: str, parts: dict) -> tuple[Unet, dict]:
     """A fresh U-Net (initialisation seed 0) trained on ``train_files`` with ``cfg``, validated on the
     domain's validation split, cached as ``<what>-<domain>-R<acceleration>-<profile>``."""
-    key = {
-        "what": what,
-        "version": EXPERIMENT_VERSION,
-        "data": _data_key(profile, domain),
-        **extra_key,
-        "acceleration": float(acceleration),
-        "model": {"in_chans": 1, "out_chans": 1, "chans": profile.chans, "num_pool_layers": profile.num_pool_layers},
-        "train": _train_key(cfg),
-    }
+    key = model_key(profile, what, domain, acceleration, cfg, **parts)
 
     def run(checkpoint: Path) -> TrainResult:
         val_files = domain_splits(profile, domain, progress=False)["val"]
@@ -447,9 +486,19 @@ def _trained_from_scratch(profile: Profile, domain: str, acceleration: float, tr
         return train(new_unet(profile, seed=0), train_set, val_set, cfg, checkpoint_path=checkpoint)
 
     n_train = len(train_files) * profile.slices_per_subject
-    model, info = _cached_model(f"{what}-{domain}-R{acceleration:g}-{profile.name}", key, run,
-                                {"domain": domain, "acceleration": acceleration, "num_train_slices": n_train})
-    return (model, info) if return_info else model
+    return _cached_model(f"{what}-{domain}-R{acceleration:g}-{profile.name}", key, run,
+                         {"domain": domain, "acceleration": acceleration, "num_train_slices": n_train})
+
+
+def _fixed_set(profile: Profile, domain: str, acceleration: float, split: str, with_kspace: bool,
+               progress: bool = False) -> data.SliceDataset:
+    """``domain``'s ``split`` with fixed masks, memoised: every method is scored on the same inputs."""
+    files = domain_splits(profile, domain, progress=progress)[split]
+    key = ("dataset", domain, float(acceleration), split, with_kspace, profile.name,
+           json.dumps(_data_key(profile, domain), sort_keys=True, default=str))
+    if key not in _memo:
+        _memo[key] = make_dataset(files, acceleration, profile, train=False, with_kspace=with_kspace)
+    return _memo[key]
 
 
 def evaluate_on(
@@ -469,14 +518,10 @@ def evaluate_on(
     All methods see the same fixed masks, so results on one (domain, acceleration, split) pair
     can be compared slice by slice (:func:`mrtl_core.stats.paired_difference`).
     """
-    profile = _profile(profile)
-    files = domain_splits(profile, domain, progress=progress)[split]
+    profile = get_profile(profile)
     with_kspace = isinstance(reconstruct, str) and reconstruct == "cg-sense"
-    key = ("dataset", domain, float(acceleration), split, with_kspace, profile.name,
-           json.dumps(_data_key(profile, domain), sort_keys=True, default=str))
-    if key not in _memo:
-        _memo[key] = make_dataset(files, acceleration, profile, train=False, with_kspace=with_kspace)
-    return evaluate(reconstruct, _memo[key], batch_size=profile.batch_size, device=device, examples=examples,
+    dataset = _fixed_set(profile, domain, acceleration, split, with_kspace, progress=progress)
+    return evaluate(reconstruct, dataset, batch_size=profile.batch_size, device=device, examples=examples,
                     cg_iters=profile.cg_iters, max_slices=max_slices, progress=progress, name=name)
 
 
@@ -487,7 +532,7 @@ def native_train_files(profile: Profile | str, domain: str, progress: bool = Tru
     splits use (subject indices past train + val + test), so validation and test subjects are never
     trained on and the test set is the one every other method is scored on.
     """
-    profile = _profile(profile)
+    profile = get_profile(profile)
     splits = domain_splits(profile, domain, progress=progress)
     wanted = int(profile.source_train_subjects)
     if len(splits["train"]) >= wanted:
@@ -495,7 +540,7 @@ def native_train_files(profile: Profile | str, domain: str, progress: bool = Tru
     counts = _split_counts(profile, domain)
     used = sum(counts.values())
     more = domains.domain_files(domain, used + wanted - len(splits["train"]), profile.slices_per_subject,
-                                profile.image_size, seed=_extra(profile, "data_seed", 0), progress=progress)
+                                profile.image_size, seed=profile.data_seed, progress=progress)
     held_out = {data.patient_id(p) for k in ("val", "test") for p in splits[k]}
     extra = [p for p in more[used:] if data.patient_id(p) not in held_out]
     return list(splits["train"]) + extra
@@ -506,21 +551,20 @@ def native_unet(
     domain: str,
     acceleration: float = 4,
     progress: bool = True,
-    return_info: bool = False,
     device: str = "auto",
-):
-    """A U-Net trained for the target exactly as the pre-trained one was for the source, cached.
+) -> tuple[Unet, dict]:
+    """A U-Net trained for the target exactly as the pre-trained one was for the source, cached:
+    ``(model, info)`` as :func:`pretrained_unet` returns.
 
     Same architecture, initialisation seed, schedule (:func:`pretrain_config`) and number of
     training subjects (``source_train_subjects``, see :func:`native_train_files`), validated on the
     target's validation split. On the target's test set, ``pre-trained - native`` is the cost of the
     shift itself; for the source domain at R = 4 it would be the pre-trained network.
     """
-    profile = _profile(profile)
+    profile = get_profile(profile)
     files = native_train_files(profile, domain, progress=progress)
     return _trained_from_scratch(profile, domain, acceleration, files, pretrain_config(profile, progress, device),
-                                 "native", {"train_subjects": sorted(data.patient_id(p) for p in files)},
-                                 progress, return_info)
+                                 "native", {"train_subjects": sorted(data.patient_id(p) for p in files)})
 
 
 # --------------------------------------------------------------------------------------------
@@ -577,16 +621,12 @@ def evaluate_with_dc(
 
     Same fixed masks and slices as :func:`evaluate_on`, so results pair slice by slice.
     """
-    profile = _profile(profile)
-    files = domain_splits(profile, domain, progress=False)[split]
-    key = ("dataset", domain, float(acceleration), split, True, profile.name,
-           json.dumps(_data_key(profile, domain), sort_keys=True, default=str))
-    if key not in _memo:
-        _memo[key] = make_dataset(files, acceleration, profile, train=False, with_kspace=True)
+    profile = get_profile(profile)
+    dataset = _fixed_set(profile, domain, acceleration, split, with_kspace=True)
     model = model.cpu().eval()
 
     def reconstruct(sample: dict) -> torch.Tensor:
         return unet_dc_image(model, sample, lam=lam, max_iter=max_iter, cg_iters=profile.cg_iters)
 
-    return evaluate(reconstruct, _memo[key], batch_size=profile.batch_size, device="cpu", examples=examples,
+    return evaluate(reconstruct, dataset, batch_size=profile.batch_size, device="cpu", examples=examples,
                     max_slices=max_slices, name=name or f"U-Net + DC (lam={lam:g})")

@@ -26,7 +26,7 @@ slower than ``torch.set_num_threads(1)`` (threads spin waiting for each other).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = ["Profile", "PROFILES", "get_profile"]
 
@@ -57,7 +57,6 @@ class Profile:
     accelerations: tuple[float, ...]  # the acceleration sweep (shift c)
     # classical baseline
     cg_iters: int
-    extra: dict = field(default_factory=dict)
     # small-data training details (mrtl_core.experiment.finetune_config)
     finetune_batch_size: int = 4    # capped at N
     finetune_eval_every: int = 10   # optimiser steps per validation round (early stopping)

@@ -43,10 +43,10 @@ def test_native_files_of_the_source_are_its_training_split(cache_dir):
 
 
 def test_native_unet_trains_once_then_loads_the_same_weights(cache_dir):
-    model, info = ex.native_unet(TINY, "brain-3T", progress=False, return_info=True)
+    model, info = ex.native_unet(TINY, "brain-3T", progress=False)
     assert not info["cached"]
     assert info["num_train_slices"] == TINY.source_train_subjects * TINY.slices_per_subject
-    again, info2 = ex.native_unet(TINY, "brain-3T", progress=False, return_info=True)
+    again, info2 = ex.native_unet(TINY, "brain-3T", progress=False)
     assert info2["cached"]
     for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items()):
         assert torch.equal(a, b), name
@@ -57,10 +57,10 @@ def test_native_unet_trains_once_then_loads_the_same_weights(cache_dir):
 
 
 def test_finetune_without_early_stopping_runs_its_whole_budget(cache_dir):
-    with_es, info_es = ex.finetune_run(TINY, "brain-3T", 2, seed=0, progress=False, return_info=True)
+    with_es, info_es = ex.finetune_run(TINY, "brain-3T", 2, seed=0, progress=False)
     assert info_es["history"][0]["epoch"] == 0                      # the start was validated
     model, info = ex.finetune_run(TINY, "brain-3T", 2, seed=0, early_stopping=False, max_steps=7,
-                                  progress=False, return_info=True)
+                                  progress=False)
     assert info["steps"] == 7 and not info["stopped_early"]
     assert all("val_loss" not in row for row in info["history"])     # no validation split was used
     assert info["path"] != info_es["path"] and "no-es7" in info["path"]
