@@ -37,7 +37,9 @@ def _execute(notebooks: list[Path], out_dir: Path, records: Path, environ: dict[
     out_dir.mkdir(parents=True, exist_ok=True)
     saved = dict(os.environ)
     os.environ.clear()
-    os.environ.update(environ, MRTL_RECORDS_DIR=str(records), MRTL_PROFILE="ci")  # the kernel inherits it
+    # the kernel inherits it; progress bars off as scripts/build-book.sh has them, so the pages built
+    # from these outputs are the book's (a bar in a static page is frozen at its first frame)
+    os.environ.update(environ, MRTL_RECORDS_DIR=str(records), MRTL_PROFILE="ci", TQDM_DISABLE="1")
     results: dict[str, dict] = {}
     try:
         for nb in notebooks:

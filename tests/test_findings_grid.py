@@ -89,3 +89,18 @@ def test_fine_tuning_raises_every_metric_on_the_anatomy_and_acceleration_shifts(
         s = grid.seed_summary(grid.seed_runs(results, target, "fine-tuned", n), metric)
         assert s is not None and s["n"] >= 3, (target, n, metric)
         assert s["ci_low"] > pre, f"{target} N={n}: fine-tuned {metric} {s['mean']:.4f} (low {s['ci_low']:.4f}) vs pre-trained {pre:.4f}"
+
+
+@pytest.mark.parametrize("target", [KNEE, FIELD])
+def test_without_early_stopping_five_slices_over_fit(results, target):
+    """Chapters 6 and 8: fine-tuning on N = 5 slices for a longer budget without a validation split
+    ends below the early-stopped run of the same seed, the whole 95 % interval over seeds below zero."""
+    from mrtl_core.stats import summarise
+
+    without = [e for e in results.values() if isinstance(e, dict) and e.get("target") == target
+               and e.get("method") == "fine-tuned-no-early-stopping" and e.get("n") == 5]
+    assert len(without) >= 3, f"{target}: fewer than three no-early-stopping runs recorded"
+    diffs = [e["summary"]["ssim_fg"]["mean"] - grid.entry(results, target, "fine-tuned", 5, e["seed"])["summary"]["ssim_fg"]["mean"]
+             for e in without]
+    s = summarise(diffs)
+    assert s["ci_high"] < 0, f"{target}: no early stopping minus early stopping {s['mean']:+.4f} [{s['ci_low']:+.4f}, {s['ci_high']:+.4f}]"
