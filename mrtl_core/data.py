@@ -1,4 +1,4 @@
-"""fastMRI-layout HDF5 files: the U-Net transform, writer, validating reader, slice dataset, subject splits.
+"""fastMRI-layout HDF5 files: the sample record and U-Net transform, writer, validating reader, slice dataset, splits.
 
 One loader serves synthetic and real data. A file holds one subject (a volume of slices):
 
@@ -15,6 +15,8 @@ One loader serves synthetic and real data. A file holds one subject (a volume of
 The U-Net transform (fastMRI's ``UnetDataTransform``): mask k-space -> ``ifft2c`` -> centre crop to the
 recon matrix -> magnitude -> RSS over coils -> instance normalisation ``(x - mean) / (std + eps)``,
 clamped to +-6; the target is ``reconstruction_rss`` normalised with the same ``mean`` and ``std``.
+:class:`SliceDataset` reads a slice, draws its mask and hands both to a transform (default
+:class:`UnetTransform`), which returns a :class:`UnetSample`; :func:`collate` batches samples.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ import xml.etree.ElementTree as ET
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import h5py
 import numpy as np
@@ -52,7 +54,10 @@ __all__ = [
     "zero_filled_rss",
     "normalize_instance",
     "unnormalize",
+    "UnetSample",
     "unet_transform",
+    "UnetTransform",
+    "collate",
     "SliceDataset",
     "patient_id",
     "split_by_subject",
@@ -144,6 +149,47 @@ def unnormalize(x: torch.Tensor, mean: Any, std: Any) -> torch.Tensor:
     return x.double() * std + mean
 
 
+class UnetSample(NamedTuple):
+    """One slice as the U-Net and the physics baselines see it: fastMRI's ``UnetSample``, extended.
+
+    ``H, W`` is the recon crop, ``C`` the coils, ``Hk, Wk`` the k-space grid (readout oversampled).
+
+    Attributes:
+        image: float32 ``(1, H, W)``: the zero-filled RSS image, instance-normalised, clamped to +-6.
+        target: float32 ``(1, H, W)``: ``reconstruction_rss`` normalised with the image's ``mean`` and
+            ``std``, clamped; ``None`` for test/challenge slices (no target: inference only).
+        mean, std: float32 0-dim: the image's normalisation (:func:`unnormalize` undoes it).
+        max_value: float32 0-dim: the volume's maximum ``attrs["max"]``, the metrics' ``data_range``
+            (nan without a target).
+        fname: the file's name; slice_idx: the slice's index in it; subject: the file's ``patient_id``.
+        masked_kspace: complex64 ``(C, Hk, Wk)``, the k-space under ``mask``; ``None`` unless asked for
+            (``with_kspace``).
+        mask: bool ``(Wk,)``, the column mask; ``None`` unless ``with_kspace``.
+        sens_maps: complex64 ``(C, Hk, Wk)``, the true coil maps of a synthetic file; ``None`` unless
+            ``with_kspace`` and the file stores them.
+        target_raw: float32 ``(H, W)``, ``reconstruction_rss`` in physical units (not clamped); ``None``
+            unless ``with_kspace`` and the slice has a target.
+
+    A batch (:func:`collate`, as a ``DataLoader`` uses it) is the same record with a leading batch
+    dimension ``B`` on every tensor (``mean`` ``(B,)``, ``image`` ``(B, 1, H, W)``, ...), ``fname`` and
+    ``subject`` lists of ``B`` strings, ``slice_idx`` an int64 ``(B,)`` tensor; a field that is
+    ``None`` in every sample stays ``None``.
+    """
+
+    image: torch.Tensor
+    target: torch.Tensor | None
+    mean: torch.Tensor
+    std: torch.Tensor
+    max_value: torch.Tensor
+    fname: str
+    slice_idx: int
+    subject: str
+    masked_kspace: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+    sens_maps: torch.Tensor | None = None
+    target_raw: torch.Tensor | None = None
+
+
 def unet_transform(
     kspace: torch.Tensor | np.ndarray,
     mask: torch.Tensor | np.ndarray | None,
@@ -151,7 +197,7 @@ def unet_transform(
     target: torch.Tensor | np.ndarray | None = None,
     eps: float = _EPS,
     clamp: float = _CLAMP,
-) -> dict[str, torch.Tensor]:
+) -> UnetSample:
     """The standard U-Net input and target of one slice, without any file.
 
     Args:
@@ -162,22 +208,107 @@ def unet_transform(
             ``None`` returns no target.
 
     Returns:
-        dict with ``"image"`` float32 ``(1, H, W)`` (normalised, clamped), ``"mean"``, ``"std"`` (0-dim),
-        and, if ``target`` is given, ``"target"`` ``(1, H, W)`` normalised with the same mean/std and
-        ``"target_raw"`` ``(H, W)``.
+        A :class:`UnetSample` with ``image`` float32 ``(1, H, W)`` (normalised, clamped), ``mean``,
+        ``std`` (0-dim) and, if ``target`` is given, ``target`` ``(1, H, W)`` normalised with the same
+        mean/std and ``target_raw`` ``(H, W)``; no file, so ``max_value`` is nan, ``fname`` and
+        ``subject`` are ``""``, ``slice_idx`` is 0 and the k-space fields are ``None``
+        (:class:`UnetTransform` fills them).
     """
     k = torch.as_tensor(kspace)
     if mask is not None:
         k = apply_mask(k, mask)
     zf = zero_filled_rss(k, recon_size)
     image, mean, std = normalize_instance(zf, eps)
-    out = {"image": image.clamp(-clamp, clamp).unsqueeze(0), "mean": mean, "std": std}
+    target_norm = target_raw = None
     if target is not None:
         t = torch.as_tensor(np.asarray(target, dtype=np.float32) if not isinstance(target, torch.Tensor) else target)
         t = center_crop(t.to(torch.float32), zf.shape[-2:])
-        out["target"] = ((t - mean) / (std + eps)).clamp(-clamp, clamp).unsqueeze(0)
-        out["target_raw"] = t
-    return out
+        target_norm = ((t - mean) / (std + eps)).clamp(-clamp, clamp).unsqueeze(0)
+        target_raw = t
+    return UnetSample(image=image.clamp(-clamp, clamp).unsqueeze(0), target=target_norm, mean=mean, std=std,
+                      max_value=torch.tensor(math.nan, dtype=torch.float32), fname="", slice_idx=0, subject="",
+                      target_raw=target_raw)
+
+
+class UnetTransform:
+    """The default transform of :class:`SliceDataset`: :func:`unet_transform` of one slice, as a :class:`UnetSample`.
+
+    Args:
+        with_kspace: also return ``masked_kspace``, ``mask``, ``sens_maps`` (if given) and ``target_raw``.
+        eps, clamp: the instance normalisation's ``eps`` and the clamp of image and target.
+
+    Called as :class:`SliceDataset` calls any transform (fastMRI's signature, plus the coil maps)::
+
+        transform(kspace, mask, target, attrs, fname, slice_idx, sens_maps=None)
+
+    with ``kspace`` complex64 ``(C, Hk, Wk)`` as stored (fully sampled, or a test/challenge file's
+    under-sampled data), ``mask`` the bool ``(Wk,)`` column mask the dataset drew for the slice (or
+    the file's own), ``target`` float32 ``(H', W')`` ``reconstruction_rss`` or ``None``, ``attrs`` the
+    file's HDF5 attributes plus ``recon_size`` (the ``(H, W)`` crop), ``max`` (float, nan without a
+    target), ``patient_id`` and ``path`` (str), ``fname`` the file's name, ``slice_idx`` the slice,
+    ``sens_maps`` the slice's stored complex ``(C, Hk, Wk)`` maps or ``None``.
+
+    A NaN or Inf in the k-space (found from the image's mean and std: it spreads through the FFT)
+    or in the target raises :class:`DataError` naming the file and slice.
+    """
+
+    def __init__(self, with_kspace: bool = False, eps: float = _EPS, clamp: float = _CLAMP) -> None:
+        self.with_kspace, self.eps, self.clamp = bool(with_kspace), float(eps), float(clamp)
+
+    def __call__(
+        self,
+        kspace: torch.Tensor,
+        mask: np.ndarray | torch.Tensor,
+        target: torch.Tensor | None,
+        attrs: Mapping[str, Any],
+        fname: str,
+        slice_idx: int,
+        sens_maps: np.ndarray | torch.Tensor | None = None,
+    ) -> UnetSample:
+        where_file = attrs.get("path", fname)
+        out = unet_transform(kspace, mask, attrs["recon_size"], target=target, eps=self.eps, clamp=self.clamp)
+        # A NaN/Inf anywhere in k-space spreads through the FFT (even from a masked-out column,
+        # as 0 * NaN = NaN) into the image's mean and std: two scalars checked instead of the slice.
+        if not (torch.isfinite(out.mean) and torch.isfinite(out.std)):
+            bad = ~torch.isfinite(torch.view_as_real(kspace)).all(-1)
+            where = f" at (coil, row, col) {tuple(int(v) for v in bad.nonzero()[0])}" if bad.any() else " (overflow)"
+            raise DataError(f"{where_file}: kspace slice {slice_idx} contains NaN or Inf{where}")
+        if target is not None and not torch.isfinite(out.target_raw).all():
+            raise DataError(f"{where_file}: reconstruction_rss slice {slice_idx} contains NaN or Inf")
+        extra: dict[str, Any] = {"masked_kspace": None, "mask": None, "sens_maps": None, "target_raw": None}
+        if self.with_kspace:
+            mask_t = torch.from_numpy(np.asarray(mask, dtype=bool))
+            extra = {"masked_kspace": apply_mask(kspace, mask_t), "mask": mask_t,
+                     "sens_maps": None if sens_maps is None else torch.from_numpy(np.asarray(sens_maps, dtype=np.complex64)),
+                     "target_raw": out.target_raw}
+        return out._replace(max_value=torch.tensor(float(attrs.get("max", math.nan)), dtype=torch.float32),
+                            fname=fname, slice_idx=slice_idx, subject=str(attrs.get("patient_id", "")), **extra)
+
+    def __repr__(self) -> str:
+        return f"UnetTransform(with_kspace={self.with_kspace}, eps={self.eps}, clamp={self.clamp})"
+
+
+def collate(batch: Sequence[Any]) -> Any:
+    """Batch samples for a ``DataLoader`` (``collate_fn=collate``): a :class:`UnetSample` of batches.
+
+    Field by field, as torch's ``default_collate`` batches a NamedTuple (tensors stacked along a new
+    first dimension, strings listed, ints made an int64 tensor), except that a field that is ``None``
+    in every sample stays ``None``: ``default_collate`` refuses ``None``, which a sample without
+    k-space (or without a target) holds. Samples that are not NamedTuples go to ``default_collate``.
+    """
+    from torch.utils.data import default_collate
+
+    first = batch[0]
+    if not (isinstance(first, tuple) and hasattr(first, "_fields")):
+        return default_collate(batch)
+    fields: dict[str, Any] = {}
+    for name in first._fields:
+        values = [getattr(s, name) for s in batch]
+        missing = sum(v is None for v in values)
+        if missing and missing < len(values):
+            raise ValueError(f"cannot batch field {name!r}: None in {missing} of {len(values)} samples")
+        fields[name] = None if missing else default_collate(values)
+    return type(first)(**fields)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -607,7 +738,7 @@ def _stable_seed(*parts: Any) -> int:
 
 
 class SliceDataset(torch.utils.data.Dataset):
-    """Slices of fastMRI-layout files with on-the-fly Cartesian masking and the U-Net transform.
+    """Slices of fastMRI-layout files with on-the-fly Cartesian masking and a transform (the U-Net's by default).
 
     Args:
         files: a directory (its ``*.h5``) or a list of files; one subject per file.
@@ -621,14 +752,19 @@ class SliceDataset(torch.utils.data.Dataset):
             (file name, slice, split_seed), so every evaluation sees the same masks. ``False``
             (training): a fresh mask per access, drawn from torch's RNG (reproducible under
             ``torch.manual_seed``; DataLoader workers get distinct streams).
-        with_kspace: also return ``masked_kspace``, ``mask``, ``sens_maps`` (if stored), ``target_raw``.
+        with_kspace: the default transform also returns ``masked_kspace``, ``mask``, ``sens_maps``
+            (if stored) and ``target_raw``; with any transform, stored coil maps are read and passed
+            to it only when this (or the transform's own ``with_kspace`` attribute) is true.
         skip_bad_files: warn about (file, reason) and skip invalid files instead of raising.
         max_open_files: h5py handles kept open per process (least recently used are closed).
+        transform: called on every slice read as ``transform(kspace, mask, target, attrs, fname,
+            slice_idx, sens_maps=...)`` (see :class:`UnetTransform` for the arguments); its return
+            value is the item. ``None``: ``UnetTransform(with_kspace=with_kspace)``.
 
-    Each item is a dict: ``image``, ``target`` float32 ``(1, H, W)``; ``mean``, ``std``, ``max_value``
-    float32 0-dim; ``fname`` str, ``slice_idx`` int, ``subject`` str; and with ``with_kspace``:
-    ``masked_kspace`` complex64 ``(C, Hk, Wk)``, ``mask`` bool ``(Wk,)``, ``sens_maps`` complex64
-    ``(C, Hk, Wk)``, ``target_raw`` float32 ``(H, W)``.
+    With the default transform each item is a :class:`UnetSample` (fields and shapes there): ``image``
+    and ``target`` ``(1, H, W)``, ``mean``, ``std``, ``max_value``, ``fname``, ``slice_idx``,
+    ``subject``, and with ``with_kspace`` ``masked_kspace``, ``mask``, ``sens_maps``, ``target_raw``.
+    A ``DataLoader`` over it needs ``collate_fn=collate`` where a field is ``None``.
     """
 
     def __init__(
@@ -645,6 +781,7 @@ class SliceDataset(torch.utils.data.Dataset):
         mask_func: MaskFunc | None = None,
         variable_density: float | None = None,
         max_open_files: int = 32,
+        transform: Callable[..., Any] | None = None,
     ) -> None:
         self.mask_func = mask_func
         if mask_func is None:
@@ -657,7 +794,9 @@ class SliceDataset(torch.utils.data.Dataset):
         self.variable_density = variable_density
         self.crop_size = None if crop_size is None else (int(crop_size[0]), int(crop_size[1]))
         self.split_seed = 0 if split_seed is None else int(split_seed)
-        self.seed_masks, self.with_kspace = bool(seed_masks), bool(with_kspace)
+        self.transform = UnetTransform(with_kspace=bool(with_kspace)) if transform is None else transform
+        self.seed_masks = bool(seed_masks)
+        self.with_kspace = bool(with_kspace) or bool(getattr(self.transform, "with_kspace", False))
         self.max_open_files = int(max_open_files)
 
         self.files: list[FastMRIFile] = []
@@ -791,7 +930,8 @@ class SliceDataset(torch.utils.data.Dataset):
         return make_mask(num_cols, self.acceleration, self.center_fraction, kind=self.mask_kind,
                          seed=seed, variable_density=self.variable_density)
 
-    def __getitem__(self, idx: int) -> dict[str, Any]:
+    def __getitem__(self, idx: int) -> Any:
+        """The ``idx``-th slice through the transform: a :class:`UnetSample` with the default one."""
         file_idx, slice_idx = self.index[idx]
         info = self.files[file_idx]
         f = self._handle(file_idx)
@@ -803,36 +943,9 @@ class SliceDataset(torch.utils.data.Dataset):
         except OSError as err:
             raise DataError(f"{info.path}: slice {slice_idx} cannot be read, truncated or corrupt? ({err})") from None
         mask = self._mask(info, slice_idx)
-        crop = self.crop_size or info.recon_size
-        out = unet_transform(kspace, mask, crop, target=target)
-        # A NaN/Inf anywhere in k-space spreads through the FFT (even from a masked-out column,
-        # as 0 * NaN = NaN) into the image's mean and std: two scalars checked instead of the slice.
-        if not (torch.isfinite(out["mean"]) and torch.isfinite(out["std"])):
-            bad = ~torch.isfinite(torch.view_as_real(kspace)).all(-1)
-            where = f" at (coil, row, col) {tuple(int(v) for v in bad.nonzero()[0])}" if bad.any() else " (overflow)"
-            raise DataError(f"{info.path}: kspace slice {slice_idx} contains NaN or Inf{where}")
-        if target is not None and not torch.isfinite(out["target_raw"]).all():
-            raise DataError(f"{info.path}: reconstruction_rss slice {slice_idx} contains NaN or Inf")
-        sample: dict[str, Any] = {
-            "image": out["image"],
-            "mean": out["mean"],
-            "std": out["std"],
-            "max_value": torch.tensor(info.max_value, dtype=torch.float32),
-            "fname": info.path.name,
-            "slice_idx": slice_idx,
-            "subject": info.patient_id,
-        }
-        if target is not None:  # test/challenge slices have none: inference only
-            sample["target"] = out["target"]
-        if self.with_kspace:
-            mask_t = torch.from_numpy(np.asarray(mask, dtype=bool))
-            sample["masked_kspace"] = apply_mask(kspace, mask_t)
-            sample["mask"] = mask_t
-            if maps is not None:
-                sample["sens_maps"] = torch.from_numpy(np.asarray(maps, dtype=np.complex64))
-            if target is not None:
-                sample["target_raw"] = out["target_raw"]
-        return sample
+        attrs = {**info.attrs, "recon_size": self.crop_size or info.recon_size, "max": info.max_value,
+                 "patient_id": info.patient_id, "path": str(info.path)}
+        return self.transform(kspace, mask, target, attrs, info.path.name, slice_idx, sens_maps=maps)
 
 
 # --------------------------------------------------------------------------------------------------

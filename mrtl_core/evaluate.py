@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from .data import center_crop, unnormalize
+from .data import UnetSample, center_crop, unnormalize
 from .stats import summarise
 from .train import resolve_device, unwrap
 
@@ -65,14 +65,14 @@ class EvalResult:
         return f"EvalResult({self.method!r}, n={len(self.slices)}, {parts})"
 
 
-def _cg_sense_image(sample: dict, shape: tuple[int, int], cg_iters: int, center_fraction: float | None,
+def _cg_sense_image(sample: UnetSample, shape: tuple[int, int], cg_iters: int, center_fraction: float | None,
                     maps_method: str = "espirit") -> torch.Tensor:
     """CG-SENSE magnitude of one sample, cropped like the target: (H, W) float."""
     from . import sense
 
-    kspace = sample["masked_kspace"]
-    mask = torch.as_tensor(sample["mask"]).bool()
-    maps = sample.get("sens_maps")
+    kspace = sample.masked_kspace
+    mask = torch.as_tensor(sample.mask).bool()
+    maps = sample.sens_maps
     if maps is None:
         # ESPIRiT from the ACS block: center_lines(W, center_fraction), or found from the data
         maps = sense.estimate_maps(kspace, center_fraction=center_fraction, method=maps_method)
@@ -90,25 +90,25 @@ def _num_slices(dataset: Dataset, max_slices: int | None) -> int:
     return len(dataset) if max_slices is None else min(max_slices, len(dataset))
 
 
-def _named(func: Callable, sample: dict, *args: Any) -> Any:
+def _named(func: Callable, sample: UnetSample, *args: Any) -> Any:
     """``func(sample, *args)``, with a ValueError prefixed by the sample's file and slice."""
     try:
         return func(sample, *args)
     except ValueError as err:
-        raise ValueError(f"{sample.get('fname', '?')} slice {sample.get('slice_idx', '?')}: {err}") from err
+        raise ValueError(f"{sample.fname} slice {sample.slice_idx}: {err}") from err
 
 
-def _batch_stats(samples: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch_stats(samples: list[UnetSample]) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``(B,)`` instance-normalisation means and stds of a list of samples."""
-    return (torch.stack([torch.as_tensor(s["mean"]) for s in samples]),
-            torch.stack([torch.as_tensor(s["std"]) for s in samples]))
+    return (torch.stack([torch.as_tensor(s.mean) for s in samples]),
+            torch.stack([torch.as_tensor(s.std) for s in samples]))
 
 
-def _reconstruct_batch(reconstruct: Any, samples: list[dict], device: torch.device, cg_iters: int,
+def _reconstruct_batch(reconstruct: Any, samples: list[UnetSample], device: torch.device, cg_iters: int,
                        center_fraction: float | None, maps_method: str) -> torch.Tensor:
     """Physical-unit magnitudes ``(B, H, W)`` of one batch: a model, "zero-filled" or "cg-sense"."""
     mean, std = _batch_stats(samples)
-    image = torch.stack([s["image"] for s in samples])
+    image = torch.stack([s.image for s in samples])
     shape = tuple(image.shape[-2:])
     if isinstance(reconstruct, str) and reconstruct == "zero-filled":
         return unnormalize(image[:, 0], mean, std)
@@ -149,11 +149,11 @@ def reconstruct_files(
     volumes: dict[str, dict[int, np.ndarray]] = {}
     for start in range(0, n, batch_size):
         samples = [dataset[i] for i in range(start, min(n, start + batch_size))]
-        if reconstruct == "cg-sense" and "masked_kspace" not in samples[0]:
+        if reconstruct == "cg-sense" and samples[0].masked_kspace is None:
             raise ValueError("reconstruct_files('cg-sense', ...) needs a dataset built with with_kspace=True")
         pred = _reconstruct_batch(reconstruct, samples, dev, cg_iters, center_fraction, maps_method)
         for s, p in zip(samples, pred):
-            volumes.setdefault(str(s["fname"]), {})[int(s["slice_idx"])] = p.numpy().astype(np.float32)
+            volumes.setdefault(str(s.fname), {})[int(s.slice_idx)] = p.numpy().astype(np.float32)
     written = []
     for fname, by_slice in volumes.items():
         stack = np.stack([by_slice[i] for i in sorted(by_slice)])
@@ -186,7 +186,7 @@ def _slice_metrics(pred: np.ndarray, target: np.ndarray, data_range: float) -> d
 
 
 def evaluate(
-    reconstruct: nn.Module | str | Callable[[dict], Any],
+    reconstruct: nn.Module | str | Callable[[UnetSample], Any],
     dataset: Dataset,
     batch_size: int = 8,
     device: str | torch.device = "auto",
@@ -201,17 +201,20 @@ def evaluate(
     """Reconstruct every slice of ``dataset`` and score it against the target in physical units.
 
     Args:
-        reconstruct: a network (normalised image -> normalised target), ``"zero-filled"``, or
+        reconstruct: a network (normalised image -> normalised target), ``"zero-filled"``,
             ``"cg-sense"`` (needs a dataset built with ``with_kspace=True``; uses the sample's
             ``sens_maps`` if present, else ESPIRiT maps from the ACS lines via
-            :func:`mrtl_core.sense.estimate_maps`).
-        dataset: sample dicts as in :class:`mrtl_core.data.SliceDataset`.
+            :func:`mrtl_core.sense.estimate_maps`), or a function of one sample returning its
+            physical-unit magnitude ``(H, W)``.
+        dataset: :class:`mrtl_core.data.UnetSample` items, as :class:`mrtl_core.data.SliceDataset`
+            returns them (any indexable sequence of them).
         examples: dataset indices whose images are kept for figures.
         center_fraction: ACS fraction for map estimation (default: the centred run of sampled
             columns); ``maps_method`` ``"espirit"`` or ``"lowres"`` (see ``estimate_maps``).
 
-    The target is ``sample["target_raw"]`` when present, else ``target * std + mean``; a network
-    output is un-normalised the same way; ``data_range`` is ``sample["max_value"]``.
+    The target is ``sample.target_raw`` when every sample of a batch has it, else
+    ``target * std + mean``; a network output is un-normalised the same way; ``data_range`` is
+    ``sample.max_value``.
     """
     started = time.perf_counter()
     if isinstance(reconstruct, str):
@@ -234,18 +237,18 @@ def evaluate(
     bar = tqdm(total=n, disable=not progress, desc=f"evaluate {method}", leave=False)
     for start in range(0, n, batch_size):
         samples = [dataset[i] for i in indices[start:start + batch_size]]
-        if "target" not in samples[0]:
-            raise ValueError(f"{samples[0].get('fname', 'sample 0')}: no target (a test/challenge file without "
+        if samples[0].target is None:
+            raise ValueError(f"{samples[0].fname}: no target (a test/challenge file without "
                              f"reconstruction_rss): nothing to score against; see reconstruct_files")
-        if method == "cg-sense" and "masked_kspace" not in samples[0]:
-            raise ValueError("evaluate('cg-sense', ...) needs a dataset built with with_kspace=True (no 'masked_kspace' key)")
+        if method == "cg-sense" and samples[0].masked_kspace is None:
+            raise ValueError("evaluate('cg-sense', ...) needs a dataset built with with_kspace=True (no masked_kspace)")
         mean, std = _batch_stats(samples)
-        image = torch.stack([s["image"] for s in samples])
+        image = torch.stack([s.image for s in samples])
         zero_filled = unnormalize(image[:, 0], mean, std)
-        if all("target_raw" in s for s in samples):
-            target = torch.stack([torch.as_tensor(s["target_raw"]) for s in samples]).double()
+        if all(s.target_raw is not None for s in samples):
+            target = torch.stack([torch.as_tensor(s.target_raw) for s in samples]).double()
         else:
-            target = unnormalize(torch.stack([s["target"] for s in samples])[:, 0], mean, std)
+            target = unnormalize(torch.stack([s.target for s in samples])[:, 0], mean, std)
         shape = tuple(target.shape[-2:])
         if method == "zero-filled":
             pred = zero_filled
@@ -261,9 +264,9 @@ def evaluate(
         for j, s in enumerate(samples):
             idx = start + j
             p, t = pred[j].numpy(), target[j].numpy()
-            for k, v in _slice_metrics(p, t, float(s["max_value"])).items():
+            for k, v in _slice_metrics(p, t, float(s.max_value)).items():
                 per[k].append(v)
-            slices.append((str(s.get("fname", "")), int(s.get("slice_idx", idx))))
+            slices.append((str(s.fname), int(s.slice_idx)))
             if idx in keep:
                 from . import metrics
 

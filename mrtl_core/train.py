@@ -1,8 +1,9 @@
 """Training and fine-tuning of image-domain reconstruction networks: the loop, checkpoints, strategies.
 
 The loop is fastMRI's U-Net recipe: L1 loss between the network output and the target, both the
-instance-normalised RSS images of the data pipeline (``sample["image"]`` -> ``sample["target"]``),
-Adam, and a step decay of the learning rate (``StepLR``). Around it:
+instance-normalised RSS images of the data pipeline (``sample.image`` -> ``sample.target`` of a
+:class:`mrtl_core.data.UnetSample`; one step's forward pass is :func:`forward_batch`), Adam, and a
+step decay of the learning rate (``StepLR``). Around it:
 
 * **early stopping** on a validation set (L1 in normalised units, or SSIM in physical units),
   restoring the best weights at the end;
@@ -43,12 +44,14 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+
+from .data import collate, unnormalize
 
 __all__ = [
     "TrainConfig",
@@ -59,6 +62,8 @@ __all__ = [
     "seed_everything",
     "architecture",
     "apply_strategy",
+    "forward_batch",
+    "validate",
     "train",
     "fine_tune",
     "save_checkpoint",
@@ -382,7 +387,7 @@ def _dist() -> tuple[int, int]:
 
 def _batches(
     dataset: Dataset, config: TrainConfig, batch_size: int, epoch: int, world: tuple[int, int]
-) -> Iterator[dict]:
+) -> Iterator[Any]:
     """Endless stream of training batches for one epoch; each pass is seeded by (seed, epoch, pass)."""
     rank, size = world
     passes = 0
@@ -404,15 +409,30 @@ def _batches(
             worker_init_fn=_seed_worker,
             drop_last=False,
             persistent_workers=False,
+            collate_fn=collate,
         )
         yield from loader
         passes += 1
 
 
-def _forward_batch(model: nn.Module, batch: dict, device: torch.device, config: TrainConfig):
-    image = batch["image"].to(device, non_blocking=True)
-    target = batch["target"].to(device, non_blocking=True)
-    if config.channels_last:
+def forward_batch(model: nn.Module, batch: Any, device: torch.device,
+                  channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward pass of the loop: ``(model(batch.image), batch.target)``, both moved to ``device``.
+
+    Args:
+        model: maps ``(B, 1, H, W)`` normalised images to outputs of the same shape.
+        batch: a batched :class:`~mrtl_core.data.UnetSample` (:func:`mrtl_core.data.collate`; any
+            record with ``image`` and ``target`` ``(B, 1, H, W)`` fields, e.g. fastMRI's ``UnetSample``).
+        device: where the model is.
+        channels_last: give the model its input in ``channels_last`` memory format.
+
+    Returns:
+        ``(output, target)``, each ``(B, 1, H, W)``; the loop's loss is their L1 distance. A custom
+        loop (say, a penalty on the distance to the starting weights) adds its terms to that loss.
+    """
+    image = batch.image.to(device, non_blocking=True)
+    target = batch.target.to(device, non_blocking=True)
+    if channels_last:
         image = image.contiguous(memory_format=torch.channels_last)
     return model(image), target
 
@@ -427,30 +447,48 @@ def _amp_settings(config: TrainConfig, device: torch.device) -> tuple[bool, torc
 
 
 @torch.no_grad()
-def _validate(model: nn.Module, val_set: Dataset, config: TrainConfig, device: torch.device, want_ssim: bool) -> dict:
+def validate(model: nn.Module, val_set: Dataset, config: TrainConfig, device: torch.device | str | None = None,
+             want_ssim: bool | None = None) -> dict[str, float]:
+    """The validation scores the loop early-stops on, for ``model`` as it is now.
+
+    Args:
+        model: as in :func:`train` (not a ``DistributedDataParallel`` wrapper).
+        val_set: a dataset of :class:`~mrtl_core.data.UnetSample` with targets.
+        config: its ``batch_size``, ``num_workers``, ``amp``, ``channels_last`` and ``monitor`` apply.
+        device: where ``model`` is (default: ``config.device`` resolved).
+        want_ssim: also compute ``val_ssim`` (default: when ``config.monitor`` is not ``"l1"``).
+
+    Returns:
+        ``{"val_loss": mean per-slice L1 in normalised units}``, and with ``want_ssim``
+        ``"val_ssim"``: the mean SSIM in physical units (foreground SSIM for ``monitor="ssim_fg"``)
+        with ``data_range`` each slice's ``max_value``. The model's train/eval mode is restored.
+    """
+    device = resolve_device(config.device if device is None else device)
+    want_ssim = config.monitor != "l1" if want_ssim is None else bool(want_ssim)
+    was_training = model.training
     model.eval()
-    loader = DataLoader(val_set, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers)
+    loader = DataLoader(val_set, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers,
+                        collate_fn=collate)
     use_amp, dtype, _ = _amp_settings(config, device)
     total, count, ssims = 0.0, 0, []
     for batch in loader:
         with torch.autocast(device.type, dtype=dtype, enabled=use_amp):
-            output, target = _forward_batch(model, batch, device, config)
+            output, target = forward_batch(model, batch, device, config.channels_last)
         output = output.float()
         total += torch.nn.functional.l1_loss(output, target, reduction="none").mean(dim=(1, 2, 3)).sum().item()
         count += output.shape[0]
         if want_ssim:
             from . import metrics
-            from .data import unnormalize
 
-            pred = unnormalize(output[:, 0].detach().cpu(), batch["mean"], batch["std"])
-            targ = unnormalize(batch["target"][:, 0], batch["mean"], batch["std"])
+            pred = unnormalize(output[:, 0].detach().cpu(), batch.mean, batch.std)
+            targ = unnormalize(batch.target[:, 0], batch.mean, batch.std)
             for i in range(pred.shape[0]):
                 # "ssim_fg" scores the anatomy only, as the book reports it: whole-image SSIM is
                 # dominated by background noise
                 mask = metrics.foreground_mask(targ[i].numpy()) if config.monitor == "ssim_fg" else None
                 ssims.append(float(metrics.ssim(pred[i].numpy(), targ[i].numpy(),
-                                                data_range=float(batch["max_value"][i]), mask=mask)))
-    model.train()
+                                                data_range=float(batch.max_value[i]), mask=mask)))
+    model.train(was_training)
     out = {"val_loss": total / max(count, 1)}
     if want_ssim:
         out["val_ssim"] = float(np.mean(ssims))
@@ -471,9 +509,10 @@ def train(
 
     Args:
         model: maps ``(N, 1, H, W)`` normalised zero-filled images to targets of the same shape.
-        train_set, val_set: datasets of sample dicts with ``"image"`` and ``"target"`` (1, H, W),
-            plus ``"mean"``, ``"std"``, ``"max_value"`` for SSIM monitoring; ``val_set`` may be
-            ``None`` (no early stopping; the last weights are kept).
+        train_set, val_set: datasets of :class:`~mrtl_core.data.UnetSample` (``image`` and ``target``
+            ``(1, H, W)``, plus ``mean``, ``std``, ``max_value`` for SSIM monitoring), batched with
+            :func:`mrtl_core.data.collate`; ``val_set`` may be ``None`` (no early stopping; the last
+            weights are kept).
         config: the :class:`TrainConfig`.
         checkpoint_path: if given, the full state is written there after every epoch; with
             ``resume=True`` and an existing file, training continues from it (its architecture
@@ -558,7 +597,7 @@ def train(
         # the start is a candidate like any epoch: if no step improves the validation score, early
         # stopping restores the weights the run began with (a pre-trained model stays as it was)
         row = {"epoch": 0, "step": 0, "train_loss": float("nan"), "lr": optimizer.param_groups[0]["lr"]}
-        row.update(_validate(core, val_set, config, device, want_ssim=config.monitor != "l1"))
+        row.update(validate(core, val_set, config, device, want_ssim=config.monitor != "l1"))
         value = row["val_loss"] if config.monitor == "l1" else row["val_ssim"]
         best_score = sign * value
         best_state = {k: v.detach().clone() for k, v in core.state_dict().items()}
@@ -579,7 +618,7 @@ def train(
                 break
             batch = next(stream)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                output, target = _forward_batch(net, batch, device, config)
+                output, target = forward_batch(net, batch, device, config.channels_last)
                 loss = torch.nn.functional.l1_loss(output.float(), target)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -599,7 +638,7 @@ def train(
         row = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                "lr": lr_used}
         if val_set is not None and len(val_set) > 0:
-            row.update(_validate(core, val_set, config, device, want_ssim=config.monitor != "l1"))
+            row.update(validate(core, val_set, config, device, want_ssim=config.monitor != "l1"))
             value = row["val_loss"] if config.monitor == "l1" else row["val_ssim"]  # ssim or ssim_fg
             if sign * value < best_score - config.min_delta:
                 best_score, stale = sign * value, 0

@@ -445,7 +445,7 @@ def test_challenge_files_use_their_own_mask_and_need_no_target(world, tmp_path):
     with h5py.File(world["challenge"] / "test" / "c0.h5", "r") as f:
         mask = f["mask"][()].astype(bool)
     assert ds.effective_acceleration() == pytest.approx(SIZE / mask.sum())
-    assert "target" not in ds[0]
+    assert ds[0].target is None and ds[0].target_raw is None  # inference only
 
 
 def test_evaluate_reference_does_not_depend_on_the_methods(world):
@@ -454,7 +454,7 @@ def test_evaluate_reference_does_not_depend_on_the_methods(world):
     from mrtl_core.data import SliceDataset
 
     s = SliceDataset(world["good"] / "test", with_kspace=True)[0]  # the clamped and the file's target differ
-    assert (s["target"][0].double() * s["std"] + s["mean"] - s["target_raw"]).abs().max() > 0.1 * s["target_raw"].max()
+    assert (s.target[0].double() * s.std + s.mean - s.target_raw).abs().max() > 0.1 * s.target_raw.max()
 
     scores = []
     for methods in (["zero-filled"], ["zero-filled", "cg-sense"]):

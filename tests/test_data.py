@@ -89,42 +89,46 @@ def test_fully_sampled_input_equals_target(tmp_path):
     ds = SliceDataset(path, acceleration=1.0, with_kspace=True)
     for i in range(len(ds)):
         s = ds[i]
-        assert s["mask"].all()
-        torch.testing.assert_close(s["image"], s["target"], rtol=1e-4, atol=1e-4)
-        np.testing.assert_allclose(s["target_raw"].numpy(), _rss_reference(k[i], (32, 32)), rtol=1e-4, atol=1e-5)
+        assert s.mask.all()
+        torch.testing.assert_close(s.image, s.target, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(s.target_raw.numpy(), _rss_reference(k[i], (32, 32)), rtol=1e-4, atol=1e-5)
 
 
 def test_sample_keys_and_normalisation(tmp_path):
     path, k, maps = _write(tmp_path / "a.h5")
     ds = SliceDataset(path, acceleration=4, with_kspace=True)
     s = ds[1]
-    assert set(s) == {"image", "target", "mean", "std", "max_value", "fname", "slice_idx", "subject",
-                      "masked_kspace", "mask", "sens_maps", "target_raw"}
-    assert s["image"].shape == s["target"].shape == (1, 32, 32) and s["image"].dtype == torch.float32
-    assert s["masked_kspace"].shape == (4, 64, 32) and s["masked_kspace"].dtype == torch.complex64
-    assert (s["fname"], s["slice_idx"], s["subject"]) == ("a.h5", 1, "p0")
-    mask = s["mask"].numpy()
-    np.testing.assert_array_equal(s["masked_kspace"].numpy(), k[1] * mask)
-    np.testing.assert_array_equal(s["sens_maps"].numpy(), maps[1])
+    assert isinstance(s, data.UnetSample)
+    assert s._fields == ("image", "target", "mean", "std", "max_value", "fname", "slice_idx", "subject",
+                         "masked_kspace", "mask", "sens_maps", "target_raw")
+    assert s.mean.shape == s.std.shape == s.max_value.shape == () and s.mask.shape == (32,) and s.mask.dtype == torch.bool
+    assert s.sens_maps.shape == (4, 64, 32) and s.target_raw.shape == (32, 32)
+    assert s.image.shape == s.target.shape == (1, 32, 32) and s.image.dtype == torch.float32
+    assert s.masked_kspace.shape == (4, 64, 32) and s.masked_kspace.dtype == torch.complex64
+    assert (s.fname, s.slice_idx, s.subject) == ("a.h5", 1, "p0")
+    mask = s.mask.numpy()
+    np.testing.assert_array_equal(s.masked_kspace.numpy(), k[1] * mask)
+    np.testing.assert_array_equal(s.sens_maps.numpy(), maps[1])
     # the zero-filled input, recomputed independently from the masked k-space, then normalised
     zf = _rss_reference(k[1] * mask, (32, 32))
     expected = np.clip((zf - zf.mean()) / (zf.std(ddof=1) + 1e-11), -6, 6)
-    np.testing.assert_allclose(s["image"][0].numpy(), expected, rtol=1e-4, atol=1e-4)
-    assert float(s["mean"]) == pytest.approx(zf.mean(), rel=1e-5)
-    tgt = s["target_raw"].numpy()
-    np.testing.assert_allclose(s["target"][0].numpy(), np.clip((tgt - s["mean"].item()) / s["std"].item(), -6, 6), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(s.image[0].numpy(), expected, rtol=1e-4, atol=1e-4)
+    assert float(s.mean) == pytest.approx(zf.mean(), rel=1e-5)
+    tgt = s.target_raw.numpy()
+    np.testing.assert_allclose(s.target[0].numpy(), np.clip((tgt - s.mean.item()) / s.std.item(), -6, 6), rtol=1e-4, atol=1e-4)
     with h5py.File(path, "r") as f:
-        assert float(s["max_value"]) == pytest.approx(f["reconstruction_rss"][()].max())
+        assert float(s.max_value) == pytest.approx(f["reconstruction_rss"][()].max())
     # the file-free API gives the same
     out = data.unet_transform(k[1], mask, (32, 32), target=tgt)
-    torch.testing.assert_close(out["image"], s["image"])
+    torch.testing.assert_close(out.image, s.image)
+    assert torch.equal(out.target, s.target) and out.masked_kspace is None and out.fname == ""
     torch.testing.assert_close(data.zero_filled_rss(k[1] * mask, (32, 32)), torch.from_numpy(zf.astype(np.float32)), rtol=1e-4, atol=1e-5)
     # un-normalised, the (unclamped) target is the stored image again, one pair per image in a batch
-    back = data.unnormalize(s["target"][0], s["mean"], s["std"])
+    back = data.unnormalize(s.target[0], s.mean, s.std)
     assert back.dtype == torch.float64
     np.testing.assert_allclose(back.numpy(), tgt, rtol=1e-4, atol=1e-4 * tgt.max())
-    two = data.unnormalize(torch.stack([s["target"][0], s["target"][0]]), torch.stack([s["mean"], s["mean"] + 1]),
-                           torch.stack([s["std"], s["std"]]))
+    two = data.unnormalize(torch.stack([s.target[0], s.target[0]]), torch.stack([s.mean, s.mean + 1]),
+                           torch.stack([s.std, s.std]))
     torch.testing.assert_close(two[1] - two[0], torch.ones_like(back))
 
 
@@ -132,30 +136,92 @@ def test_validation_masks_are_deterministic_training_masks_vary(tmp_path):
     for i in range(2):
         _write(tmp_path / f"f{i}.h5", np.random.default_rng(i), patient_id=f"p{i}", w=64, recon=(32, 32), sens=False)
     a, b = SliceDataset(tmp_path, with_kspace=True), SliceDataset(sorted(tmp_path.glob("*.h5")), with_kspace=True)
-    masks = [a[i]["mask"].numpy() for i in range(len(a))]
+    masks = [a[i].mask.numpy() for i in range(len(a))]
     for i in range(len(b)):
-        np.testing.assert_array_equal(b[i]["mask"].numpy(), masks[i])
-        np.testing.assert_array_equal(a[i]["mask"].numpy(), masks[i])  # and on a repeat visit
+        np.testing.assert_array_equal(b[i].mask.numpy(), masks[i])
+        np.testing.assert_array_equal(a[i].mask.numpy(), masks[i])  # and on a repeat visit
         assert effective_acceleration(masks[i]) == pytest.approx(4.0, rel=0.1)
         assert masks[i][center_lines(64, 0.08)].all()
     assert len({m.tobytes() for m in masks}) > 1  # seeded per slice, not one mask for all
     other = SliceDataset(tmp_path, with_kspace=True, split_seed=1)
-    assert any(not np.array_equal(other[i]["mask"].numpy(), masks[i]) for i in range(len(other)))
+    assert any(not np.array_equal(other[i].mask.numpy(), masks[i]) for i in range(len(other)))
     train = SliceDataset(tmp_path, with_kspace=True, seed_masks=False)
     torch.manual_seed(0)
-    draws = [train[0]["mask"].numpy() for _ in range(4)]
+    draws = [train[0].mask.numpy() for _ in range(4)]
     assert len({m.tobytes() for m in draws}) > 1
     torch.manual_seed(0)
-    np.testing.assert_array_equal(train[0]["mask"].numpy(), draws[0])  # reproducible under manual_seed
+    np.testing.assert_array_equal(train[0].mask.numpy(), draws[0])  # reproducible under manual_seed
 
 
 def test_dataloader_workers_open_files_lazily(tmp_path):
     _write(tmp_path / "a.h5", sens=False)
     ds = SliceDataset(tmp_path)
     ds[0]  # the parent opens a handle before the fork: workers must not reuse it
-    loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2, multiprocessing_context="fork")
-    images = torch.cat([b["image"] for b in loader])
-    torch.testing.assert_close(images, torch.stack([ds[i]["image"] for i in range(len(ds))]))
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2, multiprocessing_context="fork",
+                                         collate_fn=data.collate)
+    images = torch.cat([b.image for b in loader])
+    torch.testing.assert_close(images, torch.stack([ds[i].image for i in range(len(ds))]))
+
+
+def test_collate_batches_field_by_field_and_keeps_absent_fields_none(tmp_path):
+    _write(tmp_path / "a.h5")
+    plain, full = SliceDataset(tmp_path), SliceDataset(tmp_path, with_kspace=True)
+    with pytest.raises(TypeError):  # torch's default collation refuses the None of absent k-space fields
+        torch.utils.data.default_collate([plain[0], plain[1]])
+    batch = data.collate([plain[0], plain[2]])
+    assert isinstance(batch, data.UnetSample)
+    assert batch.image.shape == batch.target.shape == (2, 1, 32, 32) and batch.mean.shape == batch.max_value.shape == (2,)
+    assert batch.fname == ["a.h5", "a.h5"] and batch.subject == ["p0", "p0"] and batch.slice_idx.tolist() == [0, 2]
+    assert batch.masked_kspace is None and batch.mask is None and batch.sens_maps is None and batch.target_raw is None
+    torch.testing.assert_close(batch.image[1], plain[2].image, rtol=0, atol=0)
+    loaded = next(iter(torch.utils.data.DataLoader(full, batch_size=3, collate_fn=data.collate)))
+    assert loaded.masked_kspace.shape == loaded.sens_maps.shape == (3, 4, 64, 32) and loaded.mask.shape == (3, 32)
+    assert loaded.target_raw.shape == (3, 32, 32)
+    with pytest.raises(ValueError, match="'sens_maps': None in 1 of 2"):
+        data.collate([full[0], full[1]._replace(sens_maps=None)])
+
+
+def test_a_custom_transform_gets_the_slice_and_its_mask(tmp_path):
+    path, k, maps = _write(tmp_path / "a.h5")
+    seen = []
+
+    def transform(kspace, mask, target, attrs, fname, slice_idx, sens_maps=None):
+        seen.append(dict(kspace=kspace, mask=mask, target=target, attrs=attrs, fname=fname, slice_idx=slice_idx,
+                         sens_maps=sens_maps))
+        return ("mine", slice_idx)
+
+    ds = SliceDataset(path, transform=transform)
+    assert ds[2] == ("mine", 2)
+    got = seen[-1]
+    np.testing.assert_array_equal(got["kspace"].numpy(), k[2])  # as stored: the transform applies the mask
+    np.testing.assert_array_equal(np.asarray(got["mask"]), ds.mask_for("a.h5", 2, 32))
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(got["target"].numpy(), f["reconstruction_rss"][2])
+        assert got["attrs"]["max"] == pytest.approx(float(f.attrs["max"]))
+    assert got["attrs"]["recon_size"] == (32, 32) and got["attrs"]["patient_id"] == "p0"
+    assert got["attrs"]["path"] == str(path) and got["attrs"]["acquisition"] == "AXT2"
+    assert (got["fname"], got["slice_idx"], got["sens_maps"]) == ("a.h5", 2, None)  # maps read only when asked
+    SliceDataset(path, transform=transform, with_kspace=True, crop_size=(16, 16))[1]
+    np.testing.assert_array_equal(seen[-1]["sens_maps"], maps[1])
+    assert seen[-1]["attrs"]["recon_size"] == (16, 16)
+    # a training view draws its masks from torch's RNG before the transform: the same draws as the default's
+    torch.manual_seed(5)
+    mine = SliceDataset(path, transform=transform, seed_masks=False)[0]
+    torch.manual_seed(5)
+    default = SliceDataset(path, seed_masks=False, with_kspace=True)[0]
+    assert mine == ("mine", 0)
+    np.testing.assert_array_equal(np.asarray(seen[-1]["mask"]), default.mask.numpy())
+
+
+def test_default_transform_is_unet_transform(tmp_path):
+    path, _, _ = _write(tmp_path / "a.h5")
+    implicit = SliceDataset(path, with_kspace=True)
+    explicit = SliceDataset(path, transform=data.UnetTransform(with_kspace=True))  # it asks for the maps itself
+    assert isinstance(implicit.transform, data.UnetTransform) and explicit.with_kspace
+    for a, b in zip(implicit[1], explicit[1]):
+        assert a == b if isinstance(a, (str, int)) else torch.equal(a, b)
+    plain = SliceDataset(path)[1]
+    assert plain.masked_kspace is None and plain.target_raw is None and torch.equal(plain.image, implicit[1].image)
 
 
 def test_real_fastmri_sized_knee_file(tmp_path):
@@ -167,9 +233,9 @@ def test_real_fastmri_sized_knee_file(tmp_path):
     del k
     ds = SliceDataset(tmp_path, with_kspace=True)
     s = ds[1]
-    assert s["image"].shape == s["target"].shape == (1, 320, 320)
-    assert s["masked_kspace"].shape == (15, 640, 368) and "sens_maps" not in s
-    assert effective_acceleration(s["mask"]) == pytest.approx(4.0, rel=0.05)
+    assert s.image.shape == s.target.shape == (1, 320, 320)
+    assert s.masked_kspace.shape == (15, 640, 368) and s.sens_maps is None
+    assert effective_acceleration(s.mask) == pytest.approx(4.0, rel=0.05)
     assert data.read_header(path)["encoded_matrix"][:2] == (640, 368)
 
 
@@ -178,7 +244,7 @@ def test_recon_matrix_wider_than_image_is_clamped(tmp_path):
     path, _, _ = _write(tmp_path / "a.h5", h=64, w=24, recon=(32, 32), sens=False,
                         reconstruction_rss=np.ones((3, 32, 32), np.float32))
     s = SliceDataset(path)[0]
-    assert s["image"].shape == s["target"].shape == (1, 32, 24)
+    assert s.image.shape == s.target.shape == (1, 32, 24)
 
 
 # ------------------------------------------------------------------------------- bad input
@@ -265,7 +331,7 @@ def test_skip_bad_files_warns_and_skips(tmp_path):
     (tmp_path / "junk.h5").write_bytes(b"\0" * 64)
     with pytest.warns(UserWarning, match="junk.h5.*not an HDF5"):
         ds = SliceDataset(tmp_path, skip_bad_files=True)
-    assert len(ds) == 3 and {ds[i]["fname"] for i in range(3)} == {"good.h5"}
+    assert len(ds) == 3 and {ds[i].fname for i in range(3)} == {"good.h5"}
     with pytest.raises(DataError, match="no usable files"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         SliceDataset([tmp_path / "junk.h5"], skip_bad_files=True)
@@ -292,6 +358,11 @@ def test_split_by_subject_never_shares_a_subject(tmp_path):
         split_by_subject(files, {"train": 0.95, "test": 0.04}, seed=0)
     with pytest.raises(DataError, match="only 8 exist"):
         split_by_subject(files, {"train": 6, "test": 3})
+    assert [data.patient_id(p) for p in files[:3]] == ["s0", "s1", "s2"]
+    with h5py.File(files[0], "a") as f:
+        del f.attrs["patient_id"]
+    with pytest.raises(DataError, match="f00.h5.*missing attribute 'patient_id'"):
+        data.patient_id(files[0])
 
 
 # ------------------------------------------------------------------------------- cache
@@ -372,7 +443,7 @@ def test_cli_and_domain_files_with_the_simulator(tmp_path, monkeypatch, capsys):
     assert info.kspace_shape[2:] == (64, 32) and info.recon_size == (32, 32) and not info.has_sens_maps
     assert info.field_strength_T == pytest.approx(simulate.get_domain("brain-1.5T").field_strength_T)
     s = SliceDataset(out)[0]
-    assert s["image"].shape == (1, 32, 32) and torch.isfinite(s["image"]).all()
+    assert s.image.shape == (1, 32, 32) and torch.isfinite(s.image).all()
 
     monkeypatch.setenv("MRTL_CACHE_DIR", str(tmp_path / "cache"))
     cached = domains.domain_files("brain-1.5T", 2, 2, 32, seed=0, progress=False)

@@ -9,12 +9,13 @@ import torch
 import torch.multiprocessing as mp
 from torch.utils.data import Dataset
 
+from mrtl_core.data import UnetSample
 from mrtl_core.train import TrainConfig, train
 from mrtl_core.unet import Unet
 
 
 class TinySet(Dataset):
-    """Sample dicts like SliceDataset's: a blurred, noisy copy of a random smooth target."""
+    """Samples like SliceDataset's (UnetSample, no k-space): a blurred, noisy copy of a random smooth target."""
 
     def __init__(self, n: int, size: int = 32, seed: int = 0):
         g = torch.Generator().manual_seed(seed)
@@ -25,9 +26,9 @@ class TinySet(Dataset):
     def __len__(self) -> int:
         return len(self.target)
 
-    def __getitem__(self, i: int) -> dict:
-        return {"image": self.image[i], "target": self.target[i], "mean": torch.tensor(0.0),
-                "std": torch.tensor(1.0), "max_value": torch.tensor(6.0), "fname": "tiny", "slice_idx": i}
+    def __getitem__(self, i: int) -> UnetSample:
+        return UnetSample(image=self.image[i], target=self.target[i], mean=torch.tensor(0.0), std=torch.tensor(1.0),
+                          max_value=torch.tensor(6.0), fname="tiny", slice_idx=i, subject="s")
 
 
 def _worker(rank: int, world: int, port: int, out_dir: str) -> None:

@@ -17,6 +17,7 @@ from mrtl_core.train import (
     fine_tune,
     load_model,
     train,
+    validate,
 )
 from mrtl_core.unet import Unet
 
@@ -144,10 +145,9 @@ def test_early_stopping_restores_best(files):
     result = train(model, train_set, val_set, _cfg(epochs=20, patience=1, min_delta=10.0))
     assert result.stopped_early and result.epochs == 3 and result.best_epoch == 1
     assert result.history[-1]["val_loss"] != result.best_value
-    from mrtl_core.train import _validate
-
-    again = _validate(model, val_set, _cfg(), torch.device("cpu"), want_ssim=False)["val_loss"]
-    assert again == pytest.approx(result.best_value, rel=1e-6)
+    again = validate(model, val_set, _cfg())
+    assert set(again) == {"val_loss"} and again["val_loss"] == pytest.approx(result.best_value, rel=1e-6)
+    assert not model.training  # validate restores the mode train left it in (eval)
 
 
 def test_validate_start_keeps_the_start_when_no_step_helps(files):
@@ -207,10 +207,10 @@ def test_evaluation_equals_metrics_module(files):
     with torch.no_grad():
         for i in range(len(test_set)):
             s = test_set[i]
-            out = model(s["image"][None])[0, 0].double()
-            preds.append((out * s["std"].double() + s["mean"].double()).numpy())
-            targets.append(s["target_raw"].double().numpy())
-            ranges.append(float(s["max_value"]))
+            out = model(s.image[None])[0, 0].double()
+            preds.append((out * s.std.double() + s.mean.double()).numpy())
+            targets.append(s.target_raw.double().numpy())
+            ranges.append(float(s.max_value))
     p, t, dr = np.stack(preds), np.stack(targets), np.array(ranges)
     fg = metrics.foreground_mask(t)
     np.testing.assert_allclose(res.metrics["ssim"], metrics.ssim(p, t, data_range=dr), rtol=1e-6)
@@ -223,7 +223,7 @@ def test_evaluation_equals_metrics_module(files):
     np.testing.assert_allclose(res.examples[2]["pred"], p[2], rtol=1e-5, atol=1e-6)
     # the target is the stored reconstruction_rss, which equals un-normalising the clamped target here
     s = test_set[1]
-    np.testing.assert_allclose(t[1], (s["target"][0] * s["std"] + s["mean"]).numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(t[1], (s.target[0] * s.std + s.mean).numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_zero_filled_and_cg_sense(files):
@@ -240,7 +240,7 @@ def test_zero_filled_and_cg_sense(files):
     # Without stored maps, maps estimated from the ACS lines stand in (a little worse than the
     # truth). 32 columns are too few for ESPIRiT's kernel, so the low-resolution estimate here.
     r2 = SliceDataset(files[3:], acceleration=2, center_fraction=0.25, with_kspace=True)
-    no_maps = [{k: v for k, v in r2[i].items() if k != "sens_maps"} for i in range(2)]
+    no_maps = [r2[i]._replace(sens_maps=None) for i in range(2)]
     esp = evaluate("cg-sense", no_maps, cg_iters=20, maps_method="lowres")
     oracle = evaluate("cg-sense", [r2[i] for i in range(2)], cg_iters=20)
     zf2 = evaluate("zero-filled", no_maps)
