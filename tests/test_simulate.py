@@ -161,13 +161,31 @@ def test_coil_maps_normalised_and_smooth(brains):
         assert np.percentile(step.transpose(1, 0, 2, 3)[:, obj[:, :, 1:]], 99) < 0.1
 
 
+def _rectangular_loops(num_coils: int, radius: float, height: float, per_side: int = 6):
+    """Reference geometry, one ring: ``num_coils`` rectangular loops on a cylinder of ``radius`` (axis z),
+    each ``height`` tall and 1.15x its share of the circumference wide (overlapping, as decoupled
+    arrays), every side cut into ``per_side`` straight segments. Midpoints and vectors ``(C, 4 per_side, 3)``."""
+    t = np.arange(per_side) / per_side
+    mids, vecs = [], []
+    for k in range(num_coils):
+        centre, half = 2 * np.pi * k / num_coils, 1.15 * np.pi / num_coils
+        a, b, z0, z1 = centre - half, centre + half, -height / 2, height / 2
+        # corners of the closed path (angle, z): bottom a->b, side up at b, top b->a, side down at a
+        phi = np.concatenate([a + (b - a) * t, np.full(per_side, b), b + (a - b) * t, np.full(per_side, a), [a]])
+        z = np.concatenate([np.full(per_side, z0), z0 + (z1 - z0) * t, np.full(per_side, z1), z1 + (z0 - z1) * t, [z0]])
+        corners = np.stack([radius * np.cos(phi), radius * np.sin(phi), z], axis=-1)
+        mids.append((corners[1:] + corners[:-1]) / 2)
+        vecs.append(np.diff(corners, axis=0))
+    return np.array(mids), np.array(vecs)
+
+
 def test_biot_savart_against_direct_sum():
-    """The GEMM-expanded Biot-Savart equals a direct float64 cross-product sum over segments."""
+    """The GEMM-expanded Biot-Savart equals a direct float64 cross-product sum over the loops' segments."""
     rng = np.random.default_rng(0)
     pts = rng.uniform(-60, 60, size=(50, 3))
     radius, height = 120.0, 100.0
     got = sim.coil_sensitivities(pts, 8, 1, radius, height, ring_gap=0.0)
-    mids, vecs = sim._loop_segments(8, 1, radius, height, 0.0)
+    mids, vecs = _rectangular_loops(8, radius, height)
     ref = np.empty((8, 50), dtype=np.complex128)
     for c in range(8):
         r = pts[:, None, :] - mids[c][None]
