@@ -269,6 +269,33 @@ def test_config_validation():
         TrainConfig(monitor="psnr")
 
 
+def test_forward_batch_takes_fastmri_samples_too():
+    """The loop reads fields, not keys: fastMRI's own UnetSample batches (collate) and runs through it."""
+    transforms = pytest.importorskip("fastmri.data.transforms")
+    from mrtl_core.data import collate
+    from mrtl_core.train import forward_batch
+
+    samples = [transforms.UnetSample(image=torch.full((1, 8, 8), float(i)), target=torch.zeros(1, 8, 8),
+                                     mean=torch.tensor(0.0), std=torch.tensor(1.0), fname="f.h5", slice_num=i,
+                                     max_value=1.0) for i in range(3)]
+    batch = collate(samples)
+    assert type(batch) is transforms.UnetSample and batch.slice_num.tolist() == [0, 1, 2]
+    output, target = forward_batch(torch.nn.Identity(), batch, torch.device("cpu"))
+    assert output.shape == target.shape == (3, 1, 8, 8) and output[:, 0, 0, 0].tolist() == [0.0, 1.0, 2.0]
+
+
+def test_unwritable_checkpoint_path_fails_before_training(files, tmp_path):
+    train_set, _, _ = _sets(files)
+    (tmp_path / "plain.txt").write_text("not a directory")
+    model = _model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="plain.txt' is a file, not a directory"):
+        train(model, train_set, None, _cfg(), checkpoint_path=tmp_path / "plain.txt" / "sub" / "c.pt")
+    with pytest.raises(ValueError, match="is a directory, expected a file path"):
+        train(model, train_set, None, _cfg(), checkpoint_path=tmp_path)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # no step was taken
+
+
 def test_cli_train_finetune_evaluate(files, tmp_path, capsys):
     import json
 
