@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 __all__ = ["cache_root", "config_hash", "cache_lock", "atomic_write", "cached_dir", "clean_stale_temps", "clean_stale_builds",
-           "copy_file", "file_sha256", "verify_entry", "verify_cache", "MANIFEST", "CacheDamage"]
+           "copy_file", "file_sha256", "verify_entry", "verify_cache", "blocking_file", "MANIFEST", "CacheDamage"]
 
 #: the checksums of an entry's files, written with it: ``{"files": {name: {"size", "sha256"}}}``
 MANIFEST = "checksums.json"
@@ -146,6 +146,17 @@ def clean_stale_builds(parent: Path) -> list[Path]:
             shutil.rmtree(child.path, ignore_errors=True)
             removed.append(Path(child.path))
     return removed
+
+
+def blocking_file(path: Path | str) -> Path | None:
+    """The ancestor of ``path`` that is a file, so that ``path`` can never be created; ``None`` if there is none.
+
+    Only the nearest existing ancestor counts: the missing ones below it are made as directories.
+    """
+    for parent in Path(path).parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
 
 
 def glob_escape(name: str) -> str:

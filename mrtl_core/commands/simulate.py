@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..cache import blocking_file
 from ..cli import CLIError
 from .train import nonnegative_int, positive_int
 
@@ -43,11 +44,9 @@ def _check_out(out: Path) -> None:
     """``--out`` is, or can become, a directory."""
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out {out}: is a file, expected a directory")
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise CLIError(f"--out {out}: {parent} is a file, not a directory")
-            break
+    blocker = blocking_file(out)
+    if blocker is not None:
+        raise CLIError(f"--out {out}: {blocker} is a file, not a directory")
 
 
 def run(args: argparse.Namespace) -> int:

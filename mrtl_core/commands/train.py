@@ -19,20 +19,22 @@ This module also holds the options and helpers that ``finetune`` and ``evaluate`
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
+from ..cache import blocking_file
 from ..cli import CLIError
 
 __all__ = ["add_arguments", "run", "add_data_arguments", "add_training_arguments", "load_splits", "split_files",
            "make_set", "needs_targets", "train_config", "distributed", "write_out", "positive_int", "nonnegative_int",
            "positive_float", "check_file_target", "check_input_file", "check_device", "check_training_paths",
-           "resume_command", "note_fresh_start", "interrupted"]
+           "resume_command", "note_fresh_start", "interrupted", "LibraryChoices"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -59,6 +61,30 @@ acceleration_type = _number(float, lambda v: math.isfinite(v) and v >= 1, "a fin
 fraction_type = _number(float, lambda v: math.isfinite(v) and 0 < v <= 1, "a fraction in (0, 1]")
 
 
+class LibraryChoices(Sequence[str]):
+    """A library constant (``train.STRATEGIES``, ``masks.MASK_KINDS``) as argparse ``choices``, read
+    when argparse first checks or prints them: the modules import torch, and building the parser
+    (``python -m mrtl_core --help``) should not."""
+
+    def __init__(self, module: str, name: str):
+        self.module, self.name = module, name
+
+    def _values(self) -> tuple[str, ...]:
+        return tuple(getattr(importlib.import_module(self.module), self.name))
+
+    def __getitem__(self, index: Any) -> Any:  # an int or a slice, as Sequence's
+        return self._values()[index]
+
+    def __len__(self) -> int:
+        return len(self._values())
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._values()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values())
+
+
 # --------------------------------------------------------------------------------------------
 # paths: checked before any work, so a bad one never costs an epoch
 # --------------------------------------------------------------------------------------------
@@ -68,13 +94,12 @@ def check_file_target(path: Path | None, option: str) -> None:
         return
     if path.is_dir():
         raise CLIError(f"{option} {path}: is a directory, expected a file path")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise CLIError(f"{option} {path}: {parent} is a file, not a directory")
-            if not os.access(parent, os.W_OK):
-                raise CLIError(f"{option} {path}: directory {parent} is not writable")
-            return
+    blocker = blocking_file(path)
+    if blocker is not None:
+        raise CLIError(f"{option} {path}: {blocker} is a file, not a directory")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not os.access(parent, os.W_OK):
+        raise CLIError(f"{option} {path}: directory {parent} is not writable")
 
 
 def check_device(device: str) -> None:
@@ -121,7 +146,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--acceleration", type=acceleration_type, default=4.0)
     g.add_argument("--center-fraction", type=fraction_type, default=None,
                    help="default 0.32 / acceleration (0.08 at 4x)")
-    g.add_argument("--mask-kind", default="random", choices=("random", "equispaced"))
+    g.add_argument("--mask-kind", default="random", choices=LibraryChoices("mrtl_core.masks", "MASK_KINDS"))
     g.add_argument("--split-seed", type=nonnegative_int, default=0, help="subject split of a single --data-dir")
     g.add_argument("--crop-size", type=positive_int, nargs=2, metavar=("H", "W"), default=None,
                    help="centre crop of every image (default: each file's recon matrix); one size for files of several")
@@ -134,7 +159,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=positive_int, default=None, help="per process; default: the profile's")
     g.add_argument("--lr", type=positive_float, default=None, help="default: the profile's")
     g.add_argument("--lr-step-size", type=positive_int, default=None,
-                   help="epochs between 10x decays (default: 80%% of epochs, or the resumed checkpoint's)")
+                   help="epochs between 10x decays (default: train 80%% of epochs, or the resumed checkpoint's; "
+                        "finetune none)")
     g.add_argument("--patience", type=nonnegative_int, default=None, help="early stopping patience in epochs")
     g.add_argument("--seed", type=nonnegative_int, default=0)
     g.add_argument("--num-workers", type=nonnegative_int, default=0)
@@ -221,7 +247,9 @@ def _checkpoint_config(args: argparse.Namespace) -> dict | None:
     return dict(load_checkpoint(args.checkpoint).get("config") or {})
 
 
-def train_config(args: argparse.Namespace, epochs: int | None, max_steps: int | None, batch_size: int, lr: float, **extra: Any):
+def train_config(args: argparse.Namespace, epochs: int | None, max_steps: int | None, batch_size: int, lr: float):
+    """The ``train`` command's configuration: the command line's settings, else the given defaults."""
+    from ..experiment import lr_decay_step
     from ..train import TrainConfig
 
     epochs = args.epochs if args.epochs is not None else epochs
@@ -232,16 +260,12 @@ def train_config(args: argparse.Namespace, epochs: int | None, max_steps: int | 
     if step_size is None:
         # derived from --epochs: a resumed run that only extends --epochs keeps its decay schedule
         resumed = _checkpoint_config(args)
-        step_size = resumed["lr_step_size"] if resumed and "lr_step_size" in resumed else max(1, int(round(0.8 * (epochs or 10))))
-    fields = dict(epochs=epochs, max_steps=max_steps,
-                  batch_size=args.batch_size if args.batch_size is not None else batch_size,
-                  lr=args.lr if args.lr is not None else lr, lr_step_size=step_size, patience=args.patience,
-                  seed=args.seed, num_workers=args.num_workers, device=args.device, amp=args.amp,
-                  progress=not args.quiet)
-    fields.update(extra)
-    if args.patience is not None:
-        fields["patience"] = args.patience
-    return TrainConfig(**fields)
+        step_size = resumed["lr_step_size"] if resumed and "lr_step_size" in resumed else lr_decay_step(epochs or 10)
+    return TrainConfig(epochs=epochs, max_steps=max_steps,
+                       batch_size=args.batch_size if args.batch_size is not None else batch_size,
+                       lr=args.lr if args.lr is not None else lr, lr_step_size=step_size, patience=args.patience,
+                       seed=args.seed, num_workers=args.num_workers, device=args.device, amp=args.amp,
+                       progress=not args.quiet)
 
 
 class distributed:
