@@ -1,10 +1,13 @@
-"""Experiment building blocks: the equal-data twin (``native_unet``) and fine-tuning without early stopping."""
+"""Experiment building blocks: the equal-data twin (``native_unet``), fine-tuning without early stopping,
+and the cache keys (one builder, unchanged hashes), the fine-tuning recipe and the memoised physics version."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
 
-from mrtl_core import data, experiment as ex
+from mrtl_core import cache, data, domains, experiment as ex
 from mrtl_core.profiles import get_profile
 
 TINY = get_profile("ci").replace(
@@ -66,3 +69,130 @@ def test_finetune_without_early_stopping_runs_its_whole_budget(cache_dir):
     assert info["path"] != info_es["path"] and "no-es7" in info["path"]
     with pytest.raises(ValueError, match="max_steps"):
         ex.finetune_run(TINY, "brain-3T", 2, seed=0, max_steps=0, progress=False)
+
+
+# ------------------------------------------------------------------------------- cache keys
+def _fake_domain_files(domain, num_subjects, num_slices, size, seed=0, progress=True, with_sens_maps=True):
+    return [Path("/nowhere") / domains.subject_filename(domain, f"{domain}-s{seed}-{i:05d}") for i in range(num_subjects)]
+
+
+@pytest.fixture()
+def keys(monkeypatch):
+    """The cache key of every model asked for, ``{name: key}``, without data or training: the domains
+    are file names that carry their subject ids, the physics version is fixed, no model is built."""
+    monkeypatch.setattr(domains, "physics_version", lambda: "test-physics")
+    monkeypatch.setattr(domains, "domain_files", _fake_domain_files)
+    monkeypatch.setattr(data, "patient_id", lambda p: Path(p).stem.split("_", 1)[1])
+    seen: dict[str, dict] = {}
+
+    def record(name, key, run, extra_info):
+        seen[name] = key
+        return None, {}
+
+    monkeypatch.setattr(ex, "_cached_model", record)
+    ex._memo.clear()
+    yield seen
+    ex._memo.clear()
+
+
+def _every_kind_of_model(profile) -> None:
+    ex.pretrained_unet(profile, progress=False)
+    ex.finetune_run(profile, "knee-1.5T", 4, 0)
+    ex.finetune_run(profile, "knee-1.5T", 4, 0, from_scratch=True)
+    ex.finetune_run(profile, "brain-1.5T", 1, 1, acceleration=8, strategy="last-layers")
+    ex.finetune_run(profile, "knee-1.5T", 4, 0, rehearsal_slices=4)
+    ex.finetune_run(profile, "brain-3T", 2, 0, early_stopping=False, max_steps=7)
+    ex.scratch_full(profile, "brain-3T")
+    ex.native_unet(profile, "knee-1.5T")
+
+
+#: the ci profile's keys (physics "test-physics") as the hand-built dicts of before model_key gave them:
+#: a change here re-trains every cached model, so it must be deliberate (bump EXPERIMENT_VERSION)
+CI_KEY_HASHES = {
+    "unet-brain-1.5T-R4-ci": "7ab94d342ca8",
+    "end-to-end-knee-1.5T-R4-N4-s0-ci": "a2804858296c",
+    "scratch-knee-1.5T-R4-N4-s0-ci": "abaf7e00d203",
+    "last-layers-brain-1.5T-R8-N1-s1-ci": "b4521a241c28",
+    "end-to-end+rehearsal4-knee-1.5T-R4-N4-s0-ci": "d0dc0ccff70c",
+    "end-to-end-no-es7-brain-3T-R4-N2-s0-ci": "ef48233f3ba2",
+    "scratch-full-brain-3T-R4-ci": "f9b0242f60ff",
+    "native-knee-1.5T-R4-ci": "872c97f7e965",
+}
+
+
+def test_model_keys_are_unchanged(keys):
+    _every_kind_of_model("ci")
+    assert {name: cache.config_hash(key) for name, key in keys.items()} == CI_KEY_HASHES
+
+
+def test_every_model_key_is_built_by_model_key(keys, monkeypatch):
+    built = []
+    real = ex.model_key
+
+    def spy(*args, **kwargs):
+        built.append(real(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(ex, "model_key", spy)
+    _every_kind_of_model(get_profile("ci"))
+    assert len(keys) == 8
+    for name, key in keys.items():
+        assert any(key is b for b in built), f"{name}: its key was not built by model_key"
+
+
+def test_model_key_leaves_later_parts_out_at_their_old_values():
+    cfg = ex.finetune_config("ci", 4, 0)
+    plain = ex.model_key("ci", "finetune", "knee-1.5T", 4, cfg, seed=0)
+    assert ex.model_key("ci", "finetune", "knee-1.5T", 4, cfg, seed=0, rehearsal_slices=0, early_stopping=True) == plain
+    assert ex.model_key("ci", "finetune", "knee-1.5T", 4, cfg, seed=0, rehearsal_slices=2)["rehearsal_slices"] == 2
+    assert ex.model_key("ci", "finetune", "knee-1.5T", 4.0, cfg, seed=0) == plain     # R = 4 and 4.0: one model
+    with pytest.raises(ValueError, match="'train'"):
+        ex.model_key("ci", "finetune", "knee-1.5T", 4, cfg, train={})
+
+
+def test_the_book_fine_tunes_with_finetune_config(keys):
+    ex.finetune_run("ci", "knee-1.5T", 4, 3, max_steps=9)
+    key = keys["end-to-end-knee-1.5T-R4-N4-s3-ci"]
+    cfg = ex.finetune_config("ci", 4, 3, max_steps=9)
+    assert cfg.monitor == "ssim_fg" and cfg.lr_step_size == ex.NO_LR_DECAY
+    assert key == ex.model_key("ci", "finetune", "knee-1.5T", 4, cfg, base=key["base"], n_slices=4, seed=3,
+                               strategy="end-to-end")
+
+
+def test_finetune_config_validates_its_overrides_once():
+    with pytest.raises(ValueError, match="max_steps"):
+        ex.finetune_config("ci", 4, 0, max_steps=0)
+    cfg = ex.finetune_config("ci", 4, 0, early_stopping=False, lr=0.5)
+    assert cfg.patience is None and not cfg.validate_start and cfg.lr == 0.5
+
+
+def test_profile_has_no_extra_settings():
+    assert "extra" not in get_profile("ci").to_dict()
+    assert not hasattr(ex, "_extra")
+
+
+def test_physics_version_is_hashed_once_and_equals_a_fresh_hash(monkeypatch):
+    import hashlib
+
+    from mrtl_core import simulate
+
+    monkeypatch.delattr(simulate, "PHYSICS_VERSION", raising=False)
+    here = Path(simulate.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for src in [here / "simulate.py", *sorted((here / "phantoms").glob("*.py"))]:
+        digest.update(src.name.encode() + b"\0" + src.read_bytes())
+    fresh = "src-" + digest.hexdigest()[:12]
+    assert domains.physics_version() == fresh
+    reads = []
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self) or b"")
+    assert domains.physics_version() == fresh and reads == []          # memoised: no file read again
+
+
+def test_select_slices_is_nested_in_n_and_checks_its_arguments():
+    few, more = ex.select_slices(range(50), 5, seed=2), ex.select_slices(range(50), 20, seed=2)
+    assert set(few.indices) < set(more.indices) and few.indices == sorted(few.indices)
+    assert ex.select_slices(range(50), 5, seed=3).indices != few.indices
+    with pytest.raises(ValueError, match=r"n_slices must lie in \[1, 50\]"):
+        ex.select_slices(range(50), 51, seed=0)
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        ex.select_slices(range(50), 5, seed=-1)
