@@ -49,12 +49,15 @@ class EvalResult:
     seconds: float = 0.0
 
     def summary(self, confidence: float = 0.95) -> dict[str, dict]:
+        """Per metric, :func:`mrtl_core.stats.summarise` of the per-slice values (mean, std, t-interval)."""
         return {name: summarise(v, confidence) for name, v in self.metrics.items()}
 
     def mean(self, metric: str) -> float:
+        """The mean over slices of one metric."""
         return float(np.mean(self.metrics[metric]))
 
     def to_dict(self) -> dict:
+        """Method, seconds, summary, per-slice values and slice names (JSON-ready; no example images)."""
         return {"method": self.method, "seconds": self.seconds, "summary": self.summary(),
                 "per_slice": {k: v.tolist() for k, v in self.metrics.items()},
                 "slices": [list(s) for s in self.slices]}

@@ -1,4 +1,4 @@
-"""Multi-coil SENSE: the forward model ``A = M F S``, CG-SENSE, and coil sensitivities from ACS lines.
+"""Multi-coil SENSE: the forward model ``A = M F S``, CG-SENSE, coil sensitivities from ACS lines, the g-factor.
 
 Shapes (fastMRI conventions): k-space and maps are complex ``(..., C, H, W)`` with ``H`` the
 readout (fully sampled) axis and ``W`` the phase-encode axis; an image is ``(..., H, W)``; a mask
@@ -36,7 +36,7 @@ import torch
 from .fft import fft2c, ifft2c
 from .masks import center_lines
 
-__all__ = ["Linop", "SenseOp", "cg_sense", "data_consistency", "estimate_maps", "detect_acs"]
+__all__ = ["Linop", "SenseOp", "cg_sense", "data_consistency", "estimate_maps", "detect_acs", "g_factor"]
 
 ArrayLike = torch.Tensor | np.ndarray
 

@@ -131,6 +131,7 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.amp must be True, False, 'bf16' or 'fp16', got {self.amp!r}")
 
     def to_dict(self) -> dict:
+        """Every field by name (what a checkpoint stores and a resume compares)."""
         return dataclasses.asdict(self)
 
 
@@ -149,14 +150,17 @@ class TrainResult:
     checkpoint_path: str | None = None
 
     def to_dict(self) -> dict:
+        """Every field by name, the history included (JSON-ready)."""
         return dataclasses.asdict(self)
 
     @property
     def train_loss(self) -> list[float]:
+        """The mean training loss of each history row (nan for the start's row of ``validate_start``)."""
         return [row["train_loss"] for row in self.history]
 
     @property
     def val_loss(self) -> list[float | None]:
+        """The validation L1 of each history row (``None`` where there was no validation set)."""
         return [row.get("val_loss") for row in self.history]
 
 
@@ -366,14 +370,14 @@ def _check_checkpoint_path(path: Path | str | None) -> None:
     """A checkpoint path that cannot be written fails now, not after the first epoch's work."""
     if path is None:
         return
+    from .cache import blocking_file
+
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"checkpoint path {str(path)!r} is a directory, expected a file path")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"checkpoint path {str(path)!r}: {str(parent)!r} is a file, not a directory")
-            break
+    blocker = blocking_file(path)
+    if blocker is not None:
+        raise ValueError(f"checkpoint path {str(path)!r}: {str(blocker)!r} is a file, not a directory")
 
 
 # --------------------------------------------------------------------------------------------
