@@ -510,10 +510,25 @@ def generalization_sentences(records: dict[str, dict], thresholds: Thresholds = 
                                                "the U-Net trained on that domain", thresholds) + ".")
         elif drop is not None and drop.get("paired"):
             out.append("* " + compare_sentence(drop[m], f"On {name} (the same slices, another mask) the pre-trained U-Net",
-                                               f"itself at the training acceleration", thresholds)
-                       + "; no network trained at this acceleration was recorded, so this mixes the harder problem "
-                         "with the network's mismatch.")
+                                               "itself at the training acceleration", thresholds)
+                       + _acceleration_reading(num, name, drop[m], thresholds))
     return "\n".join(out)
+
+
+def _acceleration_reading(num: dict, name: str, drop: Sequence[float], thresholds: Thresholds) -> str:
+    """What a paired drop at another acceleration can and cannot say, with no network trained at that R."""
+    r = num.get("conditions", {}).get(name, {}).get("acceleration")
+    r0 = num.get("conditions", {}).get(num.get("source"), {}).get("acceleration", 4)
+    verdict = classify(drop, thresholds)
+    if r is not None and float(r) < float(r0):
+        if verdict == "worse":
+            return (f"; R = {r:g} keeps more k-space than R = {r0:g}, an easier problem, so a lower score here is the "
+                    "network's mismatch with the sampling it was not trained for, not difficulty.")
+        return (f"; R = {r:g} keeps more k-space than R = {r0:g}, an easier problem, so the data alone would raise the "
+                "score, and how much mismatch that hides is not measured: no network trained at this acceleration "
+                "was recorded.")
+    return ("; no network trained at this acceleration was recorded, so this mixes the harder problem with the "
+            "network's mismatch.")
 
 
 def finetune_sentences(records: dict[str, dict], thresholds: Thresholds = Thresholds()) -> str:

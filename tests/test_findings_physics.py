@@ -90,6 +90,14 @@ def test_3T_has_higher_snr_than_1p5T(scanners):
     assert snr_3 > 1.2 * snr_15, f"3 T SNR {snr_3:.1f} is not clearly above 1.5 T SNR {snr_15:.1f}"
 
 
+def test_grey_white_contrast_rises_from_1p5_to_3T(scanners):
+    """Chapter 3's summary: the 3 T scanner raises the grey/white contrast, in the signal equation
+    and in the simulated images."""
+    for suffix in ("", "_image"):
+        low, high = (finite(scanners[f"gm_wm_contrast{suffix}_{b}"], f"gm_wm_contrast{suffix}_{b}") for b in ("1p5T", "3T"))
+        assert high > low + 0.01, f"grey/white contrast{suffix}: 3 T {high:.3f} is not above 1.5 T {low:.3f}"
+
+
 def test_grey_white_contrast_is_nonzero_at_both_fields(scanners):
     for key in ("gm_wm_contrast_1p5T", "gm_wm_contrast_3T"):
         contrast = finite(scanners[key], key)

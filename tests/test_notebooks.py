@@ -68,3 +68,7 @@ def test_chapter1_numbers(executed_records):
     assert all(row["sidelobe_equispaced"] > row["sidelobe_random"] for row in sweep if row["R"] >= 4)
     # variable density keeps more low-frequency energy at the same budget
     assert n["nmse_R4"]["random, variable density"] < n["nmse_R4"]["random"]
+    # the budgeted equispaced mask: outer lines wider apart than R, so the replicas sit at W / spacing < W / R
+    assert n["outer_line_spacing"] > n["R0"]
+    assert abs(n["psf_replica_spacing"] - n["image_size"] / n["outer_line_spacing"]) <= 1.5
+    assert n["psf_replica_spacing"] < n["image_size"] // n["R0"]

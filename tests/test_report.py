@@ -341,3 +341,16 @@ def test_close_to_full_needs_a_gap_to_recover(records):
     assert [c["case"] for c in v.cases] == ["knee-1.5T R4, N = 4"]
     assert "no gap to recover" in v.note and "brain-3T R4" in v.note
     assert v.verdict == "not reproduced"
+
+
+def test_acceleration_sentences_say_which_problem_is_easier():
+    """R = 2 is the easier problem: a drop there is the network's mismatch, never "the harder problem"."""
+    records = make_records()
+    text = report.generalization_sentences(records)
+    r2 = next(line for line in text.splitlines() if "R2 " in line)
+    r8 = next(line for line in text.splitlines() if "R8 " in line)
+    assert "easier problem" in r2 and "harder problem" not in r2
+    assert "harder problem" in r8
+    records["05_generalization"]["numbers"]["drop_vs_source"]["brain-1.5T R2"]["ssim_fg"] = [-0.05, -0.06, -0.04]
+    r2 = next(line for line in report.generalization_sentences(records).splitlines() if "R2 " in line)
+    assert "worse than itself" in r2 and "mismatch with the sampling" in r2
