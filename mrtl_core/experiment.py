@@ -75,6 +75,7 @@ __all__ = [
     "finetune_config",
     "scratch_config",
     "model_key",
+    "check_model_entry",
     "pretrained_unet",
     "finetune_run",
     "scratch_full",
@@ -93,7 +94,13 @@ EXPERIMENT_VERSION = 1  # bump to invalidate every cached model (a change in how
 #: learning rate stays constant
 NO_LR_DECAY = 10**6
 
-_memo: dict[Any, Any] = {}
+_MEMOS: dict[Path, dict[Any, Any]] = {}
+
+
+def _memo() -> dict[Any, Any]:
+    """This process's memo of splits, test sets and weights for the current cache root: a changed
+    ``MRTL_CACHE_DIR`` gets a memo of its own, so nothing points into a cache that is not in use."""
+    return _MEMOS.setdefault(cache.cache_root(), {})
 
 
 def shifts(profile: Profile | str) -> list[dict]:
@@ -142,11 +149,11 @@ def domain_splits(profile: Profile | str, domain: str, progress: bool = True) ->
     profile = get_profile(profile)
     counts = _split_counts(profile, domain)
     key = ("splits", json.dumps(_data_key(profile, domain), sort_keys=True, default=str))
-    if key not in _memo:
+    if key not in _memo():
         files = domains.domain_files(domain, sum(counts.values()), profile.slices_per_subject, profile.image_size,
                                      seed=profile.data_seed, progress=progress)
-        _memo[key] = data.split_by_subject(files, counts, seed=0)
-    return {k: list(v) for k, v in _memo[key].items()}
+        _memo()[key] = data.split_by_subject(files, counts, seed=0)
+    return {k: list(v) for k, v in _memo()[key].items()}
 
 
 def make_dataset(
@@ -336,11 +343,11 @@ def _cached_model(name: str, key: dict, run: Callable[[Path], TrainResult], extr
         built["flag"] = True
 
     # weights are a few MB: hash them on every hit (once per process), a flipped bit would load silently
-    entry = cache.cached_dir("models", name, key, build, validate=_check_model_entry, hash_limit=1 << 30)
-    if memo_key not in _memo or built["flag"]:
+    entry = cache.cached_dir("models", name, key, build, validate=check_model_entry, hash_limit=1 << 30)
+    if memo_key not in _memo() or built["flag"]:
         model = load_model(entry / "model.pt")
-        _memo[memo_key] = (model.state_dict(), json.loads((entry / "info.json").read_text()))
-    state, info = _memo[memo_key]
+        _memo()[memo_key] = (model.state_dict(), json.loads((entry / "info.json").read_text()))
+    state, info = _memo()[memo_key]
     model = Unet(**key["model"])
     model.load_state_dict(state)  # copies: the memoised weights never alias a caller's model
     model.eval()
@@ -352,7 +359,7 @@ def _cached_model(name: str, key: dict, run: Callable[[Path], TrainResult], extr
 _INFO_KEYS = ("name", "history", "best_epoch", "steps")
 
 
-def _check_model_entry(entry: Path) -> None:
+def check_model_entry(entry: Path) -> None:
     """The ``validate`` of a model cache entry: ``model.pt`` present, ``info.json`` complete."""
     if not (entry / "model.pt").is_file():
         raise FileNotFoundError(f"{entry / 'model.pt'}: missing")
@@ -496,9 +503,9 @@ def _fixed_set(profile: Profile, domain: str, acceleration: float, split: str, w
     files = domain_splits(profile, domain, progress=progress)[split]
     key = ("dataset", domain, float(acceleration), split, with_kspace, profile.name,
            json.dumps(_data_key(profile, domain), sort_keys=True, default=str))
-    if key not in _memo:
-        _memo[key] = make_dataset(files, acceleration, profile, train=False, with_kspace=with_kspace)
-    return _memo[key]
+    if key not in _memo():
+        _memo()[key] = make_dataset(files, acceleration, profile, train=False, with_kspace=with_kspace)
+    return _memo()[key]
 
 
 def evaluate_on(
@@ -570,7 +577,7 @@ def native_unet(
 # --------------------------------------------------------------------------------------------
 # U-Net followed by a data-consistency step
 # --------------------------------------------------------------------------------------------
-def unet_dc_image(model: torch.nn.Module, sample: dict, lam: float, max_iter: int = 30,
+def unet_dc_image(model: torch.nn.Module, sample: data.UnetSample, lam: float, max_iter: int = 30,
                   cg_iters: int = 30) -> torch.Tensor:
     """The U-Net's magnitude made consistent with the sample's measured k-space: ``(H, W)`` float64.
 
@@ -585,16 +592,16 @@ def unet_dc_image(model: torch.nn.Module, sample: dict, lam: float, max_iter: in
     """
     from . import sense
 
-    if "masked_kspace" not in sample:
+    if sample.masked_kspace is None:
         raise ValueError("unet_dc_image needs a sample with k-space (dataset built with with_kspace=True)")
-    y = torch.as_tensor(sample["masked_kspace"])
-    mask = torch.as_tensor(sample["mask"]).bool()
-    maps = sample.get("sens_maps")
+    y = torch.as_tensor(sample.masked_kspace)
+    mask = torch.as_tensor(sample.mask).bool()
+    maps = sample.sens_maps
     maps = torch.as_tensor(maps) if maps is not None else sense.estimate_maps(y, method="espirit")
     dev = next(model.parameters()).device
     with torch.no_grad():
-        out = model.eval()(torch.as_tensor(sample["image"])[None].to(dev)).float().cpu()[0, 0]
-    magnitude = data.unnormalize(out, sample["mean"], sample["std"]).clamp_min(0)
+        out = model.eval()(torch.as_tensor(sample.image)[None].to(dev)).float().cpu()[0, 0]
+    magnitude = data.unnormalize(out, sample.mean, sample.std).clamp_min(0)
     x_cg = sense.cg_sense(y, maps, mask, max_iter=cg_iters)
     shape = tuple(magnitude.shape)
     x_ref = x_cg.clone()
@@ -625,7 +632,7 @@ def evaluate_with_dc(
     dataset = _fixed_set(profile, domain, acceleration, split, with_kspace=True)
     model = model.cpu().eval()
 
-    def reconstruct(sample: dict) -> torch.Tensor:
+    def reconstruct(sample: data.UnetSample) -> torch.Tensor:
         return unet_dc_image(model, sample, lam=lam, max_iter=max_iter, cg_iters=profile.cg_iters)
 
     return evaluate(reconstruct, dataset, batch_size=profile.batch_size, device="cpu", examples=examples,

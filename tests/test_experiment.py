@@ -19,9 +19,7 @@ TINY = get_profile("ci").replace(
 @pytest.fixture()
 def cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("MRTL_CACHE_DIR", str(tmp_path / "cache"))
-    ex._memo.clear()
     yield tmp_path / "cache"
-    ex._memo.clear()
 
 
 def _ids(paths):
@@ -90,9 +88,7 @@ def keys(monkeypatch):
         return None, {}
 
     monkeypatch.setattr(ex, "_cached_model", record)
-    ex._memo.clear()
     yield seen
-    ex._memo.clear()
 
 
 def _every_kind_of_model(profile) -> None:

@@ -203,7 +203,7 @@ def test_a_damaged_model_entry_is_rebuilt(tmp_path, monkeypatch, damage):
         info = {"name": "m", "history": [], "best_epoch": 1, "steps": 3}
         (tmp / "info.json").write_text(json.dumps(info))
 
-    entry = cache.cached_dir("models", "m", {"k": 1}, build, validate=experiment._check_model_entry)
+    entry = cache.cached_dir("models", "m", {"k": 1}, build, validate=experiment.check_model_entry)
     for legacy in (False, True):
         if legacy:
             (entry / cache.MANIFEST).unlink()  # an entry from before checksums: validate() must catch it
@@ -213,7 +213,7 @@ def test_a_damaged_model_entry_is_rebuilt(tmp_path, monkeypatch, damage):
         else:
             info.write_text("{}" if damage == "{}" else "{not json")
         with pytest.warns(UserWarning, match=f"damaged cache entry {entry}.*info.json"):
-            again = cache.cached_dir("models", "m", {"k": 1}, build, validate=experiment._check_model_entry)
+            again = cache.cached_dir("models", "m", {"k": 1}, build, validate=experiment.check_model_entry)
         assert again == entry and json.loads(info.read_text())["name"] == "m"
     assert len(builds) == 3
 
@@ -252,7 +252,7 @@ def test_a_flipped_bit_in_cached_weights_is_caught(tmp_path, monkeypatch):
         (tmp / "info.json").write_text(json.dumps({"name": "m", "history": [], "best_epoch": 1, "steps": 3}))
 
     def ask():
-        return cache.cached_dir("models", "m", {"k": 2}, build, validate=experiment._check_model_entry,
+        return cache.cached_dir("models", "m", {"k": 2}, build, validate=experiment.check_model_entry,
                                 hash_limit=1 << 30)
 
     entry = ask()
@@ -286,8 +286,8 @@ def test_a_file_with_its_own_mask_is_never_masked_again(tmp_path):
         ds = data.SliceDataset(path, acceleration=accel, with_kspace=True)
         for i in range(len(ds)):
             s = ds[i]
-            assert np.array_equal(s["mask"].numpy(), mask.astype(bool))  # the file's, whatever R was asked
-            assert "target" in s  # this one has reconstruction_rss: it can be scored
+            assert np.array_equal(s.mask.numpy(), mask.astype(bool))  # the file's, whatever R was asked
+            assert s.target is not None  # this one has reconstruction_rss: it can be scored
         assert ds.effective_acceleration() == pytest.approx(16 / 6)
 
 
