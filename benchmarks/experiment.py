@@ -72,11 +72,13 @@ def run_grid(args: argparse.Namespace) -> dict:
     seeds = args.seeds if args.seeds is not None else list(profile.seeds)
     quiet = not args.progress
 
-    def done(key: str) -> bool:
-        return key in results
+    # An entry is named by its fields (grid's one schema): grid.entry_key writes the JSON key from them
+    def done(**fields) -> bool:
+        return grid.entry_key(**fields) in results
 
-    def store(key: str, result, **extra) -> None:
-        results[key] = _record(result, extra)
+    def store(fields: dict, result, **extra) -> None:
+        key = grid.entry_key(**fields)
+        results[key] = _record(result, {**{k: v for k, v in fields.items() if v is not None}, **extra})
         _save(out, results)
         s = results[key]["summary"]
         print(f"{key}: SSIM {s['ssim']['mean']:.4f}  SSIM_fg {s['ssim_fg']['mean']:.4f}  "
@@ -89,56 +91,50 @@ def run_grid(args: argparse.Namespace) -> dict:
     for target in [source, *shifts]:
         d, r, name = target["domain"], target["acceleration"], target["name"]
         for method in ("zero-filled", "cg-sense"):
-            key = f"{name} | {method}"
-            if not done(key):
-                store(key, ex.evaluate_on(profile, method, d, r, progress=not quiet), target=name, method=method)
-        key = f"{name} | pretrained"
-        if not done(key):
-            store(key, ex.evaluate_on(profile, pre, d, r), target=name, method="pretrained")
+            if not done(target=name, method=method):
+                store(dict(target=name, method=method), ex.evaluate_on(profile, method, d, r, progress=not quiet))
+        if not done(target=name, method="pretrained"):
+            store(dict(target=name, method="pretrained"), ex.evaluate_on(profile, pre, d, r))
 
     for target in shifts:
         d, r, name = target["domain"], target["acceleration"], target["name"]
         n_avail = len(ex.domain_splits(profile, d, progress=False)["train"]) * profile.slices_per_subject
         ns = sorted({min(n, n_avail) for n in (args.ns or DEFAULT_NS)})
-        key = f"{name} | scratch-full"
-        if not done(key) and not args.no_scratch:
+        if not done(target=name, method="scratch-full") and not args.no_scratch:
             model, info = ex.scratch_full(profile, d, r, progress=args.progress)
-            store(key, ex.evaluate_on(profile, model, d, r), target=name, method="scratch-full",
+            store(dict(target=name, method="scratch-full"), ex.evaluate_on(profile, model, d, r),
                   train_seconds=info.get("seconds"), num_train_slices=n_avail)
-        key = f"{name} | native"
-        if not done(key) and not args.no_native:
+        if not done(target=name, method="native") and not args.no_native:
             model, info = ex.native_unet(profile, d, r, progress=args.progress)
-            store(key, ex.evaluate_on(profile, model, d, r), target=name, method="native",
+            store(dict(target=name, method="native"), ex.evaluate_on(profile, model, d, r),
                   train_seconds=info.get("seconds"), num_train_slices=info.get("num_train_slices"))
         for n in ns:
             for seed in seeds:
                 for scratch in ([False] if args.no_scratch else [False, True]):
-                    method = "scratch" if scratch else "fine-tuned"
-                    key = f"{name} | {method} N={n} seed={seed}"
-                    fkey = f"{name} | forgetting N={n} seed={seed}"
-                    if done(key) and (scratch or done(fkey)):
+                    run = dict(target=name, method="scratch" if scratch else "fine-tuned", n=n, seed=seed)
+                    back = dict(target=name, method="forgetting", n=n, seed=seed)
+                    if done(**run) and (scratch or done(**back)):
                         continue
                     model, info = ex.finetune_run(profile, d, n, seed, acceleration=r, from_scratch=scratch,
                                                   progress=args.progress)
-                    if not done(key):
-                        store(key, ex.evaluate_on(profile, model, d, r), target=name, method=method, n=n, seed=seed,
-                              train_seconds=info.get("seconds"), steps=info.get("steps"), best_epoch=info.get("best_epoch"))
-                    if not scratch and not done(fkey):
-                        store(fkey, ex.evaluate_on(profile, model, ex.SOURCE_DOMAIN, ex.SOURCE_ACCELERATION),
-                              target=name, method="forgetting", n=n, seed=seed)
+                    if not done(**run):
+                        store(run, ex.evaluate_on(profile, model, d, r), train_seconds=info.get("seconds"),
+                              steps=info.get("steps"), best_epoch=info.get("best_epoch"))
+                    if not scratch and not done(**back):
+                        store(back, ex.evaluate_on(profile, model, ex.SOURCE_DOMAIN, ex.SOURCE_ACCELERATION))
     if args.overfit_steps:
-        # A prototype found that a few slices, many steps and no validation split over-fit. The same
+        # Whether a few slices, many steps and no validation split over-fit: the same
         # fine-tuning without early stopping, for a longer budget, at N = 5.
         for target in shifts:
             d, r, name = target["domain"], target["acceleration"], target["name"]
             for seed in seeds:
-                key = f"{name} | fine-tuned-no-early-stopping N=5 steps={args.overfit_steps} seed={seed}"
-                if done(key):
+                run = dict(target=name, method="fine-tuned-no-early-stopping", n=5, seed=seed, budget=args.overfit_steps)
+                if done(**run):
                     continue
                 model, info = ex.finetune_run(profile, d, 5, seed, acceleration=r, early_stopping=False,
                                               max_steps=args.overfit_steps, progress=args.progress)
-                store(key, ex.evaluate_on(profile, model, d, r), target=name, method="fine-tuned-no-early-stopping",
-                      n=5, seed=seed, steps=info.get("steps"), train_seconds=info.get("seconds"))
+                store(run, ex.evaluate_on(profile, model, d, r), steps=info.get("steps"),
+                      train_seconds=info.get("seconds"))
     results["_meta"]["seconds_this_run"] = time.perf_counter() - t_start
     _save(out, results)
     return results

@@ -126,3 +126,24 @@ def test_committed_standard_grid_reads():
     for t in grid.targets(results):
         grid.curve_table(results, t)
     assert len(grid.gap_table(results)) >= 1
+
+
+@pytest.mark.slow
+def test_the_benchmark_writes_entries_the_grid_reads(tmp_path):
+    """``benchmarks/experiment.py`` (ci profile, one target, one N and seed) writes keys from the
+    entries' fields, and every table reads them back, the over-fitting pair included."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("grid_benchmark", RESULTS.parent / "experiment.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "grid.json"
+    assert bench.main(["--profile", "ci", "--shifts", "knee-1.5T", "--ns", "5", "--seeds", "0", "--no-scratch",
+                       "--no-native", "--overfit-steps", "5", "--out", str(out)]) == 0
+    results = grid.load_grid(out)   # checks every key against its fields
+    assert grid.entry(results, "knee-1.5T R4", "fine-tuned", 5, 0) is not None
+    assert grid.entry(results, "knee-1.5T R4", "forgetting", 5, 0) is not None
+    stopped = grid.entry(results, "knee-1.5T R4", "fine-tuned-no-early-stopping", 5, 0, budget=5)
+    assert stopped is not None and stopped["budget"] == 5
+    assert list(grid.overfit_table(results).index) == ["knee-1.5T R4, N=5"]
+    assert grid.curve_table(results, "knee-1.5T R4").loc[5, "fine-tuned seeds"] == 1
