@@ -14,12 +14,17 @@ computes *and* glues under the same name::
   myst-nb's own ``{eval}`` (``inline`` execution only) has no kernel to ask.
 * Where myst-nb does run a kernel inline, the kernel is asked, as by myst-nb's role.
 
-A name that is neither glued nor evaluable is a warning (an error under ``-W``), never blank text.
+A glued Markdown *list* (or several paragraphs) on a line of its own renders as a list: block
+content, lifted out of the paragraph the role stood in. A name that is neither glued nor evaluable
+is a warning (an error under ``-W``), never blank text.
 Loaded as a Sphinx extension after myst-nb (``_config.yml``: ``sphinx.extra_extensions``).
 """
 from __future__ import annotations
 
+import re
+
 from docutils import nodes
+from sphinx.transforms import SphinxTransform
 from myst_nb.core.execute.inline import NotebookClientInline
 from myst_nb.core.render import MimeData
 from myst_nb.core.variables import RetrievalError, format_plain_text
@@ -53,7 +58,12 @@ class BookEvalRole(EvalRoleAny):
             mime = MimeData("text/markdown", result.data["text/markdown"],
                             cell_metadata={cell_key: {"markdown_format": "commonmark"}},
                             output_metadata=result.metadata, line=self.line)
-            out = result.nb_renderer.render_markdown_inline(mime)
+            text = "".join(result.data["text/markdown"]) if isinstance(result.data["text/markdown"], list) \
+                else str(result.data["text/markdown"])
+            if _is_block(text):   # a list or several paragraphs: block nodes, lifted out of the paragraph later
+                out = result.nb_renderer.render_markdown(mime)
+            else:
+                out = result.nb_renderer.render_markdown_inline(mime)
             for node in out:
                 self.set_source_info(node)
             return out, []
@@ -66,7 +76,27 @@ class BookEvalRole(EvalRoleAny):
         return [node], []
 
 
+def _is_block(markdown: str) -> bool:
+    """Whether a glued Markdown value is block content (a list, or more than one paragraph)."""
+    lines = [line for line in markdown.strip().splitlines()]
+    return any(re.match(r"\s*(?:[*+-]|\d+[.)])\s", line) for line in lines) or "\n\n" in markdown.strip()
+
+
+class LiftBlocksOutOfParagraphs(SphinxTransform):
+    """A paragraph that holds only block content (an ``{eval}`` of a list on a line of its own) is
+    replaced by that content, so the list is a list and not a paragraph with literal ``* ``."""
+
+    default_priority = 500
+
+    def apply(self, **kwargs) -> None:
+        for para in list(self.document.findall(nodes.paragraph)):
+            kids = [c for c in para.children if not (isinstance(c, nodes.Text) and not c.astext().strip())]
+            if kids and all(isinstance(c, nodes.Body) for c in kids):
+                para.replace_self(kids)
+
+
 def setup(app):
     app.setup_extension("myst_nb")
     app.add_role("eval", BookEvalRole(), override=True)
+    app.add_transform(LiftBlocksOutOfParagraphs)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -102,3 +102,47 @@ def test_built_pages_show_no_clutter(built_book):
         problems += [f"{page.name}: {what}: {m.group(0)!r}" for what, rx in TEXT_CLUTTER.items()
                      for m in [rx.search(text)] if m]
     assert not problems, "clutter in the built book:\n" + "\n".join(problems)
+
+
+@pytest.mark.slow
+def test_a_glued_list_renders_as_a_list(tmp_path):
+    """``{eval}`` of a glued Markdown list on a line of its own is a list in the page (chapter 6's gap
+    sentences, chapter 8's verdicts), and an inline value stays inline in its sentence."""
+    import subprocess
+    import sys
+
+    import nbformat
+    import yaml
+    from bs4 import BeautifulSoup
+    from nbclient import NotebookClient
+
+    (tmp_path / "book").mkdir()
+    (tmp_path / "book" / "references.bib").write_text((ROOT / "book" / "references.bib").read_text())
+    (tmp_path / "book" / "intro.md").write_text("# Tiny\n\nA page.\n")
+    (tmp_path / "notebooks").mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(
+                    "from IPython.display import Markdown\nfrom myst_nb import glue\n"
+                    "items = Markdown('* first item\\n* second item')\nglue('items', items, display=False)\n"
+                    "word = 'plainword'\nglue('word', word, display=False)"),
+                nbformat.v4.new_markdown_cell("# Chapter\n\nThe list:\n\n{eval}`items`\n\nAn inline {eval}`word` here.")]
+    NotebookClient(nb, timeout=120).execute()
+    nbformat.write(nb, tmp_path / "notebooks" / "chapter.ipynb")
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: notebooks/chapter\n")
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    config["execute"]["execute_notebooks"] = "off"
+    config.get("launch_buttons", {}).clear()
+    (tmp_path / "_config.yml").write_text(yaml.safe_dump(config))
+    proc = subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(tmp_path), "--path-output",
+                           str(tmp_path / "out"), "-W", "-n", "--keep-going"], capture_output=True, text=True,
+                          cwd=tmp_path, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    soup = BeautifulSoup((tmp_path / "out" / "_build" / "html" / "notebooks" / "chapter.html").read_text(), "html.parser")
+    main = soup.find("main")
+    for code in main.select("div.cell_input, div.cell_output"):
+        code.decompose()
+    items = [li.get_text(" ", strip=True) for li in main.select("ul li")]
+    assert "first item" in items and "second item" in items, items
+    assert "* first" not in main.get_text(" ")
+    assert any("An inline plainword here." in " ".join(p.get_text(" ").split()) for p in main.select("p"))
