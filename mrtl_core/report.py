@@ -652,38 +652,33 @@ def summary_figure(records: dict[str, dict], metric: str = "ssim_fg", n: int | N
         missing(ax, exc)
         ax.set_title("source domain")
 
-    ax = axes[1]
-    try:
-        t = generalization_table(records, metric)
-        x = np.arange(len(t))
-        ax.bar(x - 0.2, t["zero-filled"].astype(float), 0.2, color="C7", label="zero-filled")
-        ax.bar(x, t["pre-trained"].astype(float), 0.2, color="C0", label="pre-trained U-Net")
-        ax.bar(x + 0.2, t["target-trained"].astype(float), 0.2, color="C2", label="trained on the target")
-        ax.set_xticks(x, [s.replace(" R", "\nR") for s in t.index])
-        ax.set_title("generalization (chapter 5)")
+    def grouped_bars(ax, table, columns, title):
+        """One group of bars per shift (rows of ``table``), one bar per ``(column, colour, legend)``."""
+        x, width = np.arange(len(table)), 0.8 / len(columns)
+        for i, (column, colour, legend) in enumerate(columns):
+            ax.bar(x + (i - (len(columns) - 1) / 2) * width, table[column].astype(float), width, color=colour, label=legend)
+        ax.set_xticks(x, [s.replace(" R", "\nR") for s in table.index])
+        ax.set_title(title)
         ax.set_ylabel(label)
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
-    except MissingRecordError as exc:
-        missing(ax, exc)
-        ax.set_title("generalization")
 
-    ax = axes[2]
+    try:
+        grouped_bars(axes[1], generalization_table(records, metric),
+                     [("zero-filled", "C7", "zero-filled"), ("pre-trained", "C0", "pre-trained U-Net"),
+                      ("target-trained", "C2", "trained on the target")], "generalization (chapter 5)")
+    except MissingRecordError as exc:
+        missing(axes[1], exc)
+        axes[1].set_title("generalization")
     try:
         t = finetune_table(records, n, metric)
         t = t.loc[sorted(t.index, key=_shift_order)]
         n_used = [c for c in t.columns if c.startswith("fine-tuned N=")][0].split("=")[1]
-        cols = [("pre-trained", "C0", "pre-trained"), (f"fine-tuned N={n_used}", "C3", f"fine-tuned, N = {n_used}"),
-                (f"scratch N={n_used}", "C9", f"from scratch, N = {n_used}"), ("scratch (full)", "C2", "from scratch, full set")]
-        x = np.arange(len(t))
-        for i, (c, color, lab) in enumerate(cols):
-            ax.bar(x + (i - 1.5) * 0.2, t[c].astype(float), 0.2, color=color, label=lab)
-        ax.set_xticks(x, [s.replace(" R", "\nR") for s in t.index])
-        ax.set_title("fine-tuning (chapter 6)")
-        ax.set_ylabel(label)
-        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+        grouped_bars(axes[2], t, [("pre-trained", "C0", "pre-trained"), (f"fine-tuned N={n_used}", "C3", f"fine-tuned, N = {n_used}"),
+                                  (f"scratch N={n_used}", "C9", f"from scratch, N = {n_used}"),
+                                  ("scratch (full)", "C2", "from scratch, full set")], "fine-tuning (chapter 6)")
     except MissingRecordError as exc:
-        missing(ax, exc)
-        ax.set_title("fine-tuning")
+        missing(axes[2], exc)
+        axes[2].set_title("fine-tuning")
     for ax in axes:
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"Mean {label} over the test slices (bars missing where a method was not run)")
