@@ -75,6 +75,7 @@ __all__ = [
     "finetune_config",
     "scratch_config",
     "model_key",
+    "cached_model",
     "check_model_entry",
     "pretrained_unet",
     "finetune_run",
@@ -318,8 +319,9 @@ def model_key(profile: Profile | str, what: str, domain: str, acceleration: floa
     return key
 
 
-def _cached_model(name: str, key: dict, run: Callable[[Path], TrainResult], extra_info: dict) -> tuple[Unet, dict]:
-    """Load ``models/<name>-<hash(key)>/model.pt`` or build it with ``run(checkpoint_path)``.
+def cached_model(name: str, key: dict, run: Callable[[Path], TrainResult], extra_info: dict) -> tuple[Unet, dict]:
+    """Load ``models/<name>-<hash(key)>/model.pt`` or build it with ``run(checkpoint_path)``: the one
+    door through which every trained model enters the cache (``key`` from :func:`model_key`).
 
     The cache keeps only the best weights, architecture, configuration and history (not the
     optimiser state), about 8 MB for a ``chans=16`` U-Net.
@@ -396,7 +398,7 @@ def pretrained_unet(profile: Profile | str, progress: bool = True, device: str =
         return train(model, train_set, val_set, pretrain_config(profile, progress, device), checkpoint_path=checkpoint)
 
     n_train = profile.source_train_subjects * profile.slices_per_subject
-    return _cached_model(f"unet-{SOURCE_DOMAIN}-R{SOURCE_ACCELERATION}-{profile.name}", _pretrain_key(profile), run,
+    return cached_model(f"unet-{SOURCE_DOMAIN}-R{SOURCE_ACCELERATION}-{profile.name}", _pretrain_key(profile), run,
                          {"num_train_slices": n_train, "domain": SOURCE_DOMAIN, "acceleration": SOURCE_ACCELERATION})
 
 
@@ -461,7 +463,7 @@ def finetune_run(
     tag = "scratch" if from_scratch else strategy + (f"+rehearsal{int(rehearsal_slices)}" if rehearsal_slices else "")
     tag += "" if early_stopping else f"-no-es{cfg.max_steps}"
     name = f"{tag}-{target_domain}-R{acceleration:g}-N{n_slices}-s{seed}-{profile.name}"
-    return _cached_model(name, key, run, {"domain": target_domain, "acceleration": acceleration,
+    return cached_model(name, key, run, {"domain": target_domain, "acceleration": acceleration,
                                           "n_slices": n_slices, "seed": seed, "strategy": tag})
 
 
@@ -493,7 +495,7 @@ def _trained_from_scratch(profile: Profile, domain: str, acceleration: float, tr
         return train(new_unet(profile, seed=0), train_set, val_set, cfg, checkpoint_path=checkpoint)
 
     n_train = len(train_files) * profile.slices_per_subject
-    return _cached_model(f"{what}-{domain}-R{acceleration:g}-{profile.name}", key, run,
+    return cached_model(f"{what}-{domain}-R{acceleration:g}-{profile.name}", key, run,
                          {"domain": domain, "acceleration": acceleration, "num_train_slices": n_train})
 
 

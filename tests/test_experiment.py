@@ -87,7 +87,7 @@ def keys(monkeypatch):
         seen[name] = key
         return None, {}
 
-    monkeypatch.setattr(ex, "_cached_model", record)
+    monkeypatch.setattr(ex, "cached_model", record)
     yield seen
 
 

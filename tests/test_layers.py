@@ -117,6 +117,10 @@ def _private_uses(source: str, where: str, own_module: str | None = None) -> lis
         if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("mrtl_core")):
             uses += [f"{where}: from {node.module} import {a.name}" for a in node.names
                      if a.name.startswith("_") and not a.name.startswith("__")]
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "setattr" and len(node.args) >= 2
+              and isinstance(node.args[0], ast.Name) and node.args[0].id in aliases
+              and isinstance(node.args[1], ast.Constant) and str(node.args[1].value).startswith("_")):
+            uses.append(f"{where}:{node.lineno}: monkeypatch of {node.args[0].id}.{node.args[1].value}")
         elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
               and node.attr.startswith("_") and not node.attr.startswith("__")
               and aliases[node.value.id] != own_module):
@@ -152,6 +156,7 @@ def test_no_private_name_is_used_outside_its_module():
 
 
 def test_the_private_name_check_can_fail():
-    source = "from mrtl_core import train\nfrom mrtl_core.data import _hidden\ntrain._forward_batch(1)\n"
-    assert len(_private_uses(source, "example")) == 2
+    source = ("from mrtl_core import train\nfrom mrtl_core.data import _hidden\ntrain._forward_batch(1)\n"
+              "monkeypatch.setattr(train, '_loop', None)\n")
+    assert len(_private_uses(source, "example")) == 3
     assert _package_imports(PACKAGE / "experiment.py") >= {"train", "data"}
