@@ -4,7 +4,11 @@
 * :func:`difference` -- ``a - b`` of two arrays of per-slice scores with its interval: paired over
   the same slices, or Welch's interval for independent samples;
 * :func:`paired_difference` -- the same for two evaluation results (any objects with ``method``,
-  ``slices`` and a ``metrics`` dict of per-slice arrays, as :class:`mrtl_core.evaluate.EvalResult`);
+  ``slices`` and a ``metrics`` dict of per-slice arrays, as :class:`mrtl_core.evaluate.EvalResult`),
+  over slices or, since slices of one subject are not independent, over subjects (the per-subject
+  means of the paired differences; a subject is a file, one volume as in fastMRI);
+* :func:`tost` and :func:`equivalent` -- the equivalence test behind every "no difference": two
+  one-sided t-tests at the minimum effect, i.e. the whole interval inside ``±min_effect``;
 * :class:`Thresholds` and :func:`classify` -- the verdict rule: a difference counts when its
   confidence interval excludes zero **and** its mean is at least the minimum effect of its metric;
 * :func:`fmt_ci` (:func:`fmt_interval` for an interval alone, :func:`interval_text` in words) --
@@ -23,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["summarise", "difference", "paired_difference", "as_diff", "MIN_EFFECT", "CLOSE", "Thresholds", "classify",
+__all__ = ["summarise", "difference", "subject_means", "paired_difference", "tost", "equivalent", "as_diff", "MIN_EFFECT", "CLOSE", "Thresholds", "classify",
            "fmt_interval", "fmt_ci", "interval_text", "judge", "change_phrase", "compare_sentence", "gap_to_recover"]
 
 # The smallest difference the book calls a difference, per metric, fixed before any result was seen.
@@ -68,8 +72,30 @@ def difference(a: np.ndarray, b: np.ndarray, paired: bool = True, confidence: fl
     return m, float(ci.low), float(ci.high)
 
 
-def paired_difference(result_a: Any, result_b: Any, metric: str = "ssim", confidence: float = 0.95) -> tuple[float, float, float]:
-    """Mean of ``a - b`` over the same slices, with its t confidence interval: (mean, low, high)."""
+def subject_means(values: Sequence[float], subjects: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
+    """The mean of ``values`` per subject (``subjects[i]`` labels ``values[i]``), subjects in the order
+    first seen: ``(means, subjects)``."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(subjects) != values.size:
+        raise ValueError(f"{values.size} values but {len(subjects)} subject labels")
+    order = list(dict.fromkeys(subjects))
+    index = {s: i for i, s in enumerate(order)}
+    groups = np.array([index[s] for s in subjects])
+    sums = np.bincount(groups, weights=values, minlength=len(order))
+    return sums / np.bincount(groups, minlength=len(order)), order
+
+
+def paired_difference(result_a: Any, result_b: Any, metric: str = "ssim", confidence: float = 0.95,
+                      over: str = "slices") -> tuple[float, float, float]:
+    """Mean of ``a - b`` over the same slices, with its t confidence interval: (mean, low, high).
+
+    ``over="slices"`` takes every slice as an observation; ``over="subjects"`` first averages the
+    slice differences of each subject (each file: ``slices[i][0]``) and takes the interval over
+    those means, which is the honest one when slices of one subject resemble each other. With one
+    subject the interval is undefined (NaN bounds).
+    """
+    if over not in ("slices", "subjects"):
+        raise ValueError(f"over must be 'slices' or 'subjects', got {over!r}")
     if result_a.slices != result_b.slices:
         raise ValueError(
             f"paired_difference needs results on the same slices in the same order: "
@@ -78,7 +104,33 @@ def paired_difference(result_a: Any, result_b: Any, metric: str = "ssim", confid
     for r in (result_a, result_b):
         if metric not in r.metrics:
             raise ValueError(f"metric {metric!r} not in result {r.method!r}; choose from {sorted(r.metrics)}")
-    return difference(result_a.metrics[metric], result_b.metrics[metric], True, confidence)
+    if over == "slices":
+        return difference(result_a.metrics[metric], result_b.metrics[metric], True, confidence)
+    diffs = np.asarray(result_a.metrics[metric], dtype=np.float64) - np.asarray(result_b.metrics[metric], dtype=np.float64)
+    means, _ = subject_means(diffs, [s[0] for s in result_a.slices])
+    st = summarise(means, confidence)
+    return st["mean"], st["ci_low"], st["ci_high"]
+
+
+def tost(values: Sequence[float], margin: float) -> float:
+    """The p-value of the two one-sided t-tests that the mean of ``values`` (paired differences) lies
+    within ``(-margin, +margin)``: the larger of the two one-sided p-values. Equivalence at level
+    ``alpha`` is ``tost(...) < alpha``; with 0.025 it is the 95 % interval lying inside the margin."""
+    from scipy import stats as scipy_stats
+
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if not (margin > 0 and math.isfinite(margin)):
+        raise ValueError(f"margin must be a finite number > 0, got {margin!r}")
+    n = values.size
+    if n < 2:
+        return float("nan")
+    se = values.std(ddof=1) / math.sqrt(n)
+    if se == 0:
+        return 0.0 if abs(values.mean()) < margin else 1.0
+    lower = scipy_stats.t.sf((values.mean() + margin) / se, n - 1)   # H0: mean <= -margin
+    upper = scipy_stats.t.cdf((values.mean() - margin) / se, n - 1)  # H0: mean >= +margin
+    return float(max(lower, upper))
 
 
 def as_diff(value: Any, what: str = "diff") -> tuple[float, float, float]:
@@ -157,7 +209,9 @@ class Thresholds:
         unit = self.unit
         return (f"Verdicts use the {self.label}. A difference counts only when its 95 % confidence interval "
                 f"excludes zero and its mean is at least {self.min_effect:g}{unit}; \"close to\" means at most "
-                f"{self.close:g}{unit} below. A claim is *reproduced* when every tested case satisfies it, "
+                f"{self.close:g}{unit} below. A difference that does not count is *equivalent* when its whole "
+                f"interval lies within ±{self.min_effect:g}{unit} (two one-sided tests at that margin), and "
+                "*not clearly different* (the data cannot tell) otherwise. A claim is *reproduced* when every tested case satisfies it, "
                 "*partly* when some do, *not reproduced* when none does, and *not tested* when the records "
                 "hold no case.")
 
@@ -202,14 +256,30 @@ def change_phrase(diff: Sequence[float], thresholds: Thresholds = Thresholds(), 
     return f"{better if verdict == 'better' else worse} {abs(m):.{d}f}{u} ({ci})"
 
 
+def equivalent(diff: Sequence[float], thresholds: Thresholds = Thresholds()) -> bool:
+    """Whether a difference is shown to be negligible: its whole confidence interval lies inside
+    ``±min_effect`` (the two one-sided tests of :func:`tost`, each at half the interval's level).
+    A "no clear difference" that is not equivalent is *inconclusive*: the data cannot tell."""
+    _, lo, hi = as_diff(diff, "diff")
+    e = thresholds.min_effect
+    return math.isfinite(lo) and math.isfinite(hi) and e > 0 and -e < lo and hi < e
+
+
 _WORDS = {"better": "better than", "worse": "worse than", "no clear difference": "not clearly different from"}
 
 
 def compare_sentence(diff: Sequence[float], a: str, b: str, thresholds: Thresholds = Thresholds()) -> str:
-    """``"<a> is better than <b> (foreground SSIM +0.051, 95 % CI +0.032 to +0.070)"``, by :func:`classify`."""
+    """``"<a> is better than <b> (foreground SSIM +0.051, 95 % CI +0.032 to +0.070)"``, by :func:`classify`;
+    a "no clear difference" reads "equivalent, within ±0.01, to" when :func:`equivalent` holds, else
+    "not clearly different from" (the data cannot tell)."""
     m, _, _ = as_diff(diff, "diff")
     d, u = thresholds.digits, thresholds.unit
-    return f"{a} is {_WORDS[classify(diff, thresholds)]} {b} ({thresholds.label} {m:+.{d}f}{u}, {interval_text(diff, thresholds)})"
+    verdict = classify(diff, thresholds)
+    words = _WORDS[verdict]
+    if verdict == "no clear difference":
+        words = (f"equivalent, within ±{thresholds.min_effect:g}{u}, to" if equivalent(diff, thresholds)
+                 else "not clearly different from")
+    return f"{a} is {words} {b} ({thresholds.label} {m:+.{d}f}{u}, {interval_text(diff, thresholds)})"
 
 
 def gap_to_recover(pre: float, full: float, thresholds: Thresholds = Thresholds()) -> bool:
