@@ -354,3 +354,7 @@ def test_acceleration_sentences_say_which_problem_is_easier():
     records["05_generalization"]["numbers"]["drop_vs_source"]["brain-1.5T R2"]["ssim_fg"] = [-0.05, -0.06, -0.04]
     r2 = next(line for line in report.generalization_sentences(records).splitlines() if "R2 " in line)
     assert "worse than itself" in r2 and "mismatch with the sampling" in r2
+    records["05_generalization"]["numbers"]["drop_vs_source"]["brain-1.5T R2"]["ssim_fg"] = [0.02, 0.01, 0.03]
+    records["05_generalization"]["numbers"]["drop_vs_source"]["brain-1.5T R2"]["psnr_fg"] = [-0.9, -1.2, -0.6]
+    r2 = next(line for line in report.generalization_sentences(records).splitlines() if "R2 " in line)
+    assert "better than itself" in r2 and "foreground PSNR falls, though (-0.90 dB" in r2
