@@ -35,6 +35,12 @@ def _execute(notebooks: list[Path], out_dir: Path, records: Path, environ: dict[
     import papermill as pm
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    # every kernel checks its figures' legends after each cell (tests/legend_check.py)
+    startup = out_dir.parent / f".ipython-{out_dir.name}" / "profile_default" / "startup"
+    startup.mkdir(parents=True, exist_ok=True)
+    (startup / "50-legend-check.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\nimport legend_check\nlegend_check.register()\n")
+    environ = dict(environ, IPYTHONDIR=str(startup.parents[1]))
     saved = dict(os.environ)
     os.environ.clear()
     # the kernel inherits it; progress bars off as scripts/build-book.sh has them, so the pages built

@@ -146,3 +146,25 @@ def test_a_glued_list_renders_as_a_list(tmp_path):
     assert "first item" in items and "second item" in items, items
     assert "* first" not in main.get_text(" ")
     assert any("An inline plainword here." in " ".join(p.get_text(" ").split()) for p in main.select("p"))
+
+
+def test_the_legend_check_finds_a_series_the_legend_leaves_out():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from legend_check import missing_from_legends
+
+    fig, (left, right) = plt.subplots(1, 2)
+    left.plot([0, 1], label="fine-tuned"); left.plot([1, 0], label="scratch (full)")
+    right.plot([0, 1], label="fine-tuned"); right.plot([0, 0], label="_hidden")
+    right.legend()
+    assert missing_from_legends(fig) == ["scratch (full)"]
+    series = {label: h for ax in (left, right) for h, label in zip(*ax.get_legend_handles_labels())}
+    right.legend(series.values(), series.keys())   # chapter 6's fix: one legend for every series
+    assert missing_from_legends(fig) == []
+    plt.close(fig)
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], label="no legend drawn")
+    assert missing_from_legends(fig) == []   # a figure without a legend is not checked
+    plt.close(fig)
