@@ -84,7 +84,7 @@ def domain_files(
     Returns:
         the ``num_subjects`` paths, in subject order.
     """
-    from tqdm.auto import tqdm
+    from .progress import tqdm
 
     for name, v in (("num_subjects", num_subjects), ("num_slices", num_slices), ("size", size)):
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:

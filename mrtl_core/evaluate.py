@@ -234,7 +234,7 @@ def evaluate(
     per: dict[str, list[float]] = {k: [] for k in METRICS}
     slices: list[tuple[str, int]] = []
     kept: dict[int, dict[str, np.ndarray]] = {}
-    from tqdm.auto import tqdm
+    from .progress import tqdm
 
     indices = list(range(n))
     bar = tqdm(total=n, disable=not progress, desc=f"evaluate {method}", leave=False)

@@ -594,7 +594,7 @@ def train(
     if config.compile:
         net = torch.compile(net)
 
-    from tqdm.auto import tqdm
+    from .progress import tqdm
 
     started = time.perf_counter()
     if config.validate_start and val_set is not None and len(val_set) > 0 and step == 0 and not result.history:

@@ -168,3 +168,17 @@ def test_the_legend_check_finds_a_series_the_legend_leaves_out():
     ax.plot([0, 1], label="no legend drawn")
     assert missing_from_legends(fig) == []   # a figure without a legend is not checked
     plt.close(fig)
+
+
+def test_progress_bars_obey_tqdm_disable_in_the_notebook_class_too(monkeypatch):
+    from tqdm.notebook import tqdm as notebook_tqdm
+
+    from mrtl_core import progress
+
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    import io
+    assert not notebook_tqdm(range(2), file=io.StringIO()).disable   # tqdm's own default does not reach it
+    assert progress.tqdm(range(2)).disable and progress.tqdm(range(2), disable=False).disable
+    monkeypatch.setenv("TQDM_DISABLE", "")
+    assert not progress.tqdm(range(2), file=open("/dev/null", "w")).disable
+    assert progress.tqdm(range(2), disable=True).disable

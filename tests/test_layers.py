@@ -20,7 +20,7 @@ PACKAGE = ROOT / "mrtl_core"
 
 LAYERS = [
     {"fft", "masks", "metrics", "unet", "cache", "stats", "profiles", "phantoms", "phantoms.brain",
-     "phantoms.knee", "sphinx_eval", "widgets"},
+     "phantoms.knee", "sphinx_eval", "widgets", "progress"},
     {"sense", "simulate", "records", "data"},
     {"domains", "train"},
     {"evaluate"},

@@ -50,7 +50,7 @@ def _check_out(out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     from ..data import write_subject
     from ..domains import subject_filename
