@@ -8,10 +8,17 @@ CG iterations (``tol=0`` for both, so both run every iteration):
   (NumPy back end: its FFTs and element-wise products run on one core whatever the thread count),
 * ``ours``:   ``cg_sense(y, maps, mask, max_iter=N, tol=0)`` with ``torch`` at ``--threads``
   threads, and again at one thread (the same core count sigpy uses) -- one row each,
-* the **FFT floor**: ``N x (C forward + C inverse)`` 2-D FFTs of ``(C, H, W)`` complex64 with
-  ``torch.fft`` at the row's thread count, the cost of a textbook CG-SENSE iteration with nothing
-  else in it; and the 1-D floor along ``W`` only, which is what our readout-decoupled normal
-  operator needs (see ``mrtl_core/sense.py``): our time can beat the 2-D floor.
+* **the limit**, the FFT floor: ``N x (C forward + C inverse)`` FFTs of the ``(C, H, W)`` complex64
+  coil stack with ``torch.fft`` at the row's thread count and nothing else -- 2-D (a textbook
+  CG-SENSE iteration) and 1-D along ``W`` only (``2 C H`` transforms of length ``W`` per iteration),
+  which is all a column mask needs once the readout transform cancels (see ``mrtl_core/sense.py``).
+  The floor calls the FFTs the fastest way torch offers on a CPU: unnormalised, each returning a new
+  tensor (``out=`` adds a copy, ``norm="ortho"`` a scaling). ``ours / 1-D floor`` is the factor
+  above the limit; ``% of limit`` = floor / ours.
+
+``--loaded`` adds the thread grid: one solve (8 coils, 256, ``--iters``) in fresh interpreters with 1
+and 2 threads, ``OMP_WAIT_POLICY`` unset and ``PASSIVE``, on the machine as it is and with one core
+kept busy by a Python busy loop (``machine.busy_cores``).
 
 Each time is the minimum over ``--repeats`` rounds; within a round every contender runs once, in
 turn, so all see the same background load (the machine may be shared; minima are the least
@@ -19,11 +26,13 @@ inflated by other processes). ``agree`` is ``||ours - sigpy|| / ||sigpy||``. Whe
 ``cg_sense`` is also timed there (with ``torch.cuda.synchronize``) and the device is named.
 
     python benchmarks/cg_sense.py                 # about two minutes on 2 CPU cores
+    python benchmarks/cg_sense.py --loaded        # + the thread grid (about a minute more)
     python benchmarks/cg_sense.py --configs 8x256 --iters 30 --repeats 5
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -34,19 +43,15 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from machine import cpu_model  # noqa: E402
+from machine import cpu_model, load, thread_rows  # noqa: E402
 from mrtl_core.fft import fft2c_np  # noqa: E402
 from mrtl_core.masks import make_mask  # noqa: E402
 from mrtl_core.sense import cg_sense  # noqa: E402
 
 
 
-
 def _load() -> str:
-    try:
-        return f"{os.getloadavg()[0]:.2f} (1 min)"
-    except OSError:
-        return "unknown"
+    return f"{load()} (1 min)"
 
 
 def problem(coils: int, size: int, seed: int = 0):
@@ -77,16 +82,13 @@ def best_of(fn, repeats: int, sync=lambda: None) -> tuple[float, object]:
 def fft_floor_fn(coils: int, size: int, iters: int, one_d: bool):
     """``iters`` x (C forward + C inverse) FFTs of ``(C, size, size)`` complex64 (2-D, or 1-D along W)."""
     a = torch.randn(coils, size, size, dtype=torch.complex64)
-    b = torch.empty_like(a)
 
     def run():
         for _ in range(iters):
             if one_d:
-                torch.fft.fft(a, dim=-1, norm="ortho", out=b)
-                torch.fft.ifft(b, dim=-1, norm="ortho", out=a)
+                torch.fft.ifft(torch.fft.fft(a, dim=-1), dim=-1, norm="forward")
             else:
-                torch.fft.fft2(a, norm="ortho", out=b)
-                torch.fft.ifft2(b, norm="ortho", out=a)
+                torch.fft.ifft2(torch.fft.fft2(a), norm="forward")
 
     return run
 
@@ -106,6 +108,41 @@ def interleaved_best(fns: dict, repeats: int) -> tuple[dict, dict]:
     return best, outs
 
 
+def child(args) -> int:
+    """One thread-grid row: the first config's solve at ``--threads``, best of ``--repeats``; prints JSON."""
+    torch.set_num_threads(args.threads)
+    coils, size = (int(v) for v in args.configs[0].lower().split("x"))
+    ksp, maps, mask = problem(coils, size)
+    y_t, s_t = torch.from_numpy(ksp), torch.from_numpy(maps)
+    run = lambda: cg_sense(y_t, s_t, mask, max_iter=args.iters, tol=0)  # noqa: E731
+    run()
+    seconds = best_of(run, args.repeats)[0]
+    floor = best_of(fft_floor_fn(coils, size, args.iters, one_d=True), args.repeats)[0]
+    print(json.dumps({"solve": seconds, "floor1": floor}))
+    return 0
+
+
+def loaded_rows(args) -> None:
+    """The thread grid: 8 coils x 256, one solve per fresh interpreter."""
+    threads = sorted({1, os.cpu_count() or 1})
+    print()
+    print(f"Threads under load: one cg_sense solve, 8 coils, 256 x 256, {args.iters} iterations, best of 3, "
+          "each row a fresh interpreter")
+    print("busy = cores kept busy by a Python busy loop this script runs; load = 1-min load average before the row")
+    header = (f"{'busy':>4} {'OMP_WAIT_POLICY':>15} {'threads':>7} {'load':>5} | {'solve s':>8} {'1-D floor s':>11} "
+              f"{'ours/1-D':>8} {'vs 1 thread':>11}")
+    print(header)
+    print("-" * len(header))
+    rows = thread_rows(Path(__file__), ["--child", "--configs", "8x256", "--iters", str(args.iters),
+                                        "--repeats", "3"], threads)
+    one = {(r["busy"], r["policy"]): r["solve"] for r in rows if r["threads"] == 1}
+    for r in rows:
+        print(f"{r['busy']:>4} {r['policy']:>15} {r['threads']:>7} {r['load']:>5} | {r['solve']:8.3f} "
+              f"{r['floor1']:11.3f} {r['solve'] / r['floor1']:8.2f} {one[r['busy'], r['policy']] / r['solve']:10.2f}x",
+              flush=True)
+    print("vs 1 thread: the 1-thread time of the same (busy, policy) / this row's (> 1: more threads help).")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=["8x256", "16x256", "8x320", "16x320"],
@@ -113,7 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--loaded", action="store_true", help="also run the thread grid in child processes")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one JSON row (thread grid)
     args = parser.parse_args(argv)
+    if args.child:
+        return child(args)
 
     import sigpy as sp
     import sigpy.mri as mr
@@ -126,8 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"R=4 random columns, centre 8%, complex64, {args.iters} CG iterations, tol=0, "
           f"best of {args.repeats}")
     print()
+    print("the limit: per CG iteration 2C FFTs (C forward, C inverse) of the coil stack -- 1-D: 2 C H "
+          "transforms of length W; the floors time exactly those FFTs, nothing else")
     header = (f"{'coils':>5} {'size':>5} {'threads':>7} | {'ours s':>7} {'sigpy s':>8} {'sigpy/ours':>10} "
-              f"{'agree':>8} | {'2-D FFT floor s':>15} {'ours/floor':>10} {'1-D floor s':>11}")
+              f"{'agree':>8} | {'2-D floor s':>11} {'ours/2-D':>8} | {'1-D floor s':>11} {'ours/1-D':>8} "
+              f"{'% of limit':>10}")
     print(header)
     print("-" * len(header))
     rows = []
@@ -158,11 +202,14 @@ def main(argv: list[str] | None = None) -> int:
             if threads == args.threads:
                 rows.append((coils, size, t_ours))
             print(f"{coils:>5} {size:>5} {threads:>7} | {t_ours:>7.3f} {t_sp:>8.3f} {t_sp / t_ours:>9.1f}x "
-                  f"{agree:>8.1e} | {floor2:>15.3f} {t_ours / floor2:>10.2f} {floor1:>11.3f}")
+                  f"{agree:>8.1e} | {floor2:>11.3f} {t_ours / floor2:>8.2f} | {floor1:>11.3f} "
+                  f"{t_ours / floor1:>8.2f} {100 * floor1 / t_ours:>9.0f}%", flush=True)
         torch.set_num_threads(args.threads)
     print(f"load average at end: {_load()}")
     print("sigpy's NumPy back end runs on one core; the threads=1 rows compare like with like.")
-    print("ours / floor < 1 is possible: a column mask lets A^H A skip the readout FFTs (1-D floor).")
+    print("ours / 2-D < 1 is possible: a column mask lets A^H A skip the readout FFTs (the 1-D floor is the limit).")
+    if args.loaded:
+        loaded_rows(args)
 
     if torch.cuda.is_available():
         dev = torch.device("cuda")
