@@ -65,6 +65,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import os
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -521,6 +522,10 @@ def subject_seed_sequence(domain: str, subject_index: int, seed: int = 0) -> np.
     return np.random.SeedSequence([int(seed), zlib.crc32(domain.encode("utf-8")), int(subject_index)])
 
 
+#: Threads of the k-space FFT (the one step numpy/scipy can spread over cores).
+_FFT_WORKERS = max(1, min(2, os.cpu_count() or 1))
+
+
 def _smooth_poly(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, scale: float) -> np.ndarray:
     """Random 2nd-order polynomial in normalised coordinates (u, v in about [-1, 1])."""
     c = rng.normal(0.0, scale, size=5)
@@ -625,11 +630,22 @@ def simulate_subject(domain: str | Domain, subject_index: int, num_slices: int, 
     checker = np.where((np.arange(H)[:, None] + np.arange(n)[None, :]) % 2, -1.0, 1.0).astype(np.float32)
     sign = -1.0 if ((H + n) // 2) % 2 else 1.0
     coil_images = sens * (image * (sign * checker))[:, None]
-    kspace = scipy.fft.fft2(coil_images, norm="ortho", overwrite_x=True)
+    # workers: pocketfft splits the batch of 1-D transforms between threads, each computed as with
+    # one (bit-identical output); the rest of the pipeline is single-threaded numpy.
+    kspace = scipy.fft.fft2(coil_images, norm="ortho", overwrite_x=True, workers=_FFT_WORKERS)
     kspace *= checker
     sigma = dom.noise_std
-    noise = rng_noise.standard_normal((S, C, H, n, 2), dtype=np.float32)
-    kspace += (sigma / np.sqrt(2.0)) * noise.view(np.complex64)[..., 0]
+    # The noise is the C-order stream of standard_normal((S, C, H, n, 2), float32), drawn one slice at
+    # a time into one buffer (the generator's state carries over: the same numbers), so neither it nor
+    # the complex128 product below is a whole-subject array (their page faults cost more than the
+    # arithmetic). The scale is a float64 scalar, so the product is complex128 and the sum is rounded
+    # to complex64 once: the recorded data depend on exactly this arithmetic.
+    scale = sigma / np.sqrt(2.0)
+    noise = np.empty((C, H, n, 2), dtype=np.float32)
+    noise_c = noise.view(np.complex64)[..., 0]
+    for sl in range(S):
+        rng_noise.standard_normal(dtype=np.float32, out=noise)
+        kspace[sl] += scale * noise_c
 
     return SimulatedSubject(
         kspace=kspace, sens_maps=sens, domain=dom.name, field_strength_T=float(dom.field_strength_T),
