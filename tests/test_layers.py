@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "mrtl_core"
 
 LAYERS = [
-    {"fft", "masks", "metrics", "unet", "cache", "stats", "profiles", "phantoms", "phantoms.brain",
+    {"fft", "masks", "metrics", "unet", "cache", "stats", "profiles", "phantoms", "phantoms.brain", "threads",
      "phantoms.knee", "sphinx_eval", "widgets", "progress"},
     {"sense", "simulate", "records", "data"},
     {"domains", "train"},

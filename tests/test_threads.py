@@ -1,0 +1,48 @@
+"""mrtl_core.threads.choose_threads: the override, the load rule, and machines without a load average."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from mrtl_core import threads
+from mrtl_core.threads import choose_threads
+
+
+def test_override_is_honoured():
+    assert choose_threads(cpu_count=2, load=0.0, environ={"MRTL_THREADS": "1"}) == 1
+    assert choose_threads(cpu_count=2, load=5.0, environ={"MRTL_THREADS": "3"}) == 3
+    assert choose_threads(cpu_count=2, load=0.0, environ={"MRTL_THREADS": " 2 "}) == 2
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "two", "1.5"])
+def test_bad_override_raises(bad):
+    with pytest.raises(ValueError, match="MRTL_THREADS"):
+        choose_threads(cpu_count=2, load=0.0, environ={"MRTL_THREADS": bad})
+
+
+@pytest.mark.parametrize("cores, load, expected", [
+    (2, 0.0, 2), (2, 0.4, 2), (2, 0.6, 1), (2, 1.0, 1), (2, 3.0, 1), (8, 2.2, 6), (1, 0.0, 1),
+    (2, float("nan"), 2), (2, -1.0, 2),
+])
+def test_cores_left_free(cores, load, expected):
+    assert choose_threads(cpu_count=cores, load=load, environ={}) == expected
+
+
+def test_missing_loadavg_means_all_cores(monkeypatch):
+    def no_loadavg():
+        raise OSError("no load average")
+
+    monkeypatch.setattr(os, "getloadavg", no_loadavg)
+    assert choose_threads(cpu_count=2, environ={}) == 2
+    monkeypatch.delattr(os, "getloadavg")
+    assert choose_threads(cpu_count=4, environ={}) == 4
+
+
+def test_default_reads_the_machine(monkeypatch):
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.0, 1.0, 1.0))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.delenv("MRTL_THREADS", raising=False)
+    n = choose_threads()
+    assert 1 <= n <= 2
+    assert threads.choose_threads(load=1.0, environ={}) == 1
