@@ -2,7 +2,9 @@
 
 Prints slices per second of :func:`mrtl_core.simulate.simulate_subject` at 128 x 128 and 256 x 256 for
 every registered domain, against a peer measured in the same run: a plain multi-coil FFT of the same
-array size (numpy), which is the floor any simulator that writes k-space must pay. Run from the
+array size (numpy), which is the floor any simulator that writes k-space must pay, and the limit of this
+one: that FFT plus drawing the k-space noise (``standard_normal`` float32 of the same array, the stream
+the recorded data fix), timed in the same run; ``% of limit`` = limit time / simulator time. Run from the
 repository root::
 
     python benchmarks/simulate.py                       # timings -> stdout
@@ -43,10 +45,13 @@ def _best_of(fn, repeats: int) -> float:
 def timing(domains, sizes=(128, 256), num_slices=10, repeats=3) -> None:
     import scipy
 
-    print(f"CPU: {_cpu_model()}; cores visible: {os.cpu_count()}; load average: {os.getloadavg()[0]:.1f}")
+    print(f"CPU: {_cpu_model()}; cores visible: {os.cpu_count()}; load average (1 min): {os.getloadavg()[0]:.2f}")
     print(f"python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}")
     print(f"{num_slices} slices a subject, best of {repeats}; peer = numpy fft2 of the same (S, C, 2n, n) complex64 array")
-    print(f"{'domain':<12} {'size':>5} {'coils':>5} {'slices/s':>9} {'s/subject':>10} {'fft-only slices/s':>18} {'ratio':>6}")
+    print("limit = numpy fft2 + float32 standard_normal noise of the same array (what any simulator writing"
+          " this noisy k-space must pay)")
+    print(f"{'domain':<12} {'size':>5} {'coils':>5} {'slices/s':>9} {'s/subject':>10} {'fft-only slices/s':>18} {'ratio':>6} "
+          f"{'limit slices/s':>14} {'% of limit':>10}")
     for name in domains:
         dom = sim.get_domain(name)
         sim.simulate_subject(dom, 0, 2, 64)  # warm caches (template load, distance map)
@@ -56,8 +61,13 @@ def timing(domains, sizes=(128, 256), num_slices=10, repeats=3) -> None:
             t_sim = _best_of(lambda: sim.simulate_subject(dom, next(counter), num_slices, size), repeats)
             x = np.ones((num_slices, dom.num_coils, 2 * size, size), dtype=np.complex64)
             t_fft = _best_of(lambda: np.fft.fft2(x, norm="ortho"), repeats)
+            rng = np.random.default_rng(0)
+            t_noise = _best_of(lambda: rng.standard_normal(x.shape + (2,), dtype=np.float32), repeats)
+            t_lim = t_fft + t_noise
             print(f"{name:<12} {size:>5} {dom.num_coils:>5} {num_slices / t_sim:>9.1f} {t_sim:>10.3f} "
-                  f"{num_slices / t_fft:>18.1f} {t_fft / t_sim:>6.2f}")
+                  f"{num_slices / t_fft:>18.1f} {t_fft / t_sim:>6.2f} {num_slices / t_lim:>14.1f} "
+                  f"{100 * t_lim / t_sim:>9.0f}%")
+    print(f"load average at end (1 min): {os.getloadavg()[0]:.2f}")
 
 
 def gallery(path: Path, domains, size: int = 128, subject: int = 3) -> None:
