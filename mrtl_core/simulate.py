@@ -354,10 +354,8 @@ def _knee_slices(rng, num_slices, size):
 
 
 def _anatomy_constant(anatomy: str, name: str, default: float) -> float:
-    try:
-        module = importlib.import_module(f".phantoms.{anatomy}", __package__)
-    except ImportError:
-        return default
+    """``phantoms.<anatomy>.<name>`` (the anatomy's own constant), or ``default`` where it defines none."""
+    module = importlib.import_module(f".phantoms.{anatomy}", __package__)
     return float(getattr(module, name, default))
 
 
