@@ -168,7 +168,8 @@ def test_chapter_reads_in_jupyterlab(lab, browser):
         by_R = {row["R"]: row for row in record["sweep"]}
         expected = {  # what the text quotes, formatted as the chapter formats it
             "parseval_err": f"agree to {record['parseval_rel_error']:.0e}",
-            "sidelobe_equi": f"strongest is at {record['peak_sidelobe_R4']['equispaced']:.2f} of the peak",
+            "sidelobe_equi": f"with {record['peak_sidelobe_R4']['equispaced']:.2f} of the peak",
+            "psf_spacing": f"at an offset of {record['psf_replica_spacing']} pixels",
             "nmse_r2": f"from {by_R[2]['nmse_random']:.4f} at R = 2",
             "nmse_ratio": f"a factor of {by_R[8]['nmse_random'] / by_R[2]['nmse_random']:.1f}",
             "size_px": f"in a {record['image_size']}-pixel-wide image",
