@@ -88,6 +88,7 @@ def run_grid(args: argparse.Namespace) -> dict:
     pre, info = ex.pretrained_unet(profile, progress=args.progress)
     results["_meta"]["pretrain_seconds"] = info.get("seconds")
     results["_meta"]["pretrain_best_epoch"] = info.get("best_epoch")
+    results["_meta"]["pretrain_precision"] = info.get("precision")  # None: cached before it was recorded
     for target in [source, *shifts]:
         d, r, name = target["domain"], target["acceleration"], target["name"]
         for method in ("zero-filled", "cg-sense"):

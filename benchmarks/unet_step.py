@@ -47,6 +47,7 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from machine import cpu_model, load, matmul_peak, thread_rows  # noqa: E402
+from mrtl_core.precision import choose, cpu_has_native_bf16  # noqa: E402
 from mrtl_core.unet import Unet, count_parameters  # noqa: E402
 
 
@@ -57,11 +58,10 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _autocast(device: torch.device, amp: bool):
-    if not amp:
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
+def _autocast(device: torch.device, amp: bool | str):
+    """The library's choice for this device and request (``mrtl_core.precision.choose``)."""
+    prec = choose(amp, device)
+    return torch.autocast(device.type, dtype=prec.dtype) if prec.autocast else contextlib.nullcontext()
 
 
 def step_flops(size: int, chans: int, batch: int) -> float:
@@ -87,7 +87,7 @@ def bench(device, size, chans, batch, variant, steps, warmup, amp) -> dict:
         x, y = x.contiguous(memory_format=torch.channels_last), y.contiguous(memory_format=torch.channels_last)
     net = torch.compile(model) if variant == "compile" else model
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp and not torch.cuda.is_bf16_supported())
+    scaler = torch.amp.GradScaler(device.type, enabled=choose(amp, device).scaler)
 
     def train_step():
         opt.zero_grad(set_to_none=True)
@@ -171,6 +171,7 @@ def main(argv=None) -> int:
               f"{'bf16' if torch.cuda.is_bf16_supported() else 'fp16 + GradScaler'})")
     else:
         print("CUDA: not available")
+    print(f"CPU native bf16 (AMX/AVX512-BF16): {'yes: a bf16-autocast peer is timed' if cpu_has_native_bf16() else 'no: float32 only'}")
     print(f"batch {args.batch}, {args.steps} timed steps after {args.warmup} warm-up (median), "
           "L1 loss + Adam, U-Net with 4 pooling levels")
     peak = matmul_peak(args.threads)
@@ -189,20 +190,23 @@ def main(argv=None) -> int:
     flops = {}
     for dev_name in devices:
         device = torch.device(dev_name)
-        amp = device.type == "cuda"
+        cpu_bf16 = device.type == "cpu" and cpu_has_native_bf16()
         for size in args.sizes:
             for chans in args.chans:
                 run = variants if (args.all_variants or device.type == "cuda" or first) else ["eager"]
+                run = run + (["bf16"] if cpu_bf16 else [])   # a peer of the same step under bf16 autocast
                 first = False
                 base = None
                 for variant in run:
+                    amp = "bf16" if variant == "bf16" else device.type == "cuda"
                     try:
-                        r = bench(device, size, chans, args.batch, variant, args.steps, args.warmup, amp)
+                        r = bench(device, size, chans, args.batch, "eager" if variant == "bf16" else variant,
+                                  args.steps, args.warmup, amp)
                     except Exception as err:  # a peer that fails to build (no compiler) is reported
                         print(f"{dev_name:6} {size:5d} {chans:5d} {variant:14} failed: {type(err).__name__}: {err}")
                         continue
                     base = base or r
-                    label = variant + (" +amp" if amp else "")
+                    label = variant + (" +amp" if amp is True else "")
                     if (size, chans) not in flops:
                         flops[size, chans] = step_flops(size, chans, args.batch)
                     gflop = flops[size, chans] / 1e9

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
-from . import cache, data, domains, masks
+from . import cache, data, domains, masks, precision
 from .evaluate import EvalResult, evaluate
 from .profiles import Profile, get_profile
 from .train import (
@@ -230,7 +230,7 @@ def lr_decay_step(epochs: int) -> int:
 def _epoch_config(profile: Profile, epochs: int, progress: bool, device: str) -> TrainConfig:
     return TrainConfig(epochs=epochs, batch_size=profile.batch_size, lr=profile.lr,
                        lr_step_size=lr_decay_step(epochs), lr_gamma=0.1, seed=0,
-                       device=device, progress=progress, monitor="l1")
+                       device=device, progress=progress, monitor="l1", amp=precision.requested())
 
 
 def pretrain_config(profile: Profile | str, progress: bool = True, device: str = "auto") -> TrainConfig:
@@ -267,7 +267,7 @@ def finetune_config(profile: Profile | str, n_slices: int, seed: int, from_scrat
         lr=profile.lr if from_scratch else profile.finetune_lr,
         lr_step_size=NO_LR_DECAY, patience=profile.finetune_patience, seed=int(seed),
         monitor=profile.finetune_monitor, device=device, progress=progress,
-        validate_start=not from_scratch,
+        validate_start=not from_scratch, amp=precision.requested(),
     )
     if not early_stopping:
         fields.update(patience=None, validate_start=False)

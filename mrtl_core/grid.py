@@ -271,7 +271,8 @@ def markdown_report(results: dict) -> str:
                       "paired over the target test slices, 95% t-interval.", "",
                       markdown_table(gaps, 2 if metric.startswith("psnr") else 3)]
     lines += ["", f"profile {meta.get('profile', {}).get('name')}, torch {meta.get('torch')}, "
-              f"{meta.get('threads')} threads; pre-training {meta.get('pretrain_seconds') or 0:.0f} s"]
+              f"{meta.get('threads')} threads; pre-training {meta.get('pretrain_seconds') or 0:.0f} s"
+              + (f" in {meta['pretrain_precision']}" if meta.get("pretrain_precision") else "")]
     return "\n".join(lines)
 
 

@@ -15,8 +15,10 @@ step decay of the learning rate (``StepLR``). Around it:
   state, history, RNG states, the configuration and the architecture. A resume refuses a checkpoint
   whose configuration, fine-tuning strategy or starting weights differ from the run's (naming
   them), so a record never claims settings the weights were not trained with;
-* **devices**: ``"auto"`` picks CUDA, then MPS, then CPU; mixed precision (``amp``) on CUDA only
-  (bf16 where supported, else fp16 with a ``GradScaler``);
+* **devices**: ``"auto"`` picks CUDA, then MPS, then CPU; mixed precision (``amp``) is chosen per
+  device by :func:`mrtl_core.precision.choose` (CUDA: bf16 where supported, else fp16 with a
+  ``GradScaler``; CPU: float32 unless bf16 is asked for and the CPU has it) and recorded as
+  ``TrainResult.precision`` and in the checkpoint;
 * **distributed**: if ``torch.distributed`` is initialised (``torchrun``), the model is wrapped in
   ``DistributedDataParallel``, training batches come from a ``DistributedSampler``, every rank
   validates on the full (small) validation set -- the same numbers on every rank, so early
@@ -52,6 +54,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .data import collate, unnormalize
+from .precision import AMP_CHOICES
+from .precision import choose as choose_precision
 
 __all__ = [
     "TrainConfig",
@@ -103,7 +107,9 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     device: str = "auto"             # "auto" (cuda > mps > cpu), or any torch device string
-    amp: bool | str = True           # on CUDA only: True/"bf16" (fp16 if bf16 unsupported), "fp16"
+    amp: bool | str = True           # mixed precision, chosen per device (mrtl_core.precision.choose):
+                                     # CUDA bf16 (fp16 + scaler without it); CPU float32 unless "bf16"
+                                     # is asked for and the CPU has AMX/AVX512-BF16
     compile: bool = False
     channels_last: bool = False
     grad_clip: float | None = None
@@ -127,7 +133,7 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.seed must be an integer >= 0, got {self.seed!r}")
         if self.monitor not in ("l1", "ssim", "ssim_fg"):
             raise ValueError(f"TrainConfig.monitor must be 'l1', 'ssim' or 'ssim_fg', got {self.monitor!r}")
-        if self.amp not in (True, False, "bf16", "fp16"):
+        if self.amp not in AMP_CHOICES or not isinstance(self.amp, (bool, str)):
             raise ValueError(f"TrainConfig.amp must be True, False, 'bf16' or 'fp16', got {self.amp!r}")
 
     def to_dict(self) -> dict:
@@ -148,6 +154,7 @@ class TrainResult:
     stopped_early: bool = False
     device: str = "cpu"
     checkpoint_path: str | None = None
+    precision: str = "float32"       # the arithmetic it ran in (mrtl_core.precision.Precision.name)
 
     def to_dict(self) -> dict:
         """Every field by name, the history included (JSON-ready)."""
@@ -441,15 +448,6 @@ def forward_batch(model: nn.Module, batch: Any, device: torch.device,
     return model(image), target
 
 
-def _amp_settings(config: TrainConfig, device: torch.device) -> tuple[bool, torch.dtype, bool]:
-    """(use autocast, dtype, use GradScaler): AMP on CUDA only; fp16 needs loss scaling, bf16 not."""
-    if device.type != "cuda" or not config.amp:
-        return False, torch.float32, False
-    if config.amp == "fp16" or not torch.cuda.is_bf16_supported():
-        return True, torch.float16, True
-    return True, torch.bfloat16, False
-
-
 @torch.no_grad()
 def validate(model: nn.Module, val_set: Dataset, config: TrainConfig, device: torch.device | str | None = None,
              want_ssim: bool | None = None) -> dict[str, float]:
@@ -473,10 +471,10 @@ def validate(model: nn.Module, val_set: Dataset, config: TrainConfig, device: to
     model.eval()
     loader = DataLoader(val_set, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers,
                         collate_fn=collate)
-    use_amp, dtype, _ = _amp_settings(config, device)
+    prec = choose_precision(config.amp, device)
     total, count, ssims = 0.0, 0, []
     for batch in loader:
-        with torch.autocast(device.type, dtype=dtype, enabled=use_amp):
+        with torch.autocast(device.type, dtype=prec.dtype, enabled=prec.autocast):
             output, target = forward_batch(model, batch, device, config.channels_last)
         output = output.float()
         total += torch.nn.functional.l1_loss(output, target, reduction="none").mean(dim=(1, 2, 3)).sum().item()
@@ -547,8 +545,8 @@ def train(
         raise ValueError("model has no trainable parameters (all requires_grad=False)")
     optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step_size, gamma=config.lr_gamma)
-    use_amp, amp_dtype, use_scaler = _amp_settings(config, device)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    prec = choose_precision(config.amp, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=prec.scaler)
 
     batch_size = min(config.batch_size, len(train_set))
     per_rank = max(1, len(train_set) // world_size)
@@ -557,7 +555,8 @@ def train(
     epochs = config.epochs if config.epochs is not None else math.ceil(max_steps / steps_per_epoch)
     sign = 1.0 if config.monitor == "l1" else -1.0  # we minimise sign * value
 
-    result = TrainResult(device=str(device), checkpoint_path=str(checkpoint_path) if checkpoint_path else None)
+    result = TrainResult(device=str(device), checkpoint_path=str(checkpoint_path) if checkpoint_path else None,
+                         precision=prec.name)
     start_epoch, step, best_score, stale = 0, 0, math.inf, 0
     best_state = None
     previous_seconds = 0.0
@@ -582,6 +581,8 @@ def train(
         result.best_epoch, result.best_value = ckpt.get("best_epoch"), ckpt.get("best_value")
         result.stopped_early = bool(ckpt.get("stopped_early"))
         previous_seconds = float(ckpt.get("seconds", 0.0))
+        if ckpt.get("precision", prec.name) != prec.name:  # resumed on another device or AMP setting
+            result.precision = f"{ckpt['precision']}, then {prec.name}"
         _set_rng_state(ckpt["rng"])
         if result.stopped_early:
             start_epoch = epochs  # nothing left to do: it stopped early before
@@ -621,7 +622,7 @@ def train(
             if step >= max_steps:
                 break
             batch = next(stream)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+            with torch.autocast(device.type, dtype=prec.dtype, enabled=prec.autocast):
                 output, target = forward_batch(net, batch, device, config.channels_last)
                 loss = torch.nn.functional.l1_loss(output.float(), target)
             optimizer.zero_grad(set_to_none=True)
@@ -662,7 +663,8 @@ def train(
                 "best_model": best_state,
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if use_scaler else None,
+                "scaler": scaler.state_dict() if prec.scaler else None,
+                "precision": result.precision,
                 "epoch": epoch,
                 "step": step,
                 "best_score": best_score,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..cli import CLIError
-from .train import (LibraryChoices, add_data_arguments, add_training_arguments, check_device, check_input_file,
+from .train import (LibraryChoices, add_data_arguments, amp_setting, add_training_arguments, check_device, check_input_file,
                     check_training_paths, distributed, interrupted, load_splits, make_set, needs_targets,
                     note_fresh_start, positive_int, split_files, write_out)
 
@@ -50,7 +50,7 @@ def finetune_config(args: argparse.Namespace, profile: Profile, n_slices: int) -
 
     overrides = {name: getattr(args, name) for name in _OVERRIDES if getattr(args, name) is not None}
     return book_config(profile, n_slices, args.seed, progress=not args.quiet, device=args.device,
-                       num_workers=args.num_workers, amp=args.amp, **overrides)
+                       num_workers=args.num_workers, amp=amp_setting(args.amp), **overrides)
 
 
 def run(args: argparse.Namespace) -> int:

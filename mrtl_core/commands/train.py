@@ -165,7 +165,10 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=nonnegative_int, default=0)
     g.add_argument("--num-workers", type=nonnegative_int, default=0)
     g.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
-    g.add_argument("--no-amp", dest="amp", action="store_false", help="disable mixed precision on CUDA")
+    g.add_argument("--amp", dest="amp", choices=["auto", "bf16", "fp16"], default="auto",
+                   help="mixed precision: auto (CUDA bf16, else fp16; CPU float32), bf16 (also on a CPU with "
+                        "AMX/AVX512-BF16), fp16 (CUDA); the choice is recorded in the checkpoint")
+    g.add_argument("--no-amp", dest="amp", action="store_const", const="off", help="float32 everywhere")
     g.add_argument("--checkpoint", type=Path, default=None, help="written after every epoch (atomically)")
     g.add_argument("--resume", dest="resume", action="store_true", default=True,
                    help="continue from an existing --checkpoint (default; refused if its settings differ)")
@@ -173,6 +176,16 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
                    help="start afresh, overwriting an existing --checkpoint after the first epoch")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.add_argument("--out", type=Path, default=None, help="write the run's summary as JSON")
+
+
+def amp_setting(choice: str) -> bool | str:
+    """``TrainConfig.amp`` for the ``--amp``/``--no-amp`` choice: ``auto`` -> the book's request
+    (:func:`mrtl_core.precision.requested`: ``MRTL_AMP``, else True), ``off`` -> False."""
+    if choice == "auto":
+        from ..precision import requested
+
+        return requested()
+    return False if choice == "off" else choice
 
 
 def check_training_paths(args: argparse.Namespace) -> None:
@@ -264,7 +277,7 @@ def train_config(args: argparse.Namespace, epochs: int | None, max_steps: int | 
     return TrainConfig(epochs=epochs, max_steps=max_steps,
                        batch_size=args.batch_size if args.batch_size is not None else batch_size,
                        lr=args.lr if args.lr is not None else lr, lr_step_size=step_size, patience=args.patience,
-                       seed=args.seed, num_workers=args.num_workers, device=args.device, amp=args.amp,
+                       seed=args.seed, num_workers=args.num_workers, device=args.device, amp=amp_setting(args.amp),
                        progress=not args.quiet)
 
 
