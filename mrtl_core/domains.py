@@ -4,8 +4,8 @@
 once under :func:`mrtl_core.cache.cached_dir` and reused afterwards (subjects of a smaller or larger
 request with the same settings are copied, not simulated again). The cache key holds the data
 layout's version (:data:`mrtl_core.data.DATA_VERSION`) and :func:`physics_version`, a hash of the
-simulator's source, so a change to the physics or the anatomy rebuilds the data instead of serving
-stale files.
+simulator's source and the domain's phantom, so a change to the physics or that anatomy rebuilds its
+data instead of serving stale files.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from . import cache, data
 
-__all__ = ["simulator", "physics_version", "subject_filename", "domain_files"]
+__all__ = ["simulator", "physics_version", "physics_sources", "subject_filename", "domain_files"]
 
 
 def simulator():
@@ -30,28 +30,45 @@ def simulator():
     return simulate_subject
 
 
-def physics_version() -> Any:
-    """What identifies the simulator's physics in cache keys.
+def physics_version(domain: str | None = None) -> Any:
+    """What identifies the simulator's physics (and, for ``domain``, its anatomy) in cache keys.
 
-    ``simulate.PHYSICS_VERSION`` if the module declares one; otherwise a hash of the simulator's
-    source (``simulate.py`` and ``phantoms/``, hashed once per process), so that any change to the
-    physics or anatomy rebuilds cached domains instead of serving stale data.
+    ``simulate.PHYSICS_VERSION`` if the module declares one; otherwise a hash of the source that
+    makes the data (hashed once per process): ``simulate.py``, ``phantoms/__init__.py`` and the
+    domain's own phantom (``phantoms/brain.py`` for a brain domain), so that a change to the physics
+    or that anatomy rebuilds its cached domains instead of serving stale data, while a change to the
+    knee leaves the brain's data, and every model trained on it, where they are. With no ``domain``
+    (or one the registry does not know) every phantom counts.
     """
     from . import simulate
 
     declared = getattr(simulate, "PHYSICS_VERSION", None)
     if declared is not None:
         return declared
-    return _source_hash(str(Path(simulate.__file__).resolve().parent))
+    anatomy = None
+    if domain is not None:
+        try:
+            anatomy = simulate.get_domain(domain).anatomy
+        except (KeyError, ValueError):
+            anatomy = None
+    return _source_hash(str(Path(simulate.__file__).resolve().parent), anatomy)
+
+
+def physics_sources(package: Path, anatomy: str | None = None) -> list[Path]:
+    """The files whose bytes make :func:`physics_version`: ``simulate.py`` and the phantoms of
+    ``anatomy`` (``phantoms/__init__.py`` and ``phantoms/<anatomy>.py``; every phantom for ``None``)."""
+    phantoms = sorted((package / "phantoms").glob("*.py"))
+    if anatomy is not None and (package / "phantoms" / f"{anatomy}.py").is_file():
+        phantoms = [p for p in phantoms if p.name in ("__init__.py", f"{anatomy}.py")]
+    return [package / "simulate.py", *phantoms]
 
 
 @functools.lru_cache(maxsize=None)
-def _source_hash(package: str) -> str:
-    """The hash of the simulator's source files under ``package``, read once per process: every
-    cache key holds it, and the files do not change under a running process."""
-    here = Path(package)  # the package: the same files, wherever this module lives
+def _source_hash(package: str, anatomy: str | None = None) -> str:
+    """The hash of :func:`physics_sources`, read once per process: every cache key holds it, and the
+    files do not change under a running process."""
     digest = hashlib.sha256()
-    for src in [here / "simulate.py", *sorted((here / "phantoms").glob("*.py"))]:
+    for src in physics_sources(Path(package), anatomy):
         if src.is_file():
             digest.update(src.name.encode() + b"\0" + src.read_bytes())
     return "src-" + digest.hexdigest()[:12]
@@ -90,7 +107,7 @@ def domain_files(
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
     base = {"domain": str(domain), "num_slices": int(num_slices), "size": int(size), "seed": int(seed),
-            "with_sens_maps": bool(with_sens_maps), "data_version": data.DATA_VERSION, "physics": physics_version()}
+            "with_sens_maps": bool(with_sens_maps), "data_version": data.DATA_VERSION, "physics": physics_version(str(domain))}
     config = {**base, "num_subjects": int(num_subjects)}
 
     def build(tmp: Path) -> None:

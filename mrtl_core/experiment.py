@@ -137,7 +137,7 @@ def _data_key(profile: Profile, domain: str) -> dict:
         "image_size": profile.image_size,
         "data_seed": profile.data_seed,
         "data_version": data.DATA_VERSION,
-        "physics": domains.physics_version(),
+        "physics": domains.physics_version(domain),
     }
 
 

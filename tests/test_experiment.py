@@ -78,7 +78,7 @@ def _fake_domain_files(domain, num_subjects, num_slices, size, seed=0, progress=
 def keys(monkeypatch):
     """The cache key of every model asked for, ``{name: key}``, without data or training: the domains
     are file names that carry their subject ids, the physics version is fixed, no model is built."""
-    monkeypatch.setattr(domains, "physics_version", lambda: "test-physics")
+    monkeypatch.setattr(domains, "physics_version", lambda domain=None: "test-physics")
     monkeypatch.setattr(domains, "domain_files", _fake_domain_files)
     monkeypatch.setattr(data, "patient_id", lambda p: Path(p).stem.split("_", 1)[1])
     seen: dict[str, dict] = {}
@@ -167,21 +167,55 @@ def test_profile_has_no_extra_settings():
     assert not hasattr(ex, "_extra")
 
 
-def test_physics_version_is_hashed_once_and_equals_a_fresh_hash(monkeypatch):
+def _fresh_hash(files) -> str:
     import hashlib
+
+    digest = hashlib.sha256()
+    for src in files:
+        digest.update(src.name.encode() + b"\0" + src.read_bytes())
+    return "src-" + digest.hexdigest()[:12]
+
+
+def test_physics_version_is_hashed_once_and_equals_a_fresh_hash(monkeypatch):
+    from mrtl_core import simulate
+
+    monkeypatch.delattr(simulate, "PHYSICS_VERSION", raising=False)
+    here = Path(simulate.__file__).resolve().parent
+    every = [here / "simulate.py", *sorted((here / "phantoms").glob("*.py"))]
+    assert domains.physics_version() == _fresh_hash(every)
+    # a domain's version hashes the simulator and its own anatomy only
+    for domain, anatomy in (("brain-1.5T", "brain"), ("brain-3T", "brain"), ("knee-1.5T", "knee")):
+        own = [here / "simulate.py", here / "phantoms" / "__init__.py", here / "phantoms" / f"{anatomy}.py"]
+        assert domains.physics_version(domain) == _fresh_hash(own), domain
+    assert domains.physics_version("brain-1.5T") == domains.physics_version("brain-3T")
+    assert domains.physics_version("brain-1.5T") != domains.physics_version("knee-1.5T")
+    assert domains.physics_version("no-such-domain") == _fresh_hash(every)   # unknown: every phantom counts
+    reads = []
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self) or b"")
+    domains.physics_version(), domains.physics_version("knee-1.5T")
+    assert reads == []          # memoised: no file read again
+
+
+def test_a_knee_change_keeps_the_brains_data_and_models(tmp_path, monkeypatch):
+    """Editing one phantom changes only its anatomy's version: a copy of the package with an edited
+    knee hashes the brain as before and the knee anew."""
+    import shutil
 
     from mrtl_core import simulate
 
     monkeypatch.delattr(simulate, "PHYSICS_VERSION", raising=False)
     here = Path(simulate.__file__).resolve().parent
-    digest = hashlib.sha256()
-    for src in [here / "simulate.py", *sorted((here / "phantoms").glob("*.py"))]:
-        digest.update(src.name.encode() + b"\0" + src.read_bytes())
-    fresh = "src-" + digest.hexdigest()[:12]
-    assert domains.physics_version() == fresh
-    reads = []
-    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self) or b"")
-    assert domains.physics_version() == fresh and reads == []          # memoised: no file read again
+    copy = tmp_path / "pkg"
+    (copy / "phantoms").mkdir(parents=True)
+    shutil.copy(here / "simulate.py", copy / "simulate.py")
+    for src in (here / "phantoms").glob("*.py"):
+        shutil.copy(src, copy / "phantoms" / src.name)
+    before = {a: _fresh_hash(domains.physics_sources(copy, a)) for a in ("brain", "knee")}
+    with open(copy / "phantoms" / "knee.py", "a") as f:
+        f.write("\n# an edit\n")
+    after = {a: _fresh_hash(domains.physics_sources(copy, a)) for a in ("brain", "knee")}
+    assert after["brain"] == before["brain"] and after["knee"] != before["knee"]
+    assert [p.name for p in domains.physics_sources(copy, "brain")] == ["simulate.py", "__init__.py", "brain.py"]
 
 
 def test_select_slices_is_nested_in_n_and_checks_its_arguments():
