@@ -55,9 +55,12 @@ def _save(path: Path, results: dict) -> None:
 
 def _record(result, extra: dict) -> dict:
     summary = result.summary()
+    files = [str(f) for f, _ in result.slices]            # a file is one subject (one volume, as in fastMRI)
+    names = list(dict.fromkeys(files))
     return {**extra, "n_slices_eval": len(result.slices), "seconds": result.seconds,
             "summary": {k: {kk: vv for kk, vv in v.items()} for k, v in summary.items()},
-            "per_slice": {k: result.metrics[k].tolist() for k in ("ssim", "psnr", "ssim_fg", "psnr_fg")}}
+            "per_slice": {k: result.metrics[k].tolist() for k in ("ssim", "psnr", "ssim_fg", "psnr_fg")},
+            "subjects": names, "slice_subject": [names.index(f) for f in files]}
 
 
 def run_grid(args: argparse.Namespace) -> dict:

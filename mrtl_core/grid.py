@@ -15,8 +15,10 @@ The functions here turn that file into the tables the benchmark prints and the r
 shows; none of them trains or evaluates anything, and none knows where the file lives: callers pass
 its path.
 
-Two kinds of interval: a paired one over test slices (two methods on the same slices and masks),
-and, for runs repeated over seeds, the t-interval of the mean over seeds.
+Two kinds of interval: a paired one on the test slices (two methods on the same slices and masks),
+over the test *subjects* (the mean difference of each subject's slices; the slices of one subject
+are not independent) or, beside it, over slices; and, for runs repeated over seeds, the t-interval
+of the mean over seeds.
 """
 from __future__ import annotations
 
@@ -28,9 +30,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .stats import Thresholds, compare_sentence, difference, fmt_ci, fmt_interval, summarise
+from .stats import Thresholds, compare_sentence, difference, fmt_ci, fmt_interval, subject_means, summarise
 
-__all__ = ["entry_key", "load_grid", "entry", "seed_runs", "seeds", "ns", "targets", "seed_summary", "paired", "gap_table",
+__all__ = ["entry_key", "load_grid", "entry", "seed_runs", "seeds", "ns", "targets", "seed_summary", "slice_subjects",
+           "paired", "test_set", "gap_table",
            "curve_table", "forgetting_table", "overfit_table", "markdown_table", "markdown_report", "gap_sentences", "curves_figure",
            "load_field_shift", "field_shift_table"]
 
@@ -115,17 +118,61 @@ def seed_summary(runs: Sequence[dict], metric: str = "ssim_fg", confidence: floa
     return summarise(np.array(values), confidence) if values else None
 
 
-def paired(a: dict | None, b: dict | None, metric: str = "ssim_fg", confidence: float = 0.95) -> list[float] | None:
+def slice_subjects(item: dict, slices_per_subject: int | None = None) -> list:
+    """The subject of each of an entry's test slices (``per_slice`` order).
+
+    Entries written since the grid recorded them carry ``subjects`` and ``slice_subject``; older
+    ones are read as the evaluation wrote them, ``slices_per_subject`` consecutive slices of one
+    subject after another (the test split's files in order), which needs that number (the grid's
+    ``_meta.profile.slices_per_subject``).
+    """
+    if "slice_subject" in item:
+        return [item["subjects"][i] for i in item["slice_subject"]]
+    n = len(next(iter(item["per_slice"].values())))
+    if not slices_per_subject or n % slices_per_subject:
+        raise ValueError(f"entry {entry_key(**_fields(item))!r} records no subjects, and its {n} slices are not "
+                         f"whole subjects of {slices_per_subject!r} slices")
+    return [i // slices_per_subject for i in range(n)]
+
+
+def paired(a: dict | None, b: dict | None, metric: str = "ssim_fg", confidence: float = 0.95,
+           over: str = "slices", slices_per_subject: int | None = None) -> list[float] | None:
     """``[mean, ci_low, ci_high]`` of entry ``a`` minus entry ``b`` over the same test slices, or None
-    if either is missing."""
+    if either is missing.
+
+    ``over="slices"`` takes each slice as an observation; ``over="subjects"`` averages the slice
+    differences of each test subject first (:func:`slice_subjects`) and takes the t-interval over
+    those means: slices of one subject are not independent, so this is the interval to judge by.
+    """
     if a is None or b is None:
         return None
+    if over not in ("slices", "subjects"):
+        raise ValueError(f"over must be 'slices' or 'subjects', got {over!r}")
     x = np.asarray(a["per_slice"][metric], dtype=np.float64)
     y = np.asarray(b["per_slice"][metric], dtype=np.float64)
     if x.shape != y.shape:
         raise ValueError(f"{entry_key(**_fields(a))!r} and {entry_key(**_fields(b))!r} were scored on different "
                          f"slices ({x.size} vs {y.size})")
-    return list(difference(x, y, True, confidence))
+    if over == "slices":
+        return list(difference(x, y, True, confidence))
+    subjects = slice_subjects(a, slices_per_subject)
+    if subjects != slice_subjects(b, slices_per_subject):
+        raise ValueError(f"{entry_key(**_fields(a))!r} and {entry_key(**_fields(b))!r} were scored on different subjects")
+    means, _ = subject_means(x - y, subjects)
+    st = summarise(means, confidence)
+    return [st["mean"], st["ci_low"], st["ci_high"]]
+
+
+def test_set(results: dict, item: dict | None) -> str:
+    """``"4 subjects, 40 slices"``: the test set an entry was scored on."""
+    if item is None:
+        return "–"
+    subjects = slice_subjects(item, _slices_per_subject(results))
+    return f"{len(set(subjects))} subjects, {len(subjects)} slices"
+
+
+def _slices_per_subject(results: dict) -> int | None:
+    return results.get("_meta", {}).get("profile", {}).get("slices_per_subject")
 
 
 def _value(item: dict | None, metric: str) -> float:
@@ -141,12 +188,15 @@ def gap_table(results: dict, metric: str = "ssim_fg") -> pd.DataFrame:
         pre, twin, full = (entry(results, t, m) for m in ("pretrained", "native", "scratch-full"))
         if twin is None:
             continue
+        sps = _slices_per_subject(results)
         rows[t] = {
             "pre-trained": _value(pre, metric),
             "native twin": _value(twin, metric),
-            "pre − native [CI]": fmt_ci(paired(pre, twin, metric), digits),
+            "pre − native [CI over subjects]": fmt_ci(paired(pre, twin, metric, over="subjects", slices_per_subject=sps), digits),
+            "[CI over slices]": fmt_interval((paired(pre, twin, metric) or [None] * 3)[1:], digits, signed=True),
             "scratch (full split)": _value(full, metric),
-            "pre − scratch (full) [CI]": fmt_ci(paired(pre, full, metric), digits),
+            "pre − scratch (full) [CI over subjects]": fmt_ci(paired(pre, full, metric, over="subjects", slices_per_subject=sps), digits),
+            "test set": test_set(results, twin),
             "twin slices": twin.get("num_train_slices"),
         }
     table = pd.DataFrame(rows).T
@@ -268,7 +318,8 @@ def markdown_report(results: dict) -> str:
         if len(gaps):
             lines += ["", f"Generalisation gap at equal data ({metric}): the pre-trained U-Net minus its twin trained "
                       "on the target (as many subjects, the same schedule), and minus the full-split scratch model; "
-                      "paired over the target test slices, 95% t-interval.", "",
+                      "paired on the target test slices, 95% t-interval over the test subjects' mean differences "
+                      "(and, beside it, over slices).", "",
                       markdown_table(gaps, 2 if metric.startswith("psnr") else 3)]
     lines += ["", f"profile {meta.get('profile', {}).get('name')}, torch {meta.get('torch')}, "
               f"{meta.get('threads')} threads; pre-training {meta.get('pretrain_seconds') or 0:.0f} s"
@@ -283,13 +334,15 @@ def gap_sentences(results: dict, thresholds=None) -> str:
     out = []
     for t in targets(results):
         pre, twin = entry(results, t, "pretrained"), entry(results, t, "native")
-        diff = paired(pre, twin, thresholds.metric)
-        if diff is None:
+        if pre is None or twin is None:
             continue
-        whole, psnr = paired(pre, twin, "ssim"), paired(pre, twin, "psnr")
+        by = dict(over="subjects", slices_per_subject=_slices_per_subject(results))
+        diff = paired(pre, twin, thresholds.metric, **by)
+        whole, psnr = paired(pre, twin, "ssim", **by), paired(pre, twin, "psnr", **by)
         out.append("* " + compare_sentence(diff, f"On {t} the pre-trained U-Net", "its twin trained on the target",
                                            thresholds)
-                   + f"; whole-image SSIM {fmt_ci(whole)}, PSNR {fmt_ci(psnr, 2, unit=' dB')}.")
+                   + f"; whole-image SSIM {fmt_ci(whole)}, PSNR {fmt_ci(psnr, 2, unit=' dB')} "
+                   f"(intervals over {test_set(results, twin)}).")
     return "\n".join(out)
 
 

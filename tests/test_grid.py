@@ -25,7 +25,7 @@ def _entry(target, method, values, **extra):
 def results():
     rng = np.random.default_rng(0)
     base = rng.uniform(0.6, 0.9, size=12)
-    r = {"_meta": {"profile": {"name": "test"}, "torch": "x", "threads": 1}}
+    r = {"_meta": {"profile": {"name": "test", "slices_per_subject": 3}, "torch": "x", "threads": 1}}  # 4 subjects
     r["knee R4 | pretrained"] = _entry("knee R4", "pretrained", base)
     r["knee R4 | native"] = _entry("knee R4", "native", base + 0.05 + 0.01 * rng.standard_normal(12), num_train_slices=300)
     r["knee R4 | scratch-full"] = _entry("knee R4", "scratch-full", base + 0.03)
@@ -46,6 +46,40 @@ def test_paired_difference_matches_scipy(results):
     assert (lo, hi) == pytest.approx((ref.low, ref.high), abs=1e-10)
     assert hi < 0   # the twin is better by construction
     assert grid.paired(grid.entry(results, "knee R4", "pretrained"), grid.entry(results, "knee R4", "nope")) is None
+
+
+def test_subject_interval_matches_scipy_on_subject_means(results):
+    """Over subjects: the t-interval of the 4 subjects' mean differences (3 consecutive slices each, as
+    an old entry is read), and the same from the subjects an entry records, in any slice order."""
+    a = np.array(results["knee R4 | pretrained"]["per_slice"]["psnr"])
+    b = np.array(results["knee R4 | native"]["per_slice"]["psnr"])
+    per_subject = (a - b).reshape(4, 3).mean(axis=1)
+    ref = stats.ttest_1samp(per_subject, 0.0).confidence_interval(0.95)
+    pre, twin = grid.entry(results, "knee R4", "pretrained"), grid.entry(results, "knee R4", "native")
+    mean, lo, hi = grid.paired(pre, twin, "psnr", over="subjects", slices_per_subject=3)
+    assert mean == pytest.approx(per_subject.mean(), abs=1e-12)
+    assert (lo, hi) == pytest.approx((ref.low, ref.high), abs=1e-10)
+    slices = grid.paired(pre, twin, "psnr")
+    assert hi - lo > slices[2] - slices[1]          # 3 df instead of 11: wider
+    # recorded subjects: interleaved order, the same grouping -> the same interval
+    order = np.argsort(np.arange(12) % 3, kind="stable")
+    for item in (pre, twin):
+        item["per_slice"] = {m: np.asarray(v)[order].tolist() for m, v in item["per_slice"].items()}
+        item["subjects"] = ["s0", "s1", "s2", "s3"]
+        item["slice_subject"] = [int(i) // 3 for i in order]
+    assert grid.slice_subjects(pre)[:4] == ["s0", "s1", "s2", "s3"]
+    assert grid.paired(pre, twin, "psnr", over="subjects") == pytest.approx([mean, lo, hi], abs=1e-12)
+    twin["subjects"] = ["s0", "s1", "s2", "x"]
+    with pytest.raises(ValueError, match="different subjects"):
+        grid.paired(pre, twin, "psnr", over="subjects")
+
+
+def test_subjects_unknown_is_a_clear_error(results):
+    pre, twin = grid.entry(results, "knee R4", "pretrained"), grid.entry(results, "knee R4", "native")
+    with pytest.raises(ValueError, match="records no subjects.*12 slices.*5"):
+        grid.paired(pre, twin, over="subjects", slices_per_subject=5)
+    with pytest.raises(ValueError, match="over must be"):
+        grid.paired(pre, twin, over="seeds")
 
 
 def test_paired_refuses_different_slices(results):
@@ -95,7 +129,11 @@ def test_tables(results):
     gaps = grid.gap_table(results)
     assert list(gaps.index) == ["knee R4"] and gaps.loc["knee R4", "twin slices"] == 300
     mean, lo, hi = grid.paired(grid.entry(results, "knee R4", "pretrained"), grid.entry(results, "knee R4", "native"))
-    assert gaps.loc["knee R4", "pre − native [CI]"] == f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    assert gaps.loc["knee R4", "[CI over slices]"] == f"[{lo:+.3f}, {hi:+.3f}]"
+    mean_s, lo_s, hi_s = grid.paired(grid.entry(results, "knee R4", "pretrained"), grid.entry(results, "knee R4", "native"),
+                                     over="subjects", slices_per_subject=3)
+    assert gaps.loc["knee R4", "pre − native [CI over subjects]"] == f"{mean_s:+.3f} [{lo_s:+.3f}, {hi_s:+.3f}]"
+    assert gaps.loc["knee R4", "test set"] == "4 subjects, 12 slices"
     assert -0.06 < mean < -0.04
     curve = grid.curve_table(results, "knee R4")
     assert list(curve.index) == [1, 5]
