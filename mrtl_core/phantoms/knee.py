@@ -34,6 +34,7 @@ central ~85 % of a ``FOV_MM`` square field of view.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -46,6 +47,8 @@ SLICE_THICKNESS_MM = 3.0  # nominal, as fastMRI's sagittal/coronal PD knees
 TISSUES = ("marrow", "cortical_bone", "cartilage", "meniscus", "fluid", "muscle", "fat", "skin", "tendon")
 
 _F32 = np.float32
+FADE_START_MM = 54.0   # |z| (from the FOV centre) where the coil/slab taper of the signal begins ...
+FADE_WIDTH_MM = 12.0   # ... and its width (zero by 71 mm, inside the 160 mm FOV)
 
 
 # ----------------------------------------------------------------------------- implicit-shape helpers
@@ -102,24 +105,44 @@ class _Pts(tuple):
         return p
 
 
-def _interp(p, zk, v):
-    """Piecewise-linear profile v(z) (knots ``zk``) at the points ``p``."""
+_TABLES: dict = {}      # per-call cache of smoothed z-profiles (cleared by knee_tissue_slices)
+_ZCOARSE = np.arange(-300.0, 301.0, 1.0)
+
+
+def _table(zk, v, sm):
+    """A z-profile tabulated on ``_ZGRID``: piecewise-linear through the knots, then smoothed with a
+    Gaussian of ``sm`` mm (so bone flares, muscle bellies and the limb outline curve, no kinks)."""
+    key = (tuple(zk), tuple(float(a) for a in v), sm)
+    t = _TABLES.get(key)
+    if t is None:
+        c = np.interp(_ZCOARSE, zk, v)
+        if sm > 0:
+            c = ndimage.gaussian_filter1d(c, sm, mode="nearest")
+        t = np.interp(_ZGRID, _ZCOARSE, c).astype(_F32)
+        _TABLES[key] = t
+    return t
+
+
+def _interp(p, zk, v, sm=6.0):
+    """Smooth profile v(z) (knots ``zk``, Gaussian-rounded over ``sm`` mm) at the points ``p``."""
+    t = _table(zk, v, sm)
     if isinstance(p, _Pts):
-        return np.interp(_ZGRID, zk, v).astype(_F32)[p.zi]
-    return np.interp(p[2], zk, v).astype(_F32)
+        return t[p.zi]
+    return np.interp(p[2], _ZGRID, t).astype(_F32)
 
 
-def _gcyl(p, zk, xc, yc, ax, ay):
-    """Generalised elliptic cylinder along z: centre and semi-axes interpolated from knots ``zk``."""
-    return _ellipse(p[0], p[1], _interp(p, zk, xc), _interp(p, zk, yc), _interp(p, zk, ax), _interp(p, zk, ay))
+def _gcyl(p, zk, xc, yc, ax, ay, sm=6.0):
+    """Generalised elliptic cylinder along z: centre and semi-axes smoothly interpolated from knots ``zk``."""
+    return _ellipse(p[0], p[1], _interp(p, zk, xc, sm), _interp(p, zk, yc, sm), _interp(p, zk, ax, sm),
+                    _interp(p, zk, ay, sm))
 
 
-def _rbox(p, zk, xc, yc, ax, ay, rf=0.55):
+def _rbox(p, zk, xc, yc, ax, ay, rf=0.55, sm=6.0):
     """Generalised rounded-rectangle cylinder along z (an axial section like a distal femur's)."""
-    ax, ay = _interp(p, zk, ax), _interp(p, zk, ay)
+    ax, ay = _interp(p, zk, ax, sm), _interp(p, zk, ay, sm)
     r = _F32(rf) * np.minimum(ax, ay)
-    qx = np.abs(p[0] - _interp(p, zk, xc)) - ax + r
-    qy = np.abs(p[1] - _interp(p, zk, yc)) - ay + r
+    qx = np.abs(p[0] - _interp(p, zk, xc, sm)) - ax + r
+    qy = np.abs(p[1] - _interp(p, zk, yc, sm)) - ay + r
     out = np.sqrt(np.maximum(qx, 0.0) ** 2 + np.maximum(qy, 0.0) ** 2)
     return out + np.minimum(np.maximum(qx, qy), 0.0) - r
 
@@ -167,11 +190,11 @@ class _Knee:
     def __init__(self, rng: np.random.Generator):
         u = rng.uniform
         # global pose and size
-        s = u(0.9, 1.1)
+        s = u(0.92, 1.06)
         self.scale = s * u(0.96, 1.04, size=3)                      # x, y, z
-        self.rot = _rotation(u(-5, 5), u(-3, 3), u(-7, 7))          # sagittal tilt, varus/valgus, int/ext rot
-        self.shift = np.array([0.0, u(-12, -6), u(-5, 5)])         # anatomy at the FOV centre
-        self.flex = math.radians(u(0.0, 14.0))
+        self.rot = _rotation(u(-8, 8), u(-3, 3), u(-7, 7))          # in-plane tilt, varus/valgus, int/ext rot
+        self.shift = np.array([0.0, u(-9, -1), u(-8, 8)])         # anatomy at the FOV centre
+        self.flex = math.radians(u(0.0, 20.0))
         # smooth elastic warp: a few random low-frequency sinusoids (mm)
         k = 4
         dirs = rng.standard_normal((k, 3))
@@ -184,7 +207,8 @@ class _Knee:
         self.cf, self.ct, self.cp = u(1.8, 2.8), u(1.5, 2.5), u(2.6, 4.0)   # cartilage thickness
         self.zfb = self.js / 2 + self.cf                              # femoral subchondral bone, lowest point
         self.ztb = -(self.js / 2 + self.ct)                           # tibial subchondral bone at the contact
-        self.rm, self.rl = 21.0 * u(0.9, 1.1), 19.5 * u(0.9, 1.1)     # medial / lateral condyle radius
+        self.rm, self.rl = 22.0 * u(0.92, 1.08), 20.5 * u(0.92, 1.08)  # medial / lateral condyle radius
+        self.fant = u(19.0, 23.0)                                     # anterior (distal-facet) reach of the condyles
         self.ycc = -8.0 + u(-2, 2)                                    # condyle centre (A-P)
         self.cond_w = 14.0 * u(0.9, 1.1)
         self.cond_x = 21.0 * u(0.93, 1.07)
@@ -193,7 +217,7 @@ class _Knee:
         self.groove = u(3.5, 6.5)
         self.tib_w = 38.0 * u(0.93, 1.07)
         self.tib_d = 24.0 * u(0.93, 1.07)
-        self.slope = math.tan(math.radians(u(3, 10)))
+        self.slope = math.tan(math.radians(u(5, 10)))     # posterior tibial slope
         self.spine = u(4.0, 7.5)
         self.pat_r = np.array([22.0, 11.0, 20.0]) * u(0.9, 1.1, size=3)
         self.pat_dz = u(-6, 7)                                       # patella baja / alta
@@ -205,14 +229,32 @@ class _Knee:
         self.men_tear = u() < 0.2
         self.eff = rng.beta(1.3, 3.0)                                 # effusion 0..1
         self.baker = u(0, 1) if u() < 0.2 else None
-        self.fat = u(3.0, 15.0)                                       # subcutaneous fat (BMI)
+        self.fat = u(3.0, 13.0)                                       # subcutaneous fat (BMI)
         self.mb = u(0.85, 1.15)                                       # muscle bulk
-        self.bvf = u(0.08, 0.16)                                      # trabecular bone fraction
+        self.bvf = u(0.15, 0.28)                                      # epiphyseal trabecular BV/TV
         self.marble = u(0.05, 0.25)                                   # fatty infiltration of muscle
+        self.thigh = u(0.0, 6.0)                                      # thigh bulk above the knee (mm)
+        self.calf = u(0.0, 6.0)                                       # calf bulk below it (mm)
+        self.shaft = u(0.9, 1.1)                                      # femoral / tibial shaft calibre
+        self.bow = u(0.0, 6.0)                                        # anterior bow of the femoral shaft (mm at 10 cm)
+        self.flare = u(0.85, 1.15)                                    # height of the metaphyseal flares
         self._derived()
 
     # fixed-in-subject derived geometry ---------------------------------------------------------
     def _derived(self):
+        # metaphyses flaring smoothly into narrower shafts: a Lorentzian-like decay of the semi-axes
+        # from the epiphysis (condyles / plateau) to the diaphysis, tabulated as knots every 4 mm
+        fl, sh = self.flare, self.shaft
+        zf = np.arange(8.0, 300.0, 4.0)
+        tf = 1.0 / (1.0 + (np.maximum(zf - 26.0, 0.0) / (20.0 * fl)) ** 2)
+        self.fem_prof = (zf.tolist(), [0.0] * len(zf),
+                         (-4.0 + 6.0 * (1.0 - tf) + self.bow * ((zf - 30.0).clip(0) / 100.0) ** 2).tolist(),
+                         (15.0 * sh + (39.0 - 15.0 * sh) * tf).tolist(), (13.5 * sh + (19.0 - 13.5 * sh) * tf).tolist())
+        zt = np.arange(-300.0, 12.0, 4.0)
+        tt = 1.0 / (1.0 + (np.maximum(-zt - 6.0, 0.0) / (22.0 * fl)) ** 2)
+        w, dp = self.tib_w, self.tib_d
+        self.tib_prof = (zt.tolist(), (2.0 * (1.0 - tt)).tolist(), [-1.0] * len(zt),
+                         (11.5 * sh + (w - 11.5 * sh) * tt).tolist(), (12.5 * sh + (dp - 12.5 * sh) * tt).tolist())
         self.C = np.array([0.0, self.ycc, self.zfb + self.rm])        # flexion centre (medial condyle)
         self.Rf = _rot_x(self.flex)                                   # femur frame -> tibia frame
         # patella: in the tibia frame, resting on the trochlea
@@ -261,15 +303,14 @@ class _Knee:
         for xc, r in ((-self.cond_x, self.rm), (self.cond_x, self.rl)):
             zc = zfb + r
             circ = np.sqrt((y - self.ycc) ** 2 + (z - zc) ** 2) - r
-            ant = _ellipse(y, z, 5.0, zc + 3.0, 16.0, r - 3.0)
+            ant = _ellipse(y, z, 8.0, zc + 3.0, self.fant, r - 3.0)
             prof = _smin(circ, ant, 6.0)
             dc = _smax(prof, np.abs(x - xc) - self.cond_w, 5.0)
             d = dc if d is None else np.minimum(d, dc)
         groove = -self.groove * np.exp(-((x - 1.0) / 9.0) ** 2) + 1.5 * np.clip(x / 20.0, -1, 1)
-        tro = _ellipse(y, z, 4.0 + groove, zfb + self.rm + 4.0, 16.0, 20.0)
+        tro = _ellipse(y, z, 6.0 + groove, zfb + self.rm + 4.0, self.fant - 2.0, 20.0)
         tro = _smax(tro, np.abs(x - 1.0) - 31.0, 6.0)
-        meta = _rbox(q, [8.0, 28.0, 45.0, 70.0, 400.0], [0, 0, 0, 0, 0], [-4.0, -4.0, -1.0, 1.5, 2.0],
-                     [37.0, 40.0, 32.0, 17.0, 15.0], [18.0, 19.0, 17.0, 14.0, 13.0], 0.7)
+        meta = _rbox(q, *self.fem_prof, 0.7, 3.0)
         meta = _smax(meta, 14.0 - z, 5.0)
         d = _smin(_smin(d, tro, 5.0), meta, 7.0)
         notch = self.notch(q)
@@ -282,7 +323,7 @@ class _Knee:
 
     def tib_top(self, q):
         x, y, _ = q
-        dy = (y - self.ycc) / 22.0
+        dy = (y + 1.0) / 22.0                                        # about the plateau's AP centre
         med = 1.0 / (1.0 + np.exp(x / 3.0))                          # 1 medially, 0 laterally
         top = self.ztb + self.slope * (y - self.ycc) + dy * dy * (1.3 * med - 0.9 * (1.0 - med))
         ey = np.exp(-(y / 9.0) ** 2)
@@ -292,12 +333,11 @@ class _Knee:
     def tibia(self, q):
         x, y, z = q
         w, dp = self.tib_w, self.tib_d
-        cyl = _rbox(q, [-400.0, -65.0, -40.0, -16.0, 0.0, 10.0], [2, 2, 0, 0, 0, 0], [2.0, 2.0, 0.0, -1.0, -1.0, -1.0],
-                    [12.0, 14.0, 0.6 * w, 0.95 * w, w, w], [13.0, 15.0, 0.72 * dp, 0.96 * dp, dp, dp], 0.8)
+        cyl = _rbox(q, *self.tib_prof, 0.8, 3.0)
         tub = _ellipsoid(q, (4.0, 22.0, -25.0), (11.0, 7.0, 13.0))
         cyl = _smin(cyl, tub, 5.0)
         top = self.tib_top(q)
-        return _smax(cyl, z - top, 2.5), cyl, top
+        return _smax(cyl, z - top, 4.0), cyl, top
 
     def fibula(self, q):
         head = _ellipsoid(q, (31.0, -20.0, -17.0), (9.0, 9.5, 9.0))
@@ -311,26 +351,31 @@ class _Knee:
         ct, st = math.cos(self.pat_tilt), math.sin(self.pat_tilt)
         yl, zl = ct * (y - c[1]) - st * (z - c[2]), st * (y - c[1]) + ct * (z - c[2])
         ry = r[1] * (1.0 - 0.38 * np.clip(-zl / r[2], 0.0, 1.0) ** 1.5)   # pointed inferior pole
-        ryy = ry + 0.0 * yl
+        ryy = ry * np.where(yl > 0, _F32(0.85), _F32(1.15))         # flatter anterior, deeper articular face
         return _ellipsoid((x - c[0], yl, zl), (0.0, 0.0, 0.0), (r[0], ryy, r[2])), yl, zl
 
     # soft tissue ----------------------------------------------------------------------------
     def deep(self, q):
-        """Deep fascia (the limb without subcutaneous fat) in the tibia frame."""
-        x, y, z = q
+        """Deep fascia (the limb without subcutaneous fat) in the tibia frame: a knee narrowest at the
+        popliteal fossa, the thigh widening above (quadriceps, hamstrings) and the calf bulging
+        posteriorly below (gastrocnemius), with the shin's thin cover over the tibia."""
         c = self.pat_c
         ry, rz = self.pat_r[1], self.pat_r[2]
         zp, yp = c[2], c[1]
-        zk = [-200.0, -60.0, -30.0, -8.0, zp - rz - 4.0, zp - 10.0, zp, zp + 10.0, zp + rz + 6.0, 82.0, 200.0]
-        ya = [17.0, 19.0, 28.0, 32.0, yp + 5.0, yp + 0.87 * ry + 1.2, yp + ry + 1.2, yp + 0.87 * ry + 1.0,
-              yp + 3.0, yp + 2.0, yp + 2.0]
-        yq = np.array([-62.0, -66.0, -66.0, -58.0, -54.0, -53.0, -55.0, -58.0, -60.0, -63.0, -63.0])
+        th, ca = self.thigh, self.calf
+        zk = [-250.0, -110.0, -70.0, -35.0, -10.0, zp - rz - 4.0, zp, zp + rz + 6.0, 85.0, 140.0, 250.0]
+        ya = [15.0, 17.0, 19.0, 27.0, 31.0, yp + 5.0, yp + ry + 1.2, yp + 3.0 + 0.3 * th, yp + 4.0 + th,
+              yp + 8.0 + 1.5 * th, yp + 10.0 + 1.5 * th]
+        yq = np.array([-50.0 - 0.5 * ca, -60.0 - ca, -60.0 - ca, -57.0 - 0.6 * ca, -50.0, -47.0, -48.0,
+                       -53.0 - 0.7 * th, -58.0 - th, -62.0 - 1.2 * th, -64.0 - 1.2 * th])
         yq = -8.0 + (yq + 8.0) * self.mb
         ya = np.asarray(ya)
-        axk = np.array([40.0, 42.0, 44.0, 47.0, 49.0, 50.0, 50.0, 51.0, 52.0, 56.0, 56.0]) * (0.6 + 0.4 * self.mb)
+        axk = np.array([34.0, 40.0, 42.0, 44.0, 47.0, 49.0, 50.0, 51.0, 53.0 + th, 58.0 + th, 60.0 + th])
+        axk = axk * (0.6 + 0.4 * self.mb)
         yc = (ya + yq) / 2.0
         ay = (ya - yq) / 2.0
-        return _gcyl(q, zk, [-2.0] * len(zk), yc.tolist(), axk.tolist(), ay.tolist()), _interp(q, zk, yc), _interp(q, zk, ay)
+        return (_gcyl(q, zk, [-2.0] * len(zk), yc.tolist(), axk.tolist(), ay.tolist(), 12.0),
+                _interp(q, zk, yc, 12.0), _interp(q, zk, ay, 12.0))
 
 
 # ----------------------------------------------------------------------------- muscles
@@ -364,14 +409,60 @@ def _muscle_d(m, p, pf, mb, ztop):
 
 
 # ----------------------------------------------------------------------------- textures
-def _trabecular(noise: np.ndarray, pix: float) -> np.ndarray:
-    """Lacy trabecular network in [0, ~3] (mean ~1) from white noise: ridges of band-passed noise."""
-    s1 = max(0.55, 0.5 / pix)
-    bp = ndimage.gaussian_filter(noise, s1) - ndimage.gaussian_filter(noise, 2.0 * s1)
-    bp *= 1.0 / (bp.std() + 1e-6)
-    net = np.exp(-(bp / 0.7) ** 2) * 2.2
-    a = float(np.clip(0.7 / pix, 0.3, 0.8))                # coarse pixels average the network out
-    return (1.0 - a) + a * net
+TRABECULAR_SPACING_MM = 0.65   # Tb.Sp of the distal femur / proximal tibia (Hildebrand et al. 1999)
+TRABECULAR_THICKNESS_MM = 0.19
+
+
+@functools.lru_cache(maxsize=8)
+def _trabecular_tile(size: int) -> np.ndarray:
+    """A periodic tile (96 mm square, at the pixel size of a ``size`` matrix) of trabecular bone volume
+    fraction, mean 1: a 2-D section of plates and rods, computed at 1/8 mm and averaged over each voxel.
+
+    The network is the zero set of band-limited Gaussian noise (wavelength twice
+    ``TRABECULAR_SPACING_MM``), thickened to walls about ``TRABECULAR_THICKNESS_MM`` thick, whose
+    thickness (local BV/TV) is modulated by a smooth field with a ~1-2 mm correlation length (real
+    cancellous bone is denser and sparser in patches). Averaged over a 1.25 mm voxel, the plates give a
+    mottled partial-volume texture, not pixel noise. Fixed seed: one tile per size, reused by every
+    subject at random offsets and orientations (``_trabecular_slice``)."""
+    from scipy import fft as sfft
+
+    pix = FOV_MM / size
+    f = max(1, int(round(pix / 0.125)))
+    h = pix / f
+    m = max(8, int(round(96.0 / pix)))
+    n = m * f
+    rng = np.random.default_rng(20250101)
+    ky = np.fft.fftfreq(n, h)[:, None].astype(_F32)
+    kx = np.fft.rfftfreq(n, h)[None, :].astype(_F32)
+    kr = np.sqrt(kx * kx + ky * ky)
+    k0 = 1.0 / (2.0 * TRABECULAR_SPACING_MM)
+    ring = np.exp(-0.5 * ((kr - k0) / (0.35 * k0)) ** 2)
+    g = sfft.irfft2(sfft.rfft2(rng.standard_normal((n, n), dtype=_F32)) * ring, s=(n, n))
+    g *= 1.0 / g.std()
+    low = np.exp(-0.5 * (kr * (2 * np.pi * 0.9)) ** 2)                     # ~0.9 mm Gaussian smoothing
+    mod = sfft.irfft2(sfft.rfft2(rng.standard_normal((n, n), dtype=_F32)) * low, s=(n, n))
+    mod *= 1.0 / mod.std()
+    # wall half-thickness in units of g: |grad g| ~ 2 pi / wavelength / sqrt(2)
+    w0 = 0.5 * TRABECULAR_THICKNESS_MM * (2 * np.pi * k0) / math.sqrt(2.0)
+    bone = (np.abs(g) < w0 * np.exp(0.55 * mod)).astype(_F32)
+    a = bone.reshape(m, f, m, f).mean(axis=(1, 3))
+    return (a / a.mean()).astype(_F32)
+
+
+def _trabecular_slice(rng: np.random.Generator, size: int) -> np.ndarray:
+    """The trabecular tile laid over one slice at a random offset, flip and transpose."""
+    tile = _trabecular_tile(size)
+    m = tile.shape[0]
+    oy, ox, fl = rng.integers(0, m), rng.integers(0, m), rng.integers(0, 8)
+    if fl & 4:
+        tile = tile.T
+    iy = (oy + np.arange(size)) % m
+    ix = (ox + np.arange(size)) % m
+    if fl & 1:
+        iy = iy[::-1]
+    if fl & 2:
+        ix = ix[::-1]
+    return tile[np.ix_(iy, ix)]
 
 
 def _striation(noise: np.ndarray, pix: float) -> np.ndarray:
@@ -382,7 +473,7 @@ def _striation(noise: np.ndarray, pix: float) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- one slice
-def _render(k: _Knee, x0: float, yy, zz, pix: float, noise_t, noise_m, out: dict, s: int):
+def _render(k: _Knee, x0: float, yy, zz, pix: float, noise_t, noise_m, fade, out: dict, s: int):
     p, pf = k.coords(x0, yy, zz)
     xmin, xmax = float(p[0].min()), float(p[0].max())
 
@@ -391,12 +482,22 @@ def _render(k: _Knee, x0: float, yy, zz, pix: float, noise_t, noise_m, out: dict
     acc = {t: np.zeros_like(yy) for t in TISSUES}
     half = _F32(0.5 * FOV_MM)
 
-    d_deep, yc_deep, ay_deep = k.deep(p)
+    # the limb's envelope follows the tibia below the joint and the (flexed) femur above it
+    wf = np.clip((p[2] + 10.0) * _F32(1.0 / 50.0), 0.0, 1.0)
+    wf = wf * wf * (3.0 - 2.0 * wf)
+    pe = _Pts.make(p[0], p[1] + wf * (pf[1] - p[1]), p[2] + wf * (pf[2] - p[2]))
+    d_deep, yc_deep, ay_deep = k.deep(pe)
+    # bones (computed first: the deep fascia always wraps them, at least ~3 mm out)
+    d_fem, notch = k.femur(pf)
+    d_tib, tib_cyl, tib_top = k.tibia(p)
+    d_fib = k.fibula(p) if near(20.0, 45.0) else np.full_like(yy, 100.0)
+    d_pat, pyl, pzl = k.patella(p)
+    d_deep = _smin(d_deep, np.minimum.reduce([d_fem, d_tib, d_fib, d_pat]) - 3.0, 4.0)
     post = np.clip(0.5 - 0.7 * (p[1] - yc_deep) / ay_deep, 0.0, 1.0)   # 0 anterior .. 1 posterior
     fat_t = k.fat * (0.3 + 0.45 * post) + 0.3 * k.fat * np.clip(-p[0] / 45.0, 0.0, 1.0)
     d_env = d_deep - fat_t - 1.6                                     # skin 1.6 mm
-    box = np.maximum(np.abs(zz) - _F32(0.88 * half), np.abs(yy) - _F32(0.88 * half))
-    d_env = _smax(d_env, box, 5.0)
+    box = np.abs(yy) - _F32(0.86 * half)              # (a guard: the coil's former compresses a large limb)
+    d_env = _smax(d_env, box, 3.0)
     remain = _inside(d_env, pix)
 
     def put(name, occ, frac=1.0):
@@ -411,13 +512,6 @@ def _render(k: _Knee, x0: float, yy, zz, pix: float, noise_t, noise_m, out: dict
     put("tendon", _inside(np.abs(d_deep + 0.4) - 0.4, pix) * _F32(0.35))   # deep fascia line
 
     # bones ---------------------------------------------------------------------------------
-    cap = box + 4.0                   # bones cut by the field of view end in a cortical cap, under the fat
-    d_fem, notch = k.femur(pf)
-    d_fem = np.maximum(d_fem, cap)
-    d_tib, tib_cyl, tib_top = k.tibia(p)
-    d_tib = np.maximum(d_tib, cap)
-    d_fib = np.maximum(k.fibula(p), cap) if near(20.0, 45.0) else np.full_like(yy, 100.0)
-    d_pat, pyl, pzl = k.patella(p)
     t_fem = 1.4 + 3.0 * np.clip((pf[2] - 45.0) / 30.0, 0.0, 1.0)
     t_tib = 1.3 + 3.0 * np.clip((-p[2] - 35.0) / 30.0, 0.0, 1.0)
     outer = np.maximum.reduce([_inside(d_fem, pix), _inside(d_tib, pix), _inside(d_fib, pix), _inside(d_pat, pix)])
@@ -425,7 +519,7 @@ def _render(k: _Knee, x0: float, yy, zz, pix: float, noise_t, noise_m, out: dict
                                _inside(d_fib + 1.3, pix), _inside(d_pat + 1.3, pix)])
     # trabecular density: dense in the epiphyses, sparse (fatty) in the shafts
     bvf = k.bvf * (0.3 + 0.7 * np.exp(-(p[2] / 38.0) ** 2))
-    trab = np.clip(bvf * noise_t, 0.0, 0.85)
+    trab = np.clip(bvf * (0.45 + 0.55 * noise_t), 0.0, 0.85)
     marrow = inner * (1.0 - trab)
     acc["marrow"] += remain * marrow
     acc["cortical_bone"] += remain * (outer - marrow)
@@ -531,7 +625,7 @@ def _render(k: _Knee, x0: float, yy, zz, pix: float, noise_t, noise_m, out: dict
     put("fat", 1.0)                                                  # Hoffa's, prefemoral, popliteal, septa
 
     for t in TISSUES:
-        out[t][s] = acc[t]
+        out[t][s] = acc[t] * fade
 
 
 def knee_tissue_slices(rng: np.random.Generator, num_slices: int, size: int) -> dict[str, np.ndarray]:
@@ -555,7 +649,7 @@ def knee_tissue_slices(rng: np.random.Generator, num_slices: int, size: int) -> 
     num_slices, size = int(num_slices), int(size)
     k = _Knee(rng)
     # slice positions: the whole joint, bone edge to bone edge plus a margin of soft tissue
-    lo, hi = -rng.uniform(32.0, 40.0), rng.uniform(30.0, 38.0)
+    lo, hi = -rng.uniform(30.0, 35.0), rng.uniform(29.0, 34.0)
     if num_slices == 1:
         xs = np.array([rng.uniform(lo, hi)])
     else:
@@ -567,8 +661,15 @@ def knee_tissue_slices(rng: np.random.Generator, num_slices: int, size: int) -> 
     c = (np.arange(size, dtype=_F32) - _F32(size / 2 - 0.5)) * _F32(pix)
     zz, yy = np.meshgrid(-c, -c, indexing="ij")                     # rows: superior first; cols: anterior first
     out = {t: np.zeros((num_slices, size, size), _F32) for t in TISSUES}
+    # the receive coil's sensitivity and the slab end the limb above and below: a smooth (smoothstep) taper
+    # of the signal over ~12 mm, its edge a dome (further out near the skin, where the coil's
+    # conductors are), zero before the outer 10 % of the field of view
+    edge = _F32(FADE_START_MM) + _F32(5.0) * np.minimum((yy / _F32(65.0)) ** 2, 1.0)
+    t = np.clip((np.abs(zz) - edge) * _F32(1.0 / FADE_WIDTH_MM), 0.0, 1.0)
+    fade = (_F32(1.0) - t * t * (_F32(3.0) - _F32(2.0) * t)).astype(_F32)
+    _TABLES.clear()
     for s, x0 in enumerate(xs):
-        noise_t = _trabecular(rng.standard_normal((size, size), dtype=_F32), pix)
+        noise_t = _trabecular_slice(rng, size)
         noise_m = _striation(rng.standard_normal((size, size), dtype=_F32), pix)
-        _render(k, float(x0), yy, zz, pix, noise_t, noise_m, out, s)
+        _render(k, float(x0), yy, zz, pix, noise_t, noise_m, fade, out, s)
     return out
