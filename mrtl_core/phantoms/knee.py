@@ -3,10 +3,14 @@
 The knee is a set of implicit (signed-distance-like, millimetre) functions of anatomical
 coordinates ``x`` (medial -> lateral), ``y`` (posterior -> anterior) and ``z`` (inferior ->
 superior), origin at the centre of the tibiofemoral joint line, evaluated on each slice's pixel grid
-(vectorised float32 numpy, no 3-D volume). Modelled structures:
+(vectorised float32 numpy, no 3-D volume). Profiles along z (bone calibres, muscle bellies, the limb
+outline) are tabulated and Gaussian-rounded, so metaphyses flare smoothly into narrowing shafts and
+outlines curve. Modelled structures:
 
-* bones with a cortical shell around fatty marrow whose trabecular network (band-pass filtered
-  noise thresholded into a lacy pattern) partially replaces marrow by bone: distal femur (shaft,
+* bones with a cortical shell around fatty marrow whose trabecular network partially replaces
+  marrow by bone (plates and rods ~0.19 mm thick at ~0.65 mm spacing, Hildebrand et al., J Bone Miner
+  Res 1999;14:1167, computed at 1/8 mm and averaged over the voxel, with mm-scale density patches:
+  a mottled partial-volume texture at 1.25 mm pixels, not pixel noise): distal femur (shaft,
   metaphysis, medial and lateral condyles, trochlea with its groove, intercondylar notch under
   Blumensaat's line), tibia (sloped plateau, medial concave / lateral convex, tibial spines,
   tubercle, shaft), patella (with its pointed lower pole) and fibular head and shaft;
@@ -21,16 +25,21 @@ superior), origin at the centre of the tibiofemoral joint line, evaluated on eac
   tibialis anterior) with fat septa between them and fatty marbling; popliteal artery (flow void)
   and vein; Hoffa's, prefemoral and popliteal fat; subcutaneous fat and skin.
 
-Subjects differ (all from ``rng``) by size and per-axis scale, bone proportions, flexion, rotations,
-patellar height, joint space, cartilage thickness (and focal defects), meniscus size, effusion,
-subcutaneous fat (BMI), muscle bulk, a smooth elastic warp and the slice positions, which spread
-medial -> lateral through the whole joint (or lateral -> medial for a "left" knee).
+Subjects differ (all from ``rng``) by size and per-axis scale, bone proportions (condyle radii and
+anterior reach, shaft calibre, flare height, femoral bow), flexion (0-20 deg), position and in-plane
+tilt in the FOV, posterior tibial slope (5-10 deg), patellar height, joint space, cartilage
+thickness (and focal defects), meniscus size, effusion, subcutaneous fat (BMI), thigh and calf bulk,
+muscle bulk, a smooth elastic warp and the slice positions, which spread medial -> lateral through
+the whole joint (or lateral -> medial for a "left" knee).
 
 Output: :func:`knee_tissue_slices` -> ``{tissue: (num_slices, size, size) float32}`` partial-volume
 fractions in [0, 1] summing to <= 1 per pixel (the rest is air, or a flow void). Display: sagittal,
 rows superior -> inferior, columns anterior -> posterior (anterior on the left, as radiologists
-view sagittal knees). The leg is cut off smoothly above and below so the object stays within the
-central ~85 % of a ``FOV_MM`` square field of view.
+view sagittal knees). The limb's outline tapers (thigh above, popliteal fossa, calf below) and
+follows the flexed femur; above and below, the fractions fade to zero over ``FADE_WIDTH_MM`` from
+``FADE_START_MM`` (a dome-shaped edge), standing in for the fall-off of a knee coil's sensitivity
+and the slab at its ends, so the object stays within the central 90 % of a ``FOV_MM`` square field
+of view without a hard cut.
 """
 from __future__ import annotations
 
