@@ -30,7 +30,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .stats import Thresholds, compare_sentence, difference, fmt_ci, fmt_interval, subject_means, summarise
+from .stats import (Thresholds, compare_sentence, difference, fmt_ci, fmt_interval, interval_basis, interval_over,
+                    subject_means, summarise)
 
 __all__ = ["entry_key", "load_grid", "entry", "seed_runs", "seeds", "ns", "targets", "seed_summary", "slice_subjects",
            "paired", "test_set", "gap_table",
@@ -142,12 +143,16 @@ def paired(a: dict | None, b: dict | None, metric: str = "ssim_fg", confidence: 
 
     ``over="slices"`` takes each slice as an observation; ``over="subjects"`` averages the slice
     differences of each test subject first (:func:`slice_subjects`) and takes the t-interval over
-    those means: slices of one subject are not independent, so this is the interval to judge by.
+    those means: slices of one subject are not independent, so this is the interval to judge by;
+    ``"auto"`` is the book's rule (:func:`mrtl_core.stats.interval_over`: subjects when there are
+    enough of them).
     """
     if a is None or b is None:
         return None
-    if over not in ("slices", "subjects"):
-        raise ValueError(f"over must be 'slices' or 'subjects', got {over!r}")
+    if over not in ("auto", "slices", "subjects"):
+        raise ValueError(f"over must be 'auto', 'slices' or 'subjects', got {over!r}")
+    if over == "auto":
+        over = interval_over(slice_subjects(a, slices_per_subject))
     x = np.asarray(a["per_slice"][metric], dtype=np.float64)
     y = np.asarray(b["per_slice"][metric], dtype=np.float64)
     if x.shape != y.shape:
@@ -164,11 +169,11 @@ def paired(a: dict | None, b: dict | None, metric: str = "ssim_fg", confidence: 
 
 
 def test_set(results: dict, item: dict | None) -> str:
-    """``"4 subjects, 40 slices"``: the test set an entry was scored on."""
+    """What an interval on an entry's test slices is over (:func:`mrtl_core.stats.interval_basis`):
+    ``"4 test subjects (40 slices)"``."""
     if item is None:
         return "–"
-    subjects = slice_subjects(item, _slices_per_subject(results))
-    return f"{len(set(subjects))} subjects, {len(subjects)} slices"
+    return interval_basis(slice_subjects(item, _slices_per_subject(results)))
 
 
 def _slices_per_subject(results: dict) -> int | None:
@@ -192,11 +197,11 @@ def gap_table(results: dict, metric: str = "ssim_fg") -> pd.DataFrame:
         rows[t] = {
             "pre-trained": _value(pre, metric),
             "native twin": _value(twin, metric),
-            "pre − native [CI over subjects]": fmt_ci(paired(pre, twin, metric, over="subjects", slices_per_subject=sps), digits),
+            "pre − native [CI]": fmt_ci(paired(pre, twin, metric, over="auto", slices_per_subject=sps), digits),
             "[CI over slices]": fmt_interval((paired(pre, twin, metric) or [None] * 3)[1:], digits, signed=True),
             "scratch (full split)": _value(full, metric),
-            "pre − scratch (full) [CI over subjects]": fmt_ci(paired(pre, full, metric, over="subjects", slices_per_subject=sps), digits),
-            "test set": test_set(results, twin),
+            "pre − scratch (full) [CI]": fmt_ci(paired(pre, full, metric, over="auto", slices_per_subject=sps), digits),
+            "CI over": test_set(results, twin),
             "twin slices": twin.get("num_train_slices"),
         }
     table = pd.DataFrame(rows).T
@@ -319,7 +324,7 @@ def markdown_report(results: dict) -> str:
             lines += ["", f"Generalisation gap at equal data ({metric}): the pre-trained U-Net minus its twin trained "
                       "on the target (as many subjects, the same schedule), and minus the full-split scratch model; "
                       "paired on the target test slices, 95% t-interval over the test subjects' mean differences "
-                      "(and, beside it, over slices).", "",
+                      "where there are enough subjects (column 'CI over'), and beside it over slices.", "",
                       markdown_table(gaps, 2 if metric.startswith("psnr") else 3)]
     lines += ["", f"profile {meta.get('profile', {}).get('name')}, torch {meta.get('torch')}, "
               f"{meta.get('threads')} threads; pre-training {meta.get('pretrain_seconds') or 0:.0f} s"
@@ -336,7 +341,7 @@ def gap_sentences(results: dict, thresholds=None) -> str:
         pre, twin = entry(results, t, "pretrained"), entry(results, t, "native")
         if pre is None or twin is None:
             continue
-        by = dict(over="subjects", slices_per_subject=_slices_per_subject(results))
+        by = dict(over="auto", slices_per_subject=_slices_per_subject(results))
         diff = paired(pre, twin, thresholds.metric, **by)
         whole, psnr = paired(pre, twin, "ssim", **by), paired(pre, twin, "psnr", **by)
         out.append("* " + compare_sentence(diff, f"On {t} the pre-trained U-Net", "its twin trained on the target",

@@ -7,6 +7,8 @@
   ``slices`` and a ``metrics`` dict of per-slice arrays, as :class:`mrtl_core.evaluate.EvalResult`),
   over slices or, since slices of one subject are not independent, over subjects (the per-subject
   means of the paired differences; a subject is a file, one volume as in fastMRI);
+* :func:`interval_over` and :func:`interval_basis` -- the one rule for what an interval is over:
+  test subjects when there are at least :data:`MIN_SUBJECTS`, else slices, said in words;
 * :func:`tost` and :func:`equivalent` -- the equivalence test behind every "no difference": two
   one-sided t-tests at the minimum effect, i.e. the whole interval inside ``±min_effect``;
 * :class:`Thresholds` and :func:`classify` -- the verdict rule: a difference counts when its
@@ -27,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["summarise", "difference", "subject_means", "paired_difference", "tost", "equivalent", "as_diff", "MIN_EFFECT", "CLOSE", "Thresholds", "classify",
+__all__ = ["summarise", "difference", "MIN_SUBJECTS", "interval_over", "interval_basis", "subject_means", "paired_difference", "tost", "equivalent", "as_diff", "MIN_EFFECT", "CLOSE", "Thresholds", "classify",
            "fmt_interval", "fmt_ci", "interval_text", "judge", "change_phrase", "compare_sentence", "gap_to_recover"]
 
 # The smallest difference the book calls a difference, per metric, fixed before any result was seen.
@@ -50,17 +52,31 @@ def summarise(values: np.ndarray, confidence: float = 0.95) -> dict:
     return {"mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half, "n": n}
 
 
-def difference(a: np.ndarray, b: np.ndarray, paired: bool = True, confidence: float = 0.95) -> tuple[float, float, float]:
+def difference(a: np.ndarray, b: np.ndarray, paired: bool = True, confidence: float = 0.95,
+               subjects: Sequence[Any] | None = None, subjects_b: Sequence[Any] | None = None) -> tuple[float, float, float]:
     """``mean(a - b)`` with its confidence interval: (mean, low, high).
 
     ``paired``: ``a`` and ``b`` score the same slices in the same order, and the interval is the
     t-interval of the per-slice differences. Otherwise they are independent samples and the
     interval is Welch's (unequal variances). Fewer than two values give NaN bounds.
+
+    ``subjects`` (the subject of each value of ``a``; of ``b`` too when paired, else ``subjects_b``)
+    makes the observations subjects where :func:`interval_over` says there are enough of them: the
+    mean difference of each subject's slices (paired), or each sample's subject means (Welch).
     """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if paired and a.shape != b.shape:
+        raise ValueError(f"a paired difference needs scores of the same slices: shapes {a.shape} and {b.shape}")
+    if subjects is not None:
+        if paired and interval_over(subjects) == "subjects":
+            st = summarise(subject_means(a - b, subjects)[0], confidence)
+            return st["mean"], st["ci_low"], st["ci_high"]
+        if not paired:
+            if subjects_b is None:
+                raise ValueError("an unpaired difference over subjects needs subjects_b, the subjects of b")
+            if interval_over(subjects) == "subjects" and interval_over(subjects_b) == "subjects":
+                a, b = subject_means(a, subjects)[0], subject_means(b, subjects_b)[0]
     if paired:
-        if a.shape != b.shape:
-            raise ValueError(f"a paired difference needs scores of the same slices: shapes {a.shape} and {b.shape}")
         s = summarise(a - b, confidence)
         return s["mean"], s["ci_low"], s["ci_high"]
     from scipy import stats as scipy_stats
@@ -70,6 +86,27 @@ def difference(a: np.ndarray, b: np.ndarray, paired: bool = True, confidence: fl
         return m, float("nan"), float("nan")
     ci = scipy_stats.ttest_ind(a, b, equal_var=False).confidence_interval(confidence)
     return m, float(ci.low), float(ci.high)
+
+
+#: the fewest test subjects an interval is taken over: with two, the t quantile (12.7 at 1 degree
+#: of freedom) leaves no interval worth reading, so the ``ci`` profile's two test subjects fall back
+#: to slices and say so (:func:`interval_basis`)
+MIN_SUBJECTS = 3
+
+
+def interval_over(subjects: Sequence[Any]) -> str:
+    """``"subjects"`` when ``subjects`` (one label per slice) holds at least :data:`MIN_SUBJECTS`
+    distinct subjects, else ``"slices"``: the book's one rule for what an interval is over."""
+    return "subjects" if len(set(subjects)) >= MIN_SUBJECTS else "slices"
+
+
+def interval_basis(subjects: Sequence[Any]) -> str:
+    """What an interval on these slices is over, in words: ``"4 test subjects (40 slices)"``, or
+    ``"8 test slices (2 subjects, too few for an interval over subjects)"``."""
+    n, k = len(subjects), len(set(subjects))
+    if interval_over(subjects) == "subjects":
+        return f"{k} test subjects ({n} slices)"
+    return f"{n} test slices ({k} subject{'s' if k != 1 else ''}, too few for an interval over subjects)"
 
 
 def subject_means(values: Sequence[float], subjects: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
@@ -86,16 +123,19 @@ def subject_means(values: Sequence[float], subjects: Sequence[Any]) -> tuple[np.
 
 
 def paired_difference(result_a: Any, result_b: Any, metric: str = "ssim", confidence: float = 0.95,
-                      over: str = "slices") -> tuple[float, float, float]:
+                      over: str = "auto") -> tuple[float, float, float]:
     """Mean of ``a - b`` over the same slices, with its t confidence interval: (mean, low, high).
 
     ``over="slices"`` takes every slice as an observation; ``over="subjects"`` first averages the
     slice differences of each subject (each file: ``slices[i][0]``) and takes the interval over
-    those means, which is the honest one when slices of one subject resemble each other. With one
-    subject the interval is undefined (NaN bounds).
+    those means, which is the honest one when slices of one subject resemble each other (one
+    subject: NaN bounds). ``"auto"`` (the default) is :func:`interval_over`'s choice: subjects when
+    there are at least :data:`MIN_SUBJECTS` of them.
     """
-    if over not in ("slices", "subjects"):
-        raise ValueError(f"over must be 'slices' or 'subjects', got {over!r}")
+    if over not in ("auto", "slices", "subjects"):
+        raise ValueError(f"over must be 'auto', 'slices' or 'subjects', got {over!r}")
+    if over == "auto":
+        over = interval_over([s[0] for s in result_a.slices])
     if result_a.slices != result_b.slices:
         raise ValueError(
             f"paired_difference needs results on the same slices in the same order: "

@@ -132,8 +132,13 @@ def test_tables(results):
     assert gaps.loc["knee R4", "[CI over slices]"] == f"[{lo:+.3f}, {hi:+.3f}]"
     mean_s, lo_s, hi_s = grid.paired(grid.entry(results, "knee R4", "pretrained"), grid.entry(results, "knee R4", "native"),
                                      over="subjects", slices_per_subject=3)
-    assert gaps.loc["knee R4", "pre − native [CI over subjects]"] == f"{mean_s:+.3f} [{lo_s:+.3f}, {hi_s:+.3f}]"
-    assert gaps.loc["knee R4", "test set"] == "4 subjects, 12 slices"
+    assert gaps.loc["knee R4", "pre − native [CI]"] == f"{mean_s:+.3f} [{lo_s:+.3f}, {hi_s:+.3f}]"
+    assert gaps.loc["knee R4", "CI over"] == "4 test subjects (12 slices)"
+    assert grid.paired(grid.entry(results, "knee R4", "pretrained"), grid.entry(results, "knee R4", "native"),
+                       over="auto", slices_per_subject=3) == [mean_s, lo_s, hi_s]
+    # two subjects are too few: the book's rule falls back to slices, and says so
+    assert grid.paired(grid.entry(results, "knee R4", "pretrained"), grid.entry(results, "knee R4", "native"),
+                       over="auto", slices_per_subject=6) == [mean, lo, hi]
     assert -0.06 < mean < -0.04
     curve = grid.curve_table(results, "knee R4")
     assert list(curve.index) == [1, 5]

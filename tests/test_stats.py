@@ -33,7 +33,7 @@ def _pair(seed=0, subjects=5, per_subject=8, effect=0.02, subject_sd=0.03, slice
 
 def test_slice_interval_is_scipys_paired_t():
     a, b = _pair()
-    m, lo, hi = stats.paired_difference(a, b, "ssim_fg")
+    m, lo, hi = stats.paired_difference(a, b, "ssim_fg", over="slices")
     ref = sp.ttest_rel(a.metrics["ssim_fg"], b.metrics["ssim_fg"]).confidence_interval(0.95)
     assert m == pytest.approx(np.mean(a.metrics["ssim_fg"] - b.metrics["ssim_fg"]))
     assert (lo, hi) == pytest.approx((ref.low, ref.high))
@@ -46,8 +46,34 @@ def test_subject_interval_is_the_t_interval_of_subject_means_and_wider():
     ref = sp.ttest_1samp(means, 0.0).confidence_interval(0.95)
     m, lo, hi = stats.paired_difference(a, b, "ssim_fg", over="subjects")
     assert m == pytest.approx(means.mean()) and (lo, hi) == pytest.approx((ref.low, ref.high))
-    _, slo, shi = stats.paired_difference(a, b, "ssim_fg")
+    _, slo, shi = stats.paired_difference(a, b, "ssim_fg", over="slices")
     assert hi - lo > 2 * (shi - slo)   # slices of one subject are not independent observations
+    assert stats.paired_difference(a, b, "ssim_fg") == (m, lo, hi)     # the default: subjects, 5 >= MIN_SUBJECTS
+
+
+def test_the_rule_for_what_an_interval_is_over():
+    few_a, few_b = _pair(subjects=2)
+    assert stats.interval_over([s[0] for s in few_a.slices]) == "slices"
+    assert stats.paired_difference(few_a, few_b, "ssim_fg") == stats.paired_difference(few_a, few_b, "ssim_fg", over="slices")
+    assert stats.interval_basis([s[0] for s in few_a.slices]) == "16 test slices (2 subjects, too few for an interval over subjects)"
+    a, _ = _pair(subjects=3, per_subject=4)
+    assert stats.interval_basis([s[0] for s in a.slices]) == "3 test subjects (12 slices)"
+
+
+def test_difference_over_subjects_paired_and_welch():
+    a, b = _pair()
+    subjects = [s[0] for s in a.slices]
+    x, y = a.metrics["ssim_fg"], b.metrics["ssim_fg"]
+    assert stats.difference(x, y, subjects=subjects) == pytest.approx(stats.paired_difference(a, b, "ssim_fg", over="subjects"))
+    # Welch over subject means: scipy on the two sets of 5 means
+    ref = sp.ttest_ind(x.reshape(5, 8).mean(1), y.reshape(5, 8).mean(1), equal_var=False).confidence_interval(0.95)
+    m, lo, hi = stats.difference(x, y, paired=False, subjects=subjects, subjects_b=subjects)
+    assert m == pytest.approx(x.mean() - y.mean()) and (lo, hi) == pytest.approx((ref.low, ref.high))
+    few = [s[0] for s in _pair(subjects=2)[0].slices]
+    assert stats.difference(x[:16], y[:16], paired=False, subjects=few, subjects_b=few) == \
+        pytest.approx(stats.difference(x[:16], y[:16], paired=False))
+    with pytest.raises(ValueError, match="subjects_b"):
+        stats.difference(x, y, paired=False, subjects=subjects)
 
 
 def test_subject_means_group_in_first_seen_order():
