@@ -11,6 +11,19 @@ pass it explicitly (``SliceDataset`` returns it as ``max_value``), as a scalar o
 broadcastable to the batch shape ``(...)``. The default, ``None``, uses each target *image*'s
 own maximum, which is only the same thing for single-slice data.
 
+Per volume, as fastMRI's ``evaluate.py`` computes them: :func:`volume_psnr`, :func:`volume_nmse`,
+:func:`volume_rmse`, :func:`volume_ssim` and :func:`volume_metrics` take one subject's volume
+``(slices, H, W)`` and return one number. PSNR, RMSE and NMSE pool the error over every pixel of
+the volume (not a mean of per-slice values: a slice with a large error weighs in by its squared
+error, not by its logarithm); SSIM is the mean over slices of each slice's SSIM. Their default
+``data_range`` is the **volume's** maximum (fastMRI's ``gt.max()``), where the per-image functions
+above default to each image's own maximum: the two agree when ``data_range`` is passed. Two
+conventions of mrtl's own, on purpose: arguments come ``(pred, target)`` as everywhere in mrtl
+(fastMRI's are ``(gt, pred)``), and arithmetic is float64 whatever the input (scikit-image, under
+fastMRI, computes SSIM in float32 for float32 images: the two differ by less than 1e-7). fastMRI's
+``evaluate.py`` script also centre-crops both volumes to a square of the target's width before
+scoring; mrtl's targets are already the recon crop, so no crop is made here.
+
 SSIM is scikit-image's ``structural_similarity`` as fastMRI calls it (``gaussian_weights=False``,
 ``use_sample_covariance=True``): local means, variances and covariance over a ``win_size`` x
 ``win_size`` uniform window, the sample covariance scaled by ``N / (N - 1)``,
@@ -30,7 +43,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-__all__ = ["ssim", "ssim_map", "psnr", "rmse", "nmse", "line_profile", "foreground_mask"]
+__all__ = ["ssim", "ssim_map", "psnr", "rmse", "nmse", "volume_ssim", "volume_psnr", "volume_rmse", "volume_nmse",
+           "volume_metrics", "line_profile", "foreground_mask"]
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -215,6 +229,100 @@ def nmse(pred: ArrayLike, target: ArrayLike, mask: ArrayLike | None = None) -> f
     ref = np.where(m, t**2, 0.0).sum(axis=(-2, -1))
     with np.errstate(divide="ignore", invalid="ignore"):
         return _out(err / ref)
+
+
+def _volume(pred: ArrayLike, target: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    p, t = _pair(pred, target)
+    if t.ndim != 3:
+        raise ValueError(f"a volume has shape (slices, H, W), got shape {t.shape}; score one subject at a time")
+    return p, t
+
+
+def _volume_range(data_range, target: np.ndarray) -> float:
+    """One data range for the volume: given, or the volume's maximum (fastMRI's ``gt.max()``)."""
+    if data_range is None:
+        value = float(target.max())
+        if not value > 0:
+            raise ValueError(f"data_range=None uses the volume's maximum, but it is {value} <= 0; "
+                             "pass data_range explicitly")
+        return value
+    if isinstance(data_range, torch.Tensor):
+        data_range = data_range.detach().cpu()
+    dr = np.asarray(data_range, dtype=np.float64)
+    if dr.ndim != 0:
+        raise ValueError(f"a volume has one data_range (a scalar), got shape {dr.shape}")
+    if not (np.isfinite(dr) and dr > 0):
+        raise ValueError(f"data_range must be finite and > 0, got {data_range!r}")
+    return float(dr)
+
+
+def _volume_sums(p: np.ndarray, t: np.ndarray, mask) -> tuple[float, float, int]:
+    """Squared error, target energy and pixel count over the (masked) pixels of the whole volume."""
+    m = _mask(mask, t.shape)
+    if m is None:
+        return float(((p - t) ** 2).sum()), float((t**2).sum()), int(t.size)
+    count = int(m.sum())
+    if count == 0:
+        raise ValueError("mask selects no pixel of the volume")
+    return float(np.where(m, (p - t) ** 2, 0.0).sum()), float(np.where(m, t**2, 0.0).sum()), count
+
+
+def volume_psnr(pred: ArrayLike, target: ArrayLike, data_range: float | None = None,
+                mask: ArrayLike | None = None) -> float:
+    """PSNR of one volume in dB, fastMRI's ``evaluate.psnr``: ``10 log10(data_range**2 / MSE)``.
+
+    Shapes: ``pred``, ``target`` ``(slices, H, W)``; the MSE is over every pixel of the volume (over
+    ``mask``, bool broadcastable to the volume, when given: mrtl's foreground score, not fastMRI's);
+    ``data_range`` defaults to the target volume's maximum. Identical volumes give ``inf``.
+    """
+    p, t = _volume(pred, target)
+    dr = _volume_range(data_range, t)
+    sse, _, count = _volume_sums(p, t, mask)
+    with np.errstate(divide="ignore"):
+        return float(10.0 * np.log10(np.float64(dr) ** 2 / np.float64(sse / count)))
+
+
+def volume_rmse(pred: ArrayLike, target: ArrayLike, mask: ArrayLike | None = None) -> float:
+    """Root-mean-square error of one volume ``(slices, H, W)``: the square root of fastMRI's volume MSE."""
+    p, t = _volume(pred, target)
+    sse, _, count = _volume_sums(p, t, mask)
+    return float(np.sqrt(sse / count))
+
+
+def volume_nmse(pred: ArrayLike, target: ArrayLike, mask: ArrayLike | None = None) -> float:
+    """NMSE of one volume, fastMRI's ``evaluate.nmse``: ``||target - pred||**2 / ||target||**2`` over the volume.
+
+    Shapes: ``(slices, H, W)``; the norms run over every pixel of the volume (over ``mask`` when given).
+    """
+    p, t = _volume(pred, target)
+    sse, energy, _ = _volume_sums(p, t, mask)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.float64(sse) / np.float64(energy))
+
+
+def volume_ssim(pred: ArrayLike, target: ArrayLike, data_range: float | None = None, win_size: int = 7,
+                mask: ArrayLike | None = None) -> float:
+    """SSIM of one volume, fastMRI's ``evaluate.ssim``: the mean over slices of each slice's SSIM.
+
+    Shapes: ``(slices, H, W)``. Every slice is scored with the same ``data_range``, by default the
+    target volume's maximum (not each slice's, as :func:`ssim` would with ``None``); ``win_size``
+    and ``mask`` as in :func:`ssim` (``mask`` per slice, mrtl's foreground score).
+    """
+    p, t = _volume(pred, target)
+    dr = _volume_range(data_range, t)
+    return float(np.mean(ssim(p, t, data_range=dr, win_size=win_size, mask=mask)))
+
+
+def volume_metrics(pred: ArrayLike, target: ArrayLike, data_range: float | None = None,
+                   mask: ArrayLike | None = None) -> dict[str, float]:
+    """``{"ssim", "psnr", "rmse", "nmse"}`` of one volume ``(slices, H, W)``, as the ``volume_*`` functions.
+
+    ``data_range`` (default: the target volume's maximum) and ``mask`` as there.
+    """
+    return {"ssim": volume_ssim(pred, target, data_range, mask=mask),
+            "psnr": volume_psnr(pred, target, data_range, mask=mask),
+            "rmse": volume_rmse(pred, target, mask=mask),
+            "nmse": volume_nmse(pred, target, mask=mask)}
 
 
 def line_profile(image: ArrayLike, axis: int = 1, index: int | None = None) -> np.ndarray:

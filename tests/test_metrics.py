@@ -1,4 +1,4 @@
-"""Metrics against scikit-image and direct NumPy, batched, masked, numpy/torch, and their errors."""
+"""Metrics against scikit-image and direct NumPy, batched, masked, numpy/torch, per volume, and their errors."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,6 +6,7 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from mrtl_core import metrics
 from mrtl_core.metrics import foreground_mask, line_profile, nmse, psnr, rmse, ssim, ssim_map
 
 
@@ -236,3 +237,59 @@ def test_other_errors():
         line_profile(target, index=99)
     with pytest.raises(ValueError, match="threshold"):
         foreground_mask(target, threshold=1.5)
+
+
+# --- per volume (fastMRI's evaluate.py; tests/test_fastmri_interop.py compares with its own code) ----------
+def _volume(seed=0, slices=5):
+    """A target volume whose slices differ in brightness, and a prediction whose error differs by slice."""
+    rng = np.random.default_rng(seed)
+    target = rng.random((slices, 32, 28)) * np.linspace(0.2, 1.0, slices)[:, None, None]
+    pred = target + rng.standard_normal(target.shape) * np.linspace(0.01, 0.2, slices)[:, None, None]
+    return np.abs(pred), target
+
+
+def test_volume_psnr_rmse_nmse_pool_the_error_over_the_volume():
+    pred, target = _volume()
+    mse = np.mean((pred - target) ** 2)
+    assert metrics.volume_psnr(pred, target) == pytest.approx(10 * np.log10(target.max() ** 2 / mse), abs=1e-12)
+    assert metrics.volume_rmse(pred, target) == pytest.approx(np.sqrt(mse), rel=1e-12)
+    assert metrics.volume_nmse(pred, target) == pytest.approx(np.sum((pred - target) ** 2) / np.sum(target**2), rel=1e-12)
+    # not the mean of per-slice values (the per-slice path with the volume's range, as evaluate scores slices)
+    per_slice = np.mean(psnr(pred, target, data_range=target.max()))
+    assert abs(metrics.volume_psnr(pred, target) - per_slice) > 0.1
+    assert abs(metrics.volume_nmse(pred, target) - np.mean(nmse(pred, target))) > 1e-3
+
+
+def test_volume_ssim_is_the_mean_of_slices_scored_with_the_volume_maximum():
+    pred, target = _volume()
+    want = np.mean([_skimage_ssim(p, t, target.max()) for p, t in zip(pred, target)])
+    assert metrics.volume_ssim(pred, target) == pytest.approx(want, abs=1e-9)
+    # the per-slice default (each slice's own maximum) differs where slices differ in brightness
+    assert abs(metrics.volume_ssim(pred, target) - np.mean(ssim(pred, target))) > 1e-3
+    assert metrics.volume_ssim(pred, target, data_range=2.0) == pytest.approx(np.mean(ssim(pred, target, data_range=2.0)))
+
+
+def test_volume_metrics_dict_masks_and_torch():
+    pred, target = _volume(1)
+    got = metrics.volume_metrics(torch.from_numpy(pred), torch.from_numpy(target).float())
+    assert set(got) == {"ssim", "psnr", "rmse", "nmse"} and all(isinstance(v, float) for v in got.values())
+    assert got["psnr"] == pytest.approx(metrics.volume_psnr(pred, target.astype(np.float32)), abs=1e-9)
+    fg = target > 0.3 * target.max()
+    mse_fg = np.mean((pred - target)[fg] ** 2)
+    assert metrics.volume_psnr(pred, target, mask=fg) == pytest.approx(10 * np.log10(target.max() ** 2 / mse_fg))
+    assert metrics.volume_nmse(pred, target, mask=fg) == pytest.approx(np.sum((pred - target)[fg] ** 2) / np.sum(target[fg] ** 2))
+    assert metrics.volume_psnr(target, target) == float("inf")
+
+
+@pytest.mark.parametrize("func", [metrics.volume_psnr, metrics.volume_ssim, metrics.volume_nmse, metrics.volume_metrics])
+def test_volume_metric_errors(func):
+    pred, target = _volume()
+    with pytest.raises(ValueError, match="slices, H, W"):
+        func(pred[0], target[0])
+    with pytest.raises(ValueError, match="differ"):
+        func(pred[:, :30], target)
+    if func is not metrics.volume_nmse:
+        with pytest.raises(ValueError, match="one data_range"):
+            func(pred, target, data_range=np.ones(5))
+        with pytest.raises(ValueError, match="maximum"):
+            func(pred, np.zeros_like(target))
