@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from mrtl_core.phantoms.knee import FADE_START_MM, FOV_MM, TISSUES, knee_tissue_slices
+from mrtl_core.phantoms.knee import FADE_START_MM, FOV_MM, TISSUES, knee_subject, knee_tissue_slices
 
 NS, SIZE = 11, 128          # 11 slices through the joint: index 5 is near the notch (midline)
 BIG = 256                   # for thickness measurements (0.625 mm pixels)
@@ -273,11 +273,8 @@ def test_posterior_tibial_slope(big):
     too little shaft to fit the axis (it is drawn 40-60 mm long on MRI, Hudek R et al. 2009, Clin Orthop
     Relat Res 467:2066-2072), so the leg's in-plane tilt is taken from the subject's pose, and the
     plateau line is measured on the image."""
-    from mrtl_core.phantoms.knee import _Knee
-
     for seed, fr in big.items():
-        rot = _Knee(np.random.default_rng(seed)).rot                 # the same first draws as the slices
-        tilt = np.degrees(np.arctan2(rot[2, 1], rot[1, 1]))         # in-plane (y, z) rotation of the leg
+        tilt = knee_subject(np.random.default_rng(seed))["tilt_deg"]   # in-plane rotation of the leg
         slopes = []
         for s in _compartments(fr):
             _, tib, _, _, cols = _joint_window(fr, s)
@@ -376,3 +373,26 @@ def test_fluid_muscle_fat_and_skin_everywhere(knee):
     for t in ("fat", "muscle", "skin"):
         assert (knee[t].sum(axis=(1, 2)) > 10).all(), t
     assert knee["fluid"].sum() > 10
+
+
+def test_gallery_landmarks_name_the_structures_where_anatomy_puts_them():
+    from mrtl_core.phantoms.knee import knee_landmarks
+
+    fr = knee_tissue_slices(np.random.default_rng(0), NS, SIZE)
+    comp = knee_landmarks(fr, 2)
+    mid = {**knee_landmarks(fr, NS // 2 - 1), **knee_landmarks(fr, NS // 2)}
+    assert "femoral condyle" in comp and any(k.startswith("meniscus") for k in comp), sorted(comp)
+    assert {"patella + cartilage", "trochlea", "patellar tendon", "tibial plateau"} <= set(mid), sorted(mid)
+    assert any(k in mid for k in ("ACL", "PCL", "cruciate ligament")), sorted(mid)
+    assert not any(k.startswith("meniscus") for k in knee_landmarks(fr, NS // 2)), "menisci at the notch"
+    for r, c in {**comp, **mid}.values():
+        assert 0 <= r < SIZE and 0 <= c < SIZE
+
+
+def test_knee_subject_reports_the_drawn_parameters():
+    a = knee_subject(np.random.default_rng(3))
+    assert a == knee_subject(np.random.default_rng(3))
+    assert 5.0 <= a["tibial_slope_deg"] <= 10.0 and 0.0 <= a["flexion_deg"] <= 20.0
+    assert a != knee_subject(np.random.default_rng(4))
+    with pytest.raises(TypeError, match="rng"):
+        knee_subject(3)
