@@ -1,6 +1,6 @@
 """The procedural knee, labelled, beside the previous revision of the phantom.
 
-Renders (a) the current knee (:func:`mrtl_core.phantoms.knee.knee_gallery`: several subjects, slices from
+Renders (a) the current knee (:func:`mrtl_core.gallery.knee_gallery`: several subjects, slices from
 one compartment through the notch to the other, at 128 and 256 px, structures labelled) and (b) the
 previous knee, loaded from git (the module text at commit ``PREVIOUS``, executed in a fresh module
 namespace) for the same subjects and slices as a plain grid. Run from the repository root::
@@ -21,7 +21,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mrtl_core.phantoms.knee import knee_gallery, knee_image  # noqa: E402
+from mrtl_core.gallery import knee_gallery, knee_image  # noqa: E402
 
 PREVIOUS = "31b73e6"          # the knee before the anatomy revision (issue 16)
 SEEDS = (0, 1)

@@ -376,7 +376,7 @@ def test_fluid_muscle_fat_and_skin_everywhere(knee):
 
 
 def test_gallery_landmarks_name_the_structures_where_anatomy_puts_them():
-    from mrtl_core.phantoms.knee import knee_landmarks
+    from mrtl_core.gallery import knee_landmarks
 
     fr = knee_tissue_slices(np.random.default_rng(0), NS, SIZE)
     comp = knee_landmarks(fr, 2)

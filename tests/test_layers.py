@@ -21,7 +21,7 @@ PACKAGE = ROOT / "mrtl_core"
 LAYERS = [
     {"fft", "masks", "metrics", "unet", "cache", "stats", "profiles", "phantoms", "phantoms.brain", "threads",
      "phantoms.knee", "sphinx_eval", "widgets", "progress", "precision"},
-    {"sense", "simulate", "records", "data"},
+    {"sense", "simulate", "records", "data", "gallery"},
     {"domains", "train"},
     {"evaluate"},
     {"experiment"},
