@@ -346,8 +346,8 @@ def gap_sentences(results: dict, thresholds=None) -> str:
         whole, psnr = paired(pre, twin, "ssim", **by), paired(pre, twin, "psnr", **by)
         out.append("* " + compare_sentence(diff, f"On {t} the pre-trained U-Net", "its twin trained on the target",
                                            thresholds)
-                   + f"; whole-image SSIM {fmt_ci(whole)}, PSNR {fmt_ci(psnr, 2, unit=' dB')} "
-                   f"(intervals over {test_set(results, twin)}).")
+                   + f"; whole-image SSIM {fmt_ci(whole)}, PSNR {fmt_ci(psnr, 2, unit=' dB')}; "
+                   f"intervals over {test_set(results, twin)}.")
     return "\n".join(out)
 
 
