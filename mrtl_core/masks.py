@@ -13,6 +13,21 @@ of its budget of ``round(W / acceleration)`` columns outside it:
 Unlike fastMRI's Bernoulli draw, the number of sampled columns is exact, so the effective
 acceleration of every mask is ``W / round(W / acceleration)`` -- within one line of the request,
 whatever the seed. Masks are seedable: the same seed gives the same mask.
+
+fastMRI's own calling convention, for code written against it (``UnetDataTransform(mask_func=...)``,
+``apply_mask``): :class:`FastmriMaskFunc` objects are called as ``mask_func(shape, offset=None,
+seed=None)`` and return ``(mask, num_low_frequencies)``, the mask a float32 torch tensor of shape
+``(1, ..., 1, W, 1)`` (``W = shape[-2]``) that broadcasts over k-space held as fastMRI does
+(``(..., coils, H, W, 2)``), seeded through ``np.random.RandomState`` (an int or a tuple of ints,
+e.g. fastMRI's per-volume ``tuple(map(ord, fname))``). Four kinds:
+
+* :class:`RandomMaskFunc`, :class:`EquispacedMaskFractionFunc`, :class:`EquispacedMaskFunc`: fastMRI's
+  three algorithms, draw for draw (the same masks for the same seed): a Bernoulli draw of the outer
+  columns (the number sampled varies with the seed), equispaced columns at an adjusted spacing, and
+  equispaced columns ``offset::acceleration`` on top of the centre (fastMRI's ``EquiSpacedMaskFunc``:
+  about 0.31 of the columns at 4x with 8 % centre, more than ``1 / R``);
+* :class:`ExactMaskFunc`: mrtl's own exact-count kinds (:func:`make_mask`, ``kind="random"`` or
+  ``"equispaced"``) behind the same signature.
 """
 from __future__ import annotations
 
@@ -29,6 +44,11 @@ __all__ = [
     "make_mask",
     "check_mask_settings",
     "MaskFunc",
+    "FastmriMaskFunc",
+    "RandomMaskFunc",
+    "EquispacedMaskFractionFunc",
+    "EquispacedMaskFunc",
+    "ExactMaskFunc",
     "effective_acceleration",
     "center_lines",
     "apply_mask",
@@ -177,6 +197,164 @@ class MaskFunc:
             seed=sub_seed,
             variable_density=self.variable_density,
         )
+
+
+class FastmriMaskFunc:
+    """fastMRI's ``MaskFunc`` protocol: ``mask_func(shape, offset=None, seed=None) -> (mask, num_low_frequencies)``.
+
+    Args:
+        center_fractions, accelerations: the pairs to draw from, one per call (uniformly, through the
+            object's ``np.random.RandomState``, as fastMRI does); ``allow_any_combination`` draws the
+            fraction and the acceleration independently.
+        seed: seeds the object's own generator (used by calls without a ``seed``).
+
+    A call with ``seed`` (an int or a tuple of ints) reseeds the generator for that call only and
+    restores it after, as fastMRI's ``temp_seed`` does, so one seed always gives one mask. ``shape``
+    has at least 3 entries, the columns at ``shape[-2]``; the mask is float32 ``(1, ..., W, 1)``
+    with ``len(shape)`` dimensions: the centre's ``num_low_frequencies = round(W * fraction)``
+    columns (from ``(W - n + 1) // 2``) and the kind's outer columns. Subclasses implement
+    :meth:`outer_columns`.
+    """
+
+    def __init__(self, center_fractions: Sequence[float], accelerations: Sequence[float],
+                 allow_any_combination: bool = False, seed: int | None = None) -> None:
+        if not accelerations or not center_fractions or (
+                len(center_fractions) != len(accelerations) and not allow_any_combination):
+            raise ValueError("center_fractions and accelerations must be non-empty and of equal length (unless "
+                             f"allow_any_combination), got {list(center_fractions)} and {list(accelerations)}")
+        for r in accelerations:
+            _check_acceleration(r)
+        for cf in center_fractions:
+            if isinstance(cf, bool) or not isinstance(cf, (int, float, np.integer, np.floating)) or not 0 < cf <= 1:
+                raise ValueError(f"center_fraction must lie in (0, 1], got {cf!r}")
+        self.center_fractions, self.accelerations = list(center_fractions), list(accelerations)
+        self.allow_any_combination = bool(allow_any_combination)
+        self.rng = np.random.RandomState(seed)
+
+    def choose_acceleration(self) -> tuple[float, float]:
+        """One ``(center_fraction, acceleration)`` pair, drawn from the object's generator as fastMRI draws it."""
+        if self.allow_any_combination:
+            return self.rng.choice(self.center_fractions), self.rng.choice(self.accelerations)
+        choice = self.rng.randint(len(self.center_fractions))
+        return self.center_fractions[choice], self.accelerations[choice]
+
+    def outer_columns(self, num_cols: int, acceleration: float, offset: int | None,
+                      num_low_frequencies: int) -> np.ndarray:
+        """The ``(num_cols,)`` 0/1 mask of the columns sampled besides the centre block."""
+        raise NotImplementedError
+
+    def __call__(self, shape: Sequence[int], offset: int | None = None,
+                 seed: int | tuple[int, ...] | None = None) -> tuple[torch.Tensor, int]:
+        if len(shape) < 3:
+            raise ValueError(f"shape should have 3 or more dimensions (..., W, 1 or 2), got {tuple(shape)}")
+        num_cols = int(shape[-2])
+        state = self.rng.get_state() if seed is not None else None
+        if seed is not None:
+            self.rng.seed(seed)
+        try:
+            center_fraction, acceleration = self.choose_acceleration()
+            num_low = round(num_cols * center_fraction)
+            centre = np.zeros(num_cols, dtype=np.float32)
+            pad = (num_cols - num_low + 1) // 2
+            centre[pad: pad + num_low] = 1
+            outer = self.outer_columns(num_cols, acceleration, offset, num_low)
+        finally:
+            if state is not None:
+                self.rng.set_state(state)
+        view = [1] * len(shape)
+        view[-2] = num_cols
+        mask = np.maximum(centre, np.asarray(outer, dtype=np.float32))
+        return torch.from_numpy(mask.reshape(view).astype(np.float32)), int(num_low)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.center_fractions}, {self.accelerations})"
+
+
+class RandomMaskFunc(FastmriMaskFunc):
+    """fastMRI's ``RandomMaskFunc``: each outer column sampled with probability
+    ``(W / R - n_low) / (W - n_low)``, so ``W / R`` columns on average (the count varies with the seed;
+    :class:`ExactMaskFunc` ``kind="random"`` samples exactly ``round(W / R)``). ``offset`` is not used."""
+
+    def outer_columns(self, num_cols, acceleration, offset, num_low_frequencies):
+        prob = (num_cols / acceleration - num_low_frequencies) / (num_cols - num_low_frequencies)
+        return self.rng.uniform(size=num_cols) < prob
+
+
+class EquispacedMaskFractionFunc(FastmriMaskFunc):
+    """fastMRI's ``EquispacedMaskFractionFunc``: outer columns at the spacing
+    ``R (n_low - W) / (n_low R - W)`` (rounded positions from ``offset``, random in
+    ``[0, round(spacing))`` when ``None``), so that about ``W / R`` columns are sampled in all."""
+
+    def outer_columns(self, num_cols, acceleration, offset, num_low_frequencies):
+        adjusted = (acceleration * (num_low_frequencies - num_cols)) / (num_low_frequencies * acceleration - num_cols)
+        if offset is None:
+            offset = self.rng.randint(0, high=round(adjusted))
+        mask = np.zeros(num_cols)
+        mask[np.around(np.arange(offset, num_cols - 1, adjusted)).astype(np.uint)] = 1.0
+        return mask
+
+
+class EquispacedMaskFunc(FastmriMaskFunc):
+    """fastMRI's ``EquiSpacedMaskFunc``: every ``R``-th column from ``offset`` (random in ``[0, R)`` when
+    ``None``) on top of the centre block, as GRAPPA acquisitions space their lines. The centre comes
+    on top of ``W / R`` lines, so the sampled fraction exceeds ``1 / R`` (about 0.31 at 4x with an 8 %
+    centre): the effective acceleration is below the nominal one. ``R`` must be an integer."""
+
+    def outer_columns(self, num_cols, acceleration, offset, num_low_frequencies):
+        if float(acceleration) != int(acceleration):
+            raise ValueError(f"EquispacedMaskFunc samples every R-th column: R must be an integer, got {acceleration!r}")
+        step = int(acceleration)
+        if offset is None:
+            offset = self.rng.randint(0, high=round(acceleration))
+        mask = np.zeros(num_cols, dtype=np.float32)
+        mask[offset::step] = 1
+        return mask
+
+
+class ExactMaskFunc(FastmriMaskFunc):
+    """mrtl's exact-count masks (:func:`make_mask`) behind fastMRI's signature.
+
+    ``ExactMaskFunc([0.08], [4], kind="random")((1, 640, 368, 2), seed=(102, 105))`` samples exactly
+    ``round(368 / 4)`` columns. The pair is drawn as fastMRI draws it, then the generator gives
+    :func:`make_mask` its seed. ``offset``: not used by ``kind="random"`` (as fastMRI's random mask);
+    ``kind="equispaced"`` places its own random offset and refuses a given one (use
+    :class:`EquispacedMaskFunc` to fix it). ``variable_density`` as in :func:`make_mask`.
+    """
+
+    def __init__(self, center_fractions: Sequence[float], accelerations: Sequence[float], kind: str = "random",
+                 variable_density: float | None = None, allow_any_combination: bool = False,
+                 seed: int | None = None) -> None:
+        super().__init__(center_fractions, accelerations, allow_any_combination, seed)
+        for cf, r in zip(self.center_fractions, self.accelerations):
+            check_mask_settings(r, cf, kind, variable_density)
+        self.kind, self.variable_density = kind, variable_density
+
+    def outer_columns(self, num_cols, acceleration, offset, num_low_frequencies):
+        raise NotImplementedError("ExactMaskFunc draws whole masks: see __call__")
+
+    def __call__(self, shape: Sequence[int], offset: int | None = None,
+                 seed: int | tuple[int, ...] | None = None) -> tuple[torch.Tensor, int]:
+        if len(shape) < 3:
+            raise ValueError(f"shape should have 3 or more dimensions (..., W, 1 or 2), got {tuple(shape)}")
+        if offset is not None and self.kind == "equispaced":
+            raise ValueError("ExactMaskFunc(kind='equispaced') draws its own offset; use EquispacedMaskFunc for a "
+                             f"given one (got offset={offset!r})")
+        num_cols = int(shape[-2])
+        state = self.rng.get_state() if seed is not None else None
+        if seed is not None:
+            self.rng.seed(seed)
+        try:
+            center_fraction, acceleration = self.choose_acceleration()
+            sub_seed = int(self.rng.randint(2**31 - 1))
+        finally:
+            if state is not None:
+                self.rng.set_state(state)
+        mask = make_mask(num_cols, acceleration, center_fraction, kind=self.kind, seed=sub_seed,
+                         variable_density=self.variable_density)
+        centre = center_lines(num_cols, center_fraction)
+        view = [1] * len(shape)
+        view[-2] = num_cols
+        return torch.from_numpy(mask.reshape(view).astype(np.float32)), int(centre.stop - centre.start)
 
 
 def effective_acceleration(mask: np.ndarray | torch.Tensor) -> float:

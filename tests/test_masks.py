@@ -1,4 +1,8 @@
-"""Cartesian masks: fastMRI's centre lines, exact budgets, seeding, variable density, errors."""
+"""Cartesian masks: fastMRI's centre lines, exact budgets, seeding, variable density, fastMRI's call signature, errors.
+
+tests/test_fastmri_interop.py compares the fastMRI-signature functions with fastMRI's own code; here,
+their invariants.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +10,11 @@ import pytest
 import torch
 
 from mrtl_core.masks import (
+    EquispacedMaskFractionFunc,
+    EquispacedMaskFunc,
+    ExactMaskFunc,
     MaskFunc,
+    RandomMaskFunc,
     apply_mask,
     center_lines,
     default_center_fraction,
@@ -157,3 +165,67 @@ def test_mask_func_bad_inputs():
         MaskFunc([0.08], [0.5])
     with pytest.raises(ValueError, match="kind"):
         MaskFunc([0.08], [4], kind="spiral")
+
+
+# --- fastMRI's call signature ------------------------------------------------------------------------
+FASTMRI_KINDS = [RandomMaskFunc, EquispacedMaskFractionFunc, EquispacedMaskFunc,
+                 lambda cf, r, **kw: ExactMaskFunc(cf, r, kind="random", **kw),
+                 lambda cf, r, **kw: ExactMaskFunc(cf, r, kind="equispaced", **kw)]
+
+
+@pytest.mark.parametrize("make", FASTMRI_KINDS)
+@pytest.mark.parametrize("num_cols,cf", [(368, 0.08), (320, 0.04), (128, 0.08)])
+def test_fastmri_signature_shape_centre_and_seeding(make, num_cols, cf):
+    func = make([cf], [4 if cf == 0.08 else 8])
+    mask, num_low = func((1, 640, num_cols, 2), seed=3)
+    assert mask.shape == (1, 1, num_cols, 1) and mask.dtype == torch.float32
+    assert set(np.unique(mask.numpy())) <= {0.0, 1.0}
+    start, stop = EXPECTED_CENTRE[(num_cols, cf)]
+    assert num_low == stop - start and mask.reshape(-1)[start:stop].all()
+    again, _ = func((1, 640, num_cols, 2), seed=3)
+    assert torch.equal(mask, again)                                 # one seed, one mask
+    assert any(not torch.equal(mask, func((1, 640, num_cols, 2), seed=s)[0]) for s in range(4, 8))
+    name = tuple(map(ord, "file1000001.h5"))                        # fastMRI's per-volume seed
+    assert torch.equal(func((1, num_cols, 1), seed=name)[0].reshape(-1), func((5, 640, num_cols, 2), seed=name)[0].reshape(-1))
+    # a seeded call leaves the object's own stream where it was
+    a, b = make([cf], [4], seed=11), make([cf], [4], seed=11)
+    a((1, num_cols, 1), seed=99)
+    assert torch.equal(a((1, num_cols, 1))[0], b((1, num_cols, 1))[0])
+    with pytest.raises(ValueError, match="3 or more"):
+        func((num_cols, 1))
+
+
+def test_fastmri_signature_sampled_fractions():
+    w, seeds = 368, range(40)
+    frac = lambda func: np.mean([float(func((1, w, 1), seed=s)[0].mean()) for s in seeds])  # noqa: E731
+    assert frac(RandomMaskFunc([0.08], [4])) == pytest.approx(0.25, abs=0.01)           # W / R on average
+    assert frac(EquispacedMaskFractionFunc([0.08], [4])) == pytest.approx(0.25, abs=0.01)
+    # fastMRI's equispaced: every 4th column on top of the centre, about 0.31 (the issue's 0.309)
+    assert frac(EquispacedMaskFunc([0.08], [4])) == pytest.approx(0.25 + 0.08 * 0.75, abs=0.005)
+    counts = {int(RandomMaskFunc([0.08], [4])((1, w, 1), seed=s)[0].sum()) for s in seeds}
+    assert len(counts) > 3                                         # a Bernoulli draw: the count varies
+    exact = {int(ExactMaskFunc([0.08], [4])((1, w, 1), seed=s)[0].sum()) for s in seeds}
+    assert exact == {round(w / 4)}                                 # mrtl's: exactly round(W / R)
+
+
+def test_equispaced_offset_and_exact_mask_func_agrees_with_make_mask():
+    for offset in range(4):
+        m = EquispacedMaskFunc([0.08], [4])((1, 64, 1), offset=offset)[0].reshape(-1).numpy()
+        outer = np.ones(64, bool)
+        outer[center_lines(64, 0.08)] = False
+        assert (m[offset::4] == 1).all() and not m[outer & (np.arange(64) % 4 != offset)].any()
+    with pytest.raises(ValueError, match="integer"):
+        EquispacedMaskFunc([0.08], [2.5])((1, 64, 1), seed=0)
+    with pytest.raises(ValueError, match="offset"):
+        ExactMaskFunc([0.08], [4], kind="equispaced")((1, 64, 1), offset=1)
+    # the exact-count function is make_mask with a seed drawn from the call's seed
+    got = ExactMaskFunc([0.08], [4], kind="equispaced")((1, 96, 1), seed=5)[0].reshape(-1).numpy().astype(bool)
+    rng = np.random.RandomState(5)
+    rng.randint(1)
+    np.testing.assert_array_equal(got, make_mask(96, 4, 0.08, kind="equispaced", seed=int(rng.randint(2**31 - 1))))
+    with pytest.raises(ValueError, match="equal length"):
+        RandomMaskFunc([0.08, 0.04], [4])
+    with pytest.raises(ValueError, match="center_fraction"):
+        RandomMaskFunc([1.5], [4])
+    with pytest.raises(ValueError, match="kind"):
+        ExactMaskFunc([0.08], [4], kind="spiral")
