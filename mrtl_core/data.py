@@ -15,6 +15,8 @@ One loader serves synthetic and real data. A file holds one subject (a volume of
 The U-Net transform (fastMRI's ``UnetDataTransform``): mask k-space -> ``ifft2c`` -> centre crop to the
 recon matrix -> magnitude -> RSS over coils -> instance normalisation ``(x - mean) / (std + eps)``,
 clamped to +-6; the target is ``reconstruction_rss`` normalised with the same ``mean`` and ``std``.
+A k-space narrower than the recon matrix (``Wk < W``, some real fastMRI brain files, e.g. FLAIR
+with 203 columns) is cropped as fastMRI crops it: to the square ``(Wk, Wk)``.
 :class:`SliceDataset` reads a slice, draws its mask and hands both to a transform (default
 :class:`UnetTransform`), which returns a :class:`UnetSample`; :func:`collate` batches samples.
 """
@@ -69,6 +71,7 @@ DATA_VERSION = 1
 _REQUIRED_KEYS = ("kspace", "reconstruction_rss", "ismrmrd_header")
 _REQUIRED_ATTRS = ("acquisition", "max", "norm", "patient_id")
 _GAMMA_HZ_PER_T = 42.577478e6  # proton gyromagnetic ratio / 2 pi
+_MRTL_VENDOR = "mrtl (simulated)"  # the header's systemVendor in every file mrtl writes
 _EPS = 1e-11
 _CLAMP = 6.0
 
@@ -111,9 +114,14 @@ def rss(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
 
 
 def _fit_crop(recon_size: Sequence[int], image_shape: Sequence[int]) -> tuple[int, int]:
-    # Some real fastMRI brain files have fewer phase-encode columns than the recon matrix:
-    # crop no more than the image has (fastMRI's UnetDataTransform does the same, squarely).
-    return min(int(recon_size[0]), int(image_shape[-2])), min(int(recon_size[1]), int(image_shape[-1]))
+    # Some real fastMRI brain files have fewer phase-encode columns than the recon matrix: fastMRI's
+    # UnetDataTransform then crops the square of the image's width ("FLAIR 203"), and so does mrtl.
+    # (Rows fewer than the recon matrix, which fastMRI refuses, are clamped to the image.)
+    h, w = int(recon_size[0]), int(recon_size[1])
+    rows, cols = int(image_shape[-2]), int(image_shape[-1])
+    if cols < w:
+        h = w = cols
+    return min(h, rows), w
 
 
 def zero_filled_rss(kspace: torch.Tensor | np.ndarray, recon_size: Sequence[int]) -> torch.Tensor:
@@ -121,7 +129,8 @@ def zero_filled_rss(kspace: torch.Tensor | np.ndarray, recon_size: Sequence[int]
 
     Args:
         kspace: complex ``(..., C, Hk, Wk)``; the coil axis is the third from last.
-        recon_size: ``(H, W)`` of the centre crop (clamped to the image size).
+        recon_size: ``(H, W)`` of the centre crop; for k-space narrower than ``W`` (``Wk < W``) the
+            square ``(Wk, Wk)``, as fastMRI's ``UnetDataTransform`` crops it.
 
     Returns:
         float32 ``(..., H, W)``.
@@ -363,7 +372,7 @@ def make_ismrmrd_header(
     header = x.ismrmrdHeader(
         subjectInformation=x.subjectInformationType(patientID=str(patient_id)) if patient_id else None,
         acquisitionSystemInformation=x.acquisitionSystemInformationType(
-            systemVendor="mrtl (simulated)", systemFieldStrength_T=float(field_strength_T), receiverChannels=int(num_coils)
+            systemVendor=_MRTL_VENDOR, systemFieldStrength_T=float(field_strength_T), receiverChannels=int(num_coils)
         ),
         experimentalConditions=x.experimentalConditionsType(
             H1resonanceFrequency_Hz=int(round(_GAMMA_HZ_PER_T * float(field_strength_T)))
@@ -492,6 +501,7 @@ def _parse_header(xml: bytes | str, where: Path) -> dict[str, Any]:
             "recon_fov_mm": faxis(enc.reconSpace.fieldOfView_mm),
             "field_strength_T": None if sysinfo is None or sysinfo.systemFieldStrength_T is None else float(sysinfo.systemFieldStrength_T),
             "num_coils": None if sysinfo is None or sysinfo.receiverChannels is None else int(sysinfo.receiverChannels),
+            "system_vendor": None if sysinfo is None or sysinfo.systemVendor is None else str(sysinfo.systemVendor),
         }
     except Exception:  # real scanners' headers may hold elements this schema version rejects
         out = _parse_header_etree(xml, where)
@@ -522,6 +532,7 @@ def _parse_header_etree(xml: bytes, where: Path) -> dict[str, Any]:
             "recon_fov_mm": triple("reconSpace/fieldOfView_mm", float),
             "field_strength_T": find("acquisitionSystemInformation/systemFieldStrength_T"),
             "num_coils": find("acquisitionSystemInformation/receiverChannels", int),
+            "system_vendor": find("acquisitionSystemInformation/systemVendor", str),
         }
     except ValueError as err:
         raise DataError(f"{where}: ismrmrd_header has a malformed number ({err})") from None
@@ -534,7 +545,8 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
     """The ISMRMRD header of a file as a dict.
 
     Keys: ``encoded_matrix`` and ``recon_matrix`` ``(x, y, z)`` (x = readout = rows H), ``encoded_fov_mm``,
-    ``recon_fov_mm``, ``field_strength_T`` (float or None), ``num_coils`` (int or None), ``recon_size`` ``(H, W)``.
+    ``recon_fov_mm``, ``field_strength_T`` (float or None), ``num_coils`` (int or None), ``system_vendor``
+    (str or None; ``"mrtl (simulated)"`` in the files mrtl writes), ``recon_size`` ``(H, W)``.
     """
     path = Path(path)
     with _open(path) as f:
@@ -744,14 +756,26 @@ class SliceDataset(torch.utils.data.Dataset):
         files: a directory (its ``*.h5``) or a list of files; one subject per file.
         acceleration, center_fraction, mask_kind: a fixed mask distribution (``center_fraction=None``
             uses :func:`mrtl_core.masks.default_center_fraction`, 0.08 at 4x).
-        mask_func: a :class:`~mrtl_core.masks.MaskFunc` instead (e.g. random accelerations).
+        mask_func: a :class:`~mrtl_core.masks.MaskFunc` instead (e.g. random accelerations), called
+            ``mask_func(num_cols, seed=seed)``; or any mask function with fastMRI's signature
+            (:class:`~mrtl_core.masks.FastmriMaskFunc`, or fastMRI's own), called as fastMRI's
+            ``apply_mask`` calls it: ``mask_func((1, Hk, Wk, 2), None, seed)`` -> ``(mask, num_low)``.
         crop_size: ``(H, W)`` instead of the header's recon matrix.
         split_seed: an integer mixed into the per-slice mask seeds (``None`` = 0), so that e.g. a
             validation and a test view of the same file can be given different fixed masks.
-        seed_masks: ``True`` (validation/test): every slice's mask is seeded from a stable hash of
-            (file name, slice, split_seed), so every evaluation sees the same masks. ``False``
-            (training): a fresh mask per access, drawn from torch's RNG (reproducible under
-            ``torch.manual_seed``; DataLoader workers get distinct streams).
+        seed_masks: ``True`` (validation/test): fixed masks, seeded as ``mask_seed`` says, so every
+            evaluation sees the same masks. ``False`` (training): a fresh mask per access, drawn
+            from torch's RNG (reproducible under ``torch.manual_seed``; DataLoader workers get
+            distinct streams).
+        mask_seed: how ``seed_masks`` seeds a slice's mask. ``"slice"``: mrtl's own, a stable hash of
+            (file name, slice, split_seed), a mask of its own for every slice. ``"volume"``:
+            fastMRI's (``UnetDataTransform(use_seed=True)``), the seed ``tuple(map(ord, fname))``,
+            one mask for every slice of a file, the same in every split (``split_seed`` unused).
+            ``"auto"`` (default): ``"slice"`` for the files mrtl writes (:func:`write_fastmri_file`,
+            whose header names the vendor ``"mrtl (simulated)"``: the book's data keep their masks)
+            and ``"volume"`` for every other file, e.g. real fastMRI data. With one of fastMRI's
+            mask functions (``mask_func=masks.RandomMaskFunc(...)``, or fastMRI's own objects) and
+            ``"volume"``, a file's mask is the one fastMRI's transform draws for it.
         with_kspace: the default transform also returns ``masked_kspace``, ``mask``, ``sens_maps``
             (if stored) and ``target_raw``; with any transform, stored coil maps are read and passed
             to it only when this (or the transform's own ``with_kspace`` attribute) is true.
@@ -778,11 +802,15 @@ class SliceDataset(torch.utils.data.Dataset):
         seed_masks: bool = True,
         with_kspace: bool = False,
         skip_bad_files: bool = False,
-        mask_func: MaskFunc | None = None,
+        mask_func: MaskFunc | Callable[..., Any] | None = None,
         variable_density: float | None = None,
         max_open_files: int = 32,
         transform: Callable[..., Any] | None = None,
+        mask_seed: str = "auto",
     ) -> None:
+        if mask_seed not in ("auto", "slice", "volume"):
+            raise ValueError(f"mask_seed must be 'auto', 'slice' or 'volume', got {mask_seed!r}")
+        self.mask_seed = mask_seed
         self.mask_func = mask_func
         if mask_func is None:
             cf = default_center_fraction(acceleration) if center_fraction is None else center_fraction
@@ -817,6 +845,9 @@ class SliceDataset(torch.utils.data.Dataset):
         if not self.files:
             raise DataError(f"no usable files in {files!r}")
         self._check_consistent()
+        # which files get one mask per volume (fastMRI's seeding) when seed_masks
+        self._volume_seeded = {f.path.name: mask_seed == "volume" or (
+            mask_seed == "auto" and f.header.get("system_vendor") != _MRTL_VENDOR) for f in self.files}
         self.index: list[tuple[int, int]] = [(i, s) for i, f in enumerate(self.files) for s in range(f.num_slices)]
         self._handles: OrderedDict[int, h5py.File] = OrderedDict()
         self._pid = os.getpid()
@@ -872,7 +903,7 @@ class SliceDataset(torch.utils.data.Dataset):
         # a test/challenge file's k-space is already under-sampled: its own mask is the only one
         if info.mask is not None:
             return info.mask
-        return self.mask_for(info.path.name, slice_idx, info.kspace_shape[-1])
+        return self.mask_for(info.path.name, slice_idx, info.kspace_shape[-1], num_rows=info.kspace_shape[-2])
 
     # h5py handles must not cross a fork or a pickle: each worker opens its own, lazily.
     def __getstate__(self) -> dict:
@@ -919,14 +950,25 @@ class SliceDataset(torch.utils.data.Dataset):
         """Patient ids of the files, in order."""
         return [f.patient_id for f in self.files]
 
-    def mask_for(self, fname: str, slice_idx: int, num_cols: int) -> np.ndarray:
-        """The ``(num_cols,)`` mask this dataset uses for ``(fname, slice_idx)`` when ``seed_masks``."""
-        if self.seed_masks:
-            seed = _stable_seed(Path(fname).name, slice_idx, self.split_seed)
+    def mask_for(self, fname: str, slice_idx: int, num_cols: int, num_rows: int | None = None) -> np.ndarray:
+        """The bool ``(num_cols,)`` mask this dataset uses for ``(fname, slice_idx)`` when ``seed_masks``.
+
+        Seeded per slice or per volume as ``mask_seed`` says (a name that is not one of the
+        dataset's files: per volume only under ``mask_seed="volume"``); ``num_rows`` (``Hk``) completes
+        the k-space shape a fastMRI-signature ``mask_func`` is given (1 when ``None``).
+        """
+        name = Path(fname).name
+        if not self.seed_masks:
+            seed: Any = int(torch.randint(0, 2**31 - 1, (1,)).item())
+        elif self._volume_seeded.get(name, self.mask_seed == "volume"):
+            seed = tuple(map(ord, name))  # fastMRI's seed: one mask for the whole volume
         else:
-            seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
-        if self.mask_func is not None:
+            seed = _stable_seed(name, slice_idx, self.split_seed)
+        if isinstance(self.mask_func, MaskFunc):
             return self.mask_func(num_cols, seed=seed)
+        if self.mask_func is not None:
+            mask, _ = self.mask_func((1, int(num_rows or 1), int(num_cols), 2), None, seed)
+            return np.asarray(torch.as_tensor(mask).reshape(-1).cpu().numpy() != 0, dtype=bool)
         return make_mask(num_cols, self.acceleration, self.center_fraction, kind=self.mask_kind,
                          seed=seed, variable_density=self.variable_density)
 

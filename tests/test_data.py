@@ -18,7 +18,7 @@ import torch
 
 from mrtl_core import data, domains
 from mrtl_core.data import DataError, SliceDataset, inspect_file, split_by_subject, write_fastmri_file
-from mrtl_core.masks import center_lines, effective_acceleration
+from mrtl_core.masks import RandomMaskFunc, center_lines, effective_acceleration, make_mask
 
 
 def _kspace(rng, s=3, c=4, h=64, w=32):
@@ -153,6 +153,67 @@ def test_validation_masks_are_deterministic_training_masks_vary(tmp_path):
     np.testing.assert_array_equal(train[0].mask.numpy(), draws[0])  # reproducible under manual_seed
 
 
+def test_volume_masks_one_per_file_seeded_from_its_name(tmp_path):
+    for i in range(2):
+        _write(tmp_path / f"file{i}.h5", np.random.default_rng(i), patient_id=f"p{i}", s=4, w=64, sens=False)
+    ds = SliceDataset(tmp_path, with_kspace=True, mask_seed="volume")
+    by_file: dict[str, set] = {}
+    for i in range(len(ds)):
+        s = ds[i]
+        by_file.setdefault(s.fname, set()).add(s.mask.numpy().tobytes())
+        # fastMRI's seed, the file name's characters, through the dataset's mask distribution
+        want = make_mask(64, 4, 0.08, seed=tuple(map(ord, s.fname)))
+        np.testing.assert_array_equal(s.mask.numpy(), want)
+    assert all(len(v) == 1 for v in by_file.values()) and len(set.union(*by_file.values())) == 2
+    # the same in every split: fastMRI's seed is the file name alone
+    again = SliceDataset(tmp_path, with_kspace=True, mask_seed="volume", split_seed=3)
+    np.testing.assert_array_equal(again[1].mask.numpy(), ds[1].mask.numpy())
+    # per slice, the other way: the slices of a file get different masks
+    per_slice = SliceDataset(tmp_path, with_kspace=True, mask_seed="slice")
+    assert len({per_slice[i].mask.numpy().tobytes() for i in range(4)}) > 1
+    # training views draw afresh either way
+    train = SliceDataset(tmp_path, with_kspace=True, mask_seed="volume", seed_masks=False)
+    assert len({train[0].mask.numpy().tobytes() for _ in range(4)}) > 1
+    with pytest.raises(ValueError, match="mask_seed"):
+        SliceDataset(tmp_path, mask_seed="subject")
+
+
+def _as_if_from_a_scanner(path):
+    """Give an mrtl-written file a scanner's vendor in its header, as real fastMRI files have."""
+    with h5py.File(path, "a") as f:
+        header = f["ismrmrd_header"][()].replace(b"mrtl (simulated)", b"SIEMENS")
+        del f["ismrmrd_header"]
+        f.create_dataset("ismrmrd_header", data=np.bytes_(header))
+
+
+def test_auto_mask_seed_keeps_mrtls_files_per_slice_and_seeds_other_files_per_volume(tmp_path):
+    _write(tmp_path / "sim.h5", np.random.default_rng(0), patient_id="p0", s=4, w=64, sens=False)
+    _write(tmp_path / "real.h5", np.random.default_rng(1), patient_id="p1", s=4, w=64, sens=False)
+    _as_if_from_a_scanner(tmp_path / "real.h5")
+    assert data.read_header(tmp_path / "real.h5")["system_vendor"] == "SIEMENS"
+    assert data.read_header(tmp_path / "sim.h5")["system_vendor"] == "mrtl (simulated)"
+    auto = SliceDataset(tmp_path, with_kspace=True)
+    assert auto.mask_seed == "auto"
+    slice_view = SliceDataset(tmp_path, with_kspace=True, mask_seed="slice")
+    volume_view = SliceDataset(tmp_path, with_kspace=True, mask_seed="volume")
+    for i in range(len(auto)):
+        s = auto[i]
+        ref = slice_view if s.fname == "sim.h5" else volume_view
+        np.testing.assert_array_equal(s.mask.numpy(), ref[i].mask.numpy())
+    assert len({auto[i].mask.numpy().tobytes() for i in range(len(auto)) if auto[i].fname == "real.h5"}) == 1
+    assert len({auto[i].mask.numpy().tobytes() for i in range(len(auto)) if auto[i].fname == "sim.h5"}) > 1
+
+
+def test_a_fastmri_signature_mask_function_in_the_dataset(tmp_path):
+    _write(tmp_path / "file7.h5", s=3, w=64, sens=False)
+    func = RandomMaskFunc([0.08], [4])
+    ds = SliceDataset(tmp_path, with_kspace=True, mask_func=func, mask_seed="volume")
+    want, _ = RandomMaskFunc([0.08], [4])((1, 64, 64, 2), None, tuple(map(ord, "file7.h5")))
+    for i in range(3):
+        assert ds[i].mask.dtype == torch.bool
+        np.testing.assert_array_equal(ds[i].mask.numpy(), want.reshape(-1).numpy() > 0)
+
+
 def test_dataloader_workers_open_files_lazily(tmp_path):
     _write(tmp_path / "a.h5", sens=False)
     ds = SliceDataset(tmp_path)
@@ -239,12 +300,18 @@ def test_real_fastmri_sized_knee_file(tmp_path):
     assert data.read_header(path)["encoded_matrix"][:2] == (640, 368)
 
 
-def test_recon_matrix_wider_than_image_is_clamped(tmp_path):
-    # real brain files with fewer phase-encode columns than the 320 recon matrix (fastMRI's FLAIR 203 case)
+def test_recon_matrix_wider_than_image_is_cropped_to_a_square_as_fastmri_does(tmp_path):
+    # real brain files with fewer phase-encode columns than the 320 recon matrix (fastMRI's FLAIR 203 case):
+    # fastMRI's UnetDataTransform crops the square of the image's width (tests/test_fastmri_interop.py runs it)
     path, _, _ = _write(tmp_path / "a.h5", h=64, w=24, recon=(32, 32), sens=False,
                         reconstruction_rss=np.ones((3, 32, 32), np.float32))
     s = SliceDataset(path)[0]
-    assert s.image.shape == s.target.shape == (1, 32, 24)
+    assert s.image.shape == s.target.shape == (1, 24, 24)
+    assert data.inspect_file(path).recon_size == (24, 24)
+    k = torch.ones((2, 64, 24), dtype=torch.complex64)
+    assert data.zero_filled_rss(k, (32, 32)).shape == (24, 24)
+    assert data.zero_filled_rss(k, (20, 24)).shape == (20, 24)  # as wide as the image: the matrix as asked
+    assert data.zero_filled_rss(k, (80, 24)).shape == (64, 24)  # more rows than the image: clamped
 
 
 # ------------------------------------------------------------------------------- bad input
