@@ -1,11 +1,13 @@
-"""Evaluation on test slices: reconstruct, un-normalise, score per slice.
+"""Evaluation on test slices: reconstruct, un-normalise, score per slice and per volume.
 
 :func:`evaluate` reconstructs each slice with a model, or with the classical ``"zero-filled"`` or
 ``"cg-sense"`` baselines (ESPIRiT maps from the ACS lines unless the sample carries its true
 ``sens_maps``), un-normalises to physical units and reports SSIM, PSNR, RMSE and NMSE per slice
 (:data:`METRICS`), over the whole image and over a foreground mask, with ``data_range`` the target
 volume's maximum (fastMRI's convention). The result, :class:`EvalResult`, pairs slice by slice with
-another on the same dataset (:func:`mrtl_core.stats.paired_difference`).
+another on the same dataset (:func:`mrtl_core.stats.paired_difference`), and groups its slices by
+volume (file) for the same metrics per volume as fastMRI's ``evaluate.py`` computes them
+(:meth:`EvalResult.volume_metrics`, :meth:`EvalResult.volume_summary`).
 
 :func:`reconstruct_files` writes the same reconstructions as fastMRI submission files, for data
 without targets.
@@ -39,7 +41,10 @@ class EvalResult:
     ``metrics[name]`` is a float64 array with one value per slice (``name`` in :data:`METRICS`;
     ``*_fg`` are over the target's foreground mask). ``slices`` lists ``(fname, slice_idx)`` in
     the same order. ``examples[i]`` holds physical-unit ``pred``, ``target``, ``zero_filled``
-    (H, W) float32 arrays and ``foreground`` for the requested dataset indices.
+    (H, W) float32 arrays and ``foreground`` for the requested dataset indices. ``volume_terms``
+    holds, per slice and in the same order, what the per-volume metrics pool: ``sse`` (squared
+    error), ``energy`` (squared target), ``pixels``, their ``*_fg`` counterparts over the foreground,
+    and ``data_range`` (the slice's ``max_value``).
     """
 
     method: str
@@ -47,6 +52,7 @@ class EvalResult:
     slices: list[tuple[str, int]]
     examples: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
     seconds: float = 0.0
+    volume_terms: dict[str, np.ndarray] = field(default_factory=dict)
 
     def summary(self, confidence: float = 0.95) -> dict[str, dict]:
         """Per metric, :func:`mrtl_core.stats.summarise` of the per-slice values (mean, std, t-interval)."""
@@ -55,6 +61,48 @@ class EvalResult:
     def mean(self, metric: str) -> float:
         """The mean over slices of one metric."""
         return float(np.mean(self.metrics[metric]))
+
+    @property
+    def volumes(self) -> list[str]:
+        """The file names of the evaluated slices, each once, in the order first met."""
+        return list(dict.fromkeys(name for name, _ in self.slices))
+
+    def volume_metrics(self) -> dict[str, np.ndarray]:
+        """Per metric of :data:`METRICS`, one value per volume (in the order of :attr:`volumes`).
+
+        As fastMRI's ``evaluate.py`` scores a volume (:func:`mrtl_core.metrics.volume_metrics`):
+        PSNR, RMSE and NMSE pool the squared error of all the volume's evaluated slices, PSNR with
+        the volume's ``max_value`` as data range; SSIM is the mean of the slices' SSIM, each with the
+        same data range. The ``*_fg`` metrics pool over the foreground masks the same way (mrtl's,
+        not fastMRI's). A volume is scored over the slices evaluated (all of them unless
+        ``max_slices`` cut the dataset short). The per-slice :attr:`metrics` and :meth:`summary`
+        are unchanged by this; the two conventions differ (a mean of per-slice PSNR is not the PSNR
+        of the pooled error), so a table says which one it shows.
+        """
+        terms = self.volume_terms
+        if not terms:
+            raise ValueError("this EvalResult records no per-volume terms (it was not made by evaluate)")
+        names = [name for name, _ in self.slices]
+        out: dict[str, list[float]] = {k: [] for k in METRICS}
+        for volume in self.volumes:
+            idx = np.flatnonzero(np.asarray([n == volume for n in names]))
+            ranges = np.unique(terms["data_range"][idx])
+            if ranges.size != 1:
+                raise ValueError(f"{volume}: its slices carry {ranges.size} data ranges ({ranges.tolist()}); "
+                                 "a volume has one (the file's max)")
+            for fg in ("", "_fg"):
+                sse, energy = terms["sse" + fg][idx].sum(), terms["energy" + fg][idx].sum()
+                mse = sse / terms["pixels" + fg][idx].sum()
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    out["psnr" + fg].append(float(10.0 * np.log10(ranges[0] ** 2 / mse)))
+                    out["nmse" + fg].append(float(sse / energy))
+                out["rmse" + fg].append(float(np.sqrt(mse)))
+                out["ssim" + fg].append(float(np.mean(self.metrics["ssim" + fg][idx])))
+        return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+
+    def volume_summary(self, confidence: float = 0.95) -> dict[str, dict]:
+        """Per metric, :func:`mrtl_core.stats.summarise` of the per-volume values (:meth:`volume_metrics`)."""
+        return {name: summarise(v, confidence) for name, v in self.volume_metrics().items()}
 
     def to_dict(self) -> dict:
         """Method, seconds, summary, per-slice values and slice names (JSON-ready; no example images)."""
@@ -169,7 +217,8 @@ def reconstruct_files(
     return written
 
 
-def _slice_metrics(pred: np.ndarray, target: np.ndarray, data_range: float) -> dict[str, float]:
+def _slice_metrics(pred: np.ndarray, target: np.ndarray, data_range: float) -> tuple[dict[str, float], dict[str, float]]:
+    """The slice's :data:`METRICS`, and the terms its volume's metrics pool (``EvalResult.volume_terms``)."""
     from . import metrics
 
     out = {
@@ -185,7 +234,11 @@ def _slice_metrics(pred: np.ndarray, target: np.ndarray, data_range: float) -> d
         "rmse_fg": float(metrics.rmse(pred, target, mask=fg)),
         "nmse_fg": float(metrics.nmse(pred, target, mask=fg)),
     })
-    return out
+    err, energy = (pred - target) ** 2, target**2
+    terms = {"sse": float(err.sum()), "energy": float(energy.sum()), "pixels": float(target.size),
+             "sse_fg": float(err[fg].sum()), "energy_fg": float(energy[fg].sum()), "pixels_fg": float(fg.sum()),
+             "data_range": float(data_range)}
+    return out, terms
 
 
 def evaluate(
@@ -217,7 +270,8 @@ def evaluate(
 
     The target is ``sample.target_raw`` when every sample of a batch has it, else
     ``target * std + mean``; a network output is un-normalised the same way; ``data_range`` is
-    ``sample.max_value``.
+    ``sample.max_value``. The result scores each slice (:attr:`EvalResult.metrics`) and, grouped by
+    file, each volume as fastMRI's ``evaluate.py`` does (:meth:`EvalResult.volume_metrics`).
     """
     started = time.perf_counter()
     if isinstance(reconstruct, str):
@@ -232,6 +286,7 @@ def evaluate(
     n = _num_slices(dataset, max_slices)
     keep = set(int(i) for i in examples)
     per: dict[str, list[float]] = {k: [] for k in METRICS}
+    pooled: dict[str, list[float]] = {}
     slices: list[tuple[str, int]] = []
     kept: dict[int, dict[str, np.ndarray]] = {}
     from .progress import tqdm
@@ -267,8 +322,11 @@ def evaluate(
         for j, s in enumerate(samples):
             idx = start + j
             p, t = pred[j].numpy(), target[j].numpy()
-            for k, v in _slice_metrics(p, t, float(s.max_value)).items():
+            values, terms = _slice_metrics(p, t, float(s.max_value))
+            for k, v in values.items():
                 per[k].append(v)
+            for k, v in terms.items():
+                pooled.setdefault(k, []).append(v)
             slices.append((str(s.fname), int(s.slice_idx)))
             if idx in keep:
                 from . import metrics
@@ -279,4 +337,5 @@ def evaluate(
         bar.update(len(samples))
     bar.close()
     return EvalResult(method=method, metrics={k: np.asarray(v, dtype=np.float64) for k, v in per.items()},
-                      slices=slices, examples=kept, seconds=time.perf_counter() - started)
+                      slices=slices, examples=kept, seconds=time.perf_counter() - started,
+                      volume_terms={k: np.asarray(v, dtype=np.float64) for k, v in pooled.items()})
