@@ -9,11 +9,18 @@ Scores are ``scores[method][metric] = {"mean", "ci": [low, high]}``; paired diff
 ``differences[a][b][metric] = [mean, ci_low, ci_high]`` (``a - b`` over the same test slices, as
 :func:`mrtl_core.stats.paired_difference`); chapters with shifts nest them under the shift's name
 first (``"knee-1.5T R4"``), and runs on N slices under ``str(N)``.
+
+Beside the numbers a record keeps ``elapsed_seconds``: how long the chapter's kernel had run when
+it saved, counted from the first import of this module, which every chapter does in its setup cell
+(the cell after ``parameters``). It is the build's own timing of the chapter, cache hits included
+as that build found them; the course kit (``notebooks/09_course_kit.ipynb``) reads it, and
+``benchmarks/compare_records.py`` skips it, as every key with ``seconds`` in its name.
 """
 from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +29,9 @@ import numpy as np
 from .cache import atomic_write
 
 __all__ = ["records_dir", "save_record", "load_record", "load_records"]
+
+#: when this module was first imported in this process: a chapter's setup cell imports it
+_IMPORTED_AT = time.perf_counter()
 
 
 def records_dir() -> Path:
@@ -44,8 +54,10 @@ def _plain(value: Any) -> Any:
 
 
 def save_record(chapter: str, profile: str, numbers: dict[str, Any]) -> Path:
-    """Write ``{"chapter", "profile", "numbers"}`` to ``records_dir()/<chapter>.json`` atomically."""
-    payload = {"chapter": chapter, "profile": profile, "numbers": _plain(numbers)}
+    """Write ``{"chapter", "profile", "elapsed_seconds", "numbers"}`` to ``records_dir()/<chapter>.json``
+    atomically; ``elapsed_seconds`` is the time since this module was imported (the chapter's run)."""
+    payload = {"chapter": chapter, "profile": profile,
+               "elapsed_seconds": round(time.perf_counter() - _IMPORTED_AT, 3), "numbers": _plain(numbers)}
     path = records_dir() / f"{chapter}.json"
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=1, sort_keys=True)))
     return path

@@ -25,7 +25,7 @@ LAYERS = [
     {"domains", "train"},
     {"evaluate"},
     {"experiment"},
-    {"grid", "report"},
+    {"grid", "report", "course"},
     {"cli"},
     {"commands", "commands.train"},   # commands.train holds what the other commands share
     {"commands.finetune", "commands.evaluate", "commands.simulate"},
