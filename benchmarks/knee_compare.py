@@ -79,8 +79,14 @@ def main(argv=None) -> int:
             print(f"\n{label}: over-fitting check\n" + grid.markdown_table(ov))
     for label, results in runs.items():
         meta = results["_meta"]
-        print(f"\n{label}: pre-training {meta.get('pretrain_seconds') or 0:.0f} s, best epoch {meta.get('pretrain_best_epoch')}, "
-              f"source fg SSIM {grid.entry(results, 'brain-1.5T R4', 'pretrained')['summary']['ssim_fg']['mean']:.4f}")
+        # a grid whose knee entries were re-run records that run's pre-training under "reruns"
+        rerun = next((r for r in meta.get("reruns", []) if KNEE in r.get("targets", [])), None)
+        if rerun:
+            print(f"\n{label}: knee entries re-run; pre-training {rerun.get('pretrain_seconds') or 0:.0f} s, best epoch "
+                  f"{rerun.get('pretrain_best_epoch')}, source fg SSIM {rerun['source_pretrained_rerun']['ssim_fg']:.4f}")
+        else:
+            print(f"\n{label}: pre-training {meta.get('pretrain_seconds') or 0:.0f} s, best epoch {meta.get('pretrain_best_epoch')}, "
+                  f"source fg SSIM {grid.entry(results, 'brain-1.5T R4', 'pretrained')['summary']['ssim_fg']['mean']:.4f}")
     return 0
 
 

@@ -67,8 +67,19 @@ def test_full_split_reference_understates_a_shift(results):
 
 
 @pytest.mark.parametrize("target", [KNEE, R8])
-def test_fine_tuning_beats_scratch_with_one_slice(results, target):
-    ft, scratch = _seed_means(results, target, "fine-tuned", 1), _seed_means(results, target, "scratch", 1)
+def test_fine_tuning_beats_scratch_with_one_slice_in_every_seed(results, target):
+    """At N = 1 fine-tuning beats training from scratch on the same slice in every seed (a seed draws
+    the slice and the initialisation of both), by at least the minimum effect on average."""
+    ft = {e["seed"]: e["summary"]["ssim_fg"]["mean"] for e in grid.seed_runs(results, target, "fine-tuned", 1)}
+    scratch = {e["seed"]: e["summary"]["ssim_fg"]["mean"] for e in grid.seed_runs(results, target, "scratch", 1)}
+    diffs = [ft[s] - scratch[s] for s in sorted(ft) if s in scratch]
+    assert len(diffs) >= 3 and min(diffs) > 0 and sum(diffs) / len(diffs) >= RULE.min_effect, diffs
+
+
+def test_fine_tuning_beats_scratch_with_one_slice_beyond_the_seed_spread_at_r8(results):
+    """At R = 8 the seed intervals do not even overlap. (On the revised knee they do: 3 seeds of
+    N = 1 spread too much, though every seed favours fine-tuning.)"""
+    ft, scratch = _seed_means(results, R8, "fine-tuned", 1), _seed_means(results, R8, "scratch", 1)
     assert ft["ci_low"] > scratch["ci_high"], (ft, scratch)
 
 
