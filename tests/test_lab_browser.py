@@ -180,6 +180,22 @@ _IMAGE_DIGEST = """async img => {
 }"""
 
 
+def _when_attached(action, tries: int = 20):
+    """Run a playwright ``action`` again while its element is being replaced: jupyterlab-myst
+    re-renders a text cell when its inline expressions come back from the kernel, which can detach
+    the element a locator had found (a slower kernel, e.g. with ATEN_CPU_CAPABILITY=default, makes
+    that later). Any other error, or the last try's, is raised."""
+    from playwright.sync_api import Error
+
+    for attempt in range(tries):
+        try:
+            return action()
+        except Error as err:
+            if "not attached" not in str(err) or attempt == tries - 1:
+                raise
+            time.sleep(0.5)
+
+
 def _squash(text: str) -> str:
     return re.sub(r"[\s*`_]", "", text)
 
@@ -284,15 +300,16 @@ def test_chapter_reads_in_jupyterlab(lab, browser, chapter):
         assert not role, f"rendered markdown shows a literal MyST role: {role.group(0)!r}"
 
         goals = nb.locator(".jp-MarkdownCell aside.myst-admonition", has_text="Learning goals").first
-        goals.scroll_into_view_if_needed()
+        _when_attached(goals.scroll_into_view_if_needed)
         assert goals.is_visible(), "the learning-goals admonition did not render as a box"
-        box = goals.bounding_box()
-        border = goals.evaluate("e => parseFloat(getComputedStyle(e).borderLeftWidth)")
+        box = _when_attached(goals.bounding_box)
+        border = _when_attached(lambda: goals.evaluate("e => parseFloat(getComputedStyle(e).borderLeftWidth)"))
         assert box and box["height"] > 40 and border > 0, f"admonition not drawn as a box: {box}, border {border}"
 
         solution = nb.locator(".jp-MarkdownCell details.dropdown", has_text=spec["solution"]).first
-        solution.scroll_into_view_if_needed()
-        assert solution.count() and not solution.evaluate("e => e.open"), f"{spec['solution']} is not a closed dropdown"
+        _when_attached(solution.scroll_into_view_if_needed)
+        assert solution.count() and not _when_attached(lambda: solution.evaluate("e => e.open")), \
+            f"{spec['solution']} is not a closed dropdown"
         body = solution.locator(".details-body")
         assert not body.is_visible(), "a closed solution's text is visible"
         solution.locator("summary").click()
@@ -302,7 +319,7 @@ def test_chapter_reads_in_jupyterlab(lab, browser, chapter):
         # the live explorer: one step of its slider with the keyboard redraws the figure from the kernel
         explorer = nb.locator(_EXPLORER).first
         assert explorer.count(), "no live explorer (ipywidgets slider and image) rendered after Run All"
-        explorer.scroll_into_view_if_needed()
+        _when_attached(explorer.scroll_into_view_if_needed)
         handle = explorer.locator(".widget-slider .noUi-handle").first
         image = explorer.locator("img.widget-image").first
         now, top = (float(handle.get_attribute(a)) for a in ("aria-valuenow", "aria-valuemax"))
