@@ -31,9 +31,10 @@ e.g. fastMRI's per-volume ``tuple(map(ord, fname))``). Four kinds:
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -243,28 +244,46 @@ class FastmriMaskFunc:
         """The ``(num_cols,)`` 0/1 mask of the columns sampled besides the centre block."""
         raise NotImplementedError
 
-    def __call__(self, shape: Sequence[int], offset: int | None = None,
-                 seed: int | tuple[int, ...] | None = None) -> tuple[torch.Tensor, int]:
+    @contextlib.contextmanager
+    def _seeded(self, seed: int | tuple[int, ...] | None) -> Iterator[None]:
+        """The object's generator reseeded with ``seed`` inside the block and restored after it (as
+        fastMRI's ``temp_seed``); unchanged and advancing when ``seed`` is ``None``."""
+        if seed is None:
+            yield
+            return
+        state = self.rng.get_state()
+        self.rng.seed(seed)
+        try:
+            yield
+        finally:
+            self.rng.set_state(state)
+
+    @staticmethod
+    def _num_cols(shape: Sequence[int]) -> int:
+        """``W`` of a k-space ``shape`` ``(..., W, 1 or 2)``, named in the error when too short."""
         if len(shape) < 3:
             raise ValueError(f"shape should have 3 or more dimensions (..., W, 1 or 2), got {tuple(shape)}")
-        num_cols = int(shape[-2])
-        state = self.rng.get_state() if seed is not None else None
-        if seed is not None:
-            self.rng.seed(seed)
-        try:
+        return int(shape[-2])
+
+    @staticmethod
+    def _as_view(mask: np.ndarray, shape: Sequence[int]) -> torch.Tensor:
+        """The ``(W,)`` mask as a float32 tensor broadcastable against ``shape`` (ones but at ``-2``)."""
+        view = [1] * len(shape)
+        view[-2] = mask.shape[0]
+        return torch.from_numpy(mask.reshape(view).astype(np.float32))
+
+    def __call__(self, shape: Sequence[int], offset: int | None = None,
+                 seed: int | tuple[int, ...] | None = None) -> tuple[torch.Tensor, int]:
+        num_cols = self._num_cols(shape)
+        with self._seeded(seed):
             center_fraction, acceleration = self.choose_acceleration()
             num_low = round(num_cols * center_fraction)
             centre = np.zeros(num_cols, dtype=np.float32)
             pad = (num_cols - num_low + 1) // 2
             centre[pad: pad + num_low] = 1
             outer = self.outer_columns(num_cols, acceleration, offset, num_low)
-        finally:
-            if state is not None:
-                self.rng.set_state(state)
-        view = [1] * len(shape)
-        view[-2] = num_cols
         mask = np.maximum(centre, np.asarray(outer, dtype=np.float32))
-        return torch.from_numpy(mask.reshape(view).astype(np.float32)), int(num_low)
+        return self._as_view(mask, shape), int(num_low)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.center_fractions}, {self.accelerations})"
@@ -334,27 +353,17 @@ class ExactMaskFunc(FastmriMaskFunc):
 
     def __call__(self, shape: Sequence[int], offset: int | None = None,
                  seed: int | tuple[int, ...] | None = None) -> tuple[torch.Tensor, int]:
-        if len(shape) < 3:
-            raise ValueError(f"shape should have 3 or more dimensions (..., W, 1 or 2), got {tuple(shape)}")
+        num_cols = self._num_cols(shape)
         if offset is not None and self.kind == "equispaced":
             raise ValueError("ExactMaskFunc(kind='equispaced') draws its own offset; use EquispacedMaskFunc for a "
                              f"given one (got offset={offset!r})")
-        num_cols = int(shape[-2])
-        state = self.rng.get_state() if seed is not None else None
-        if seed is not None:
-            self.rng.seed(seed)
-        try:
+        with self._seeded(seed):
             center_fraction, acceleration = self.choose_acceleration()
             sub_seed = int(self.rng.randint(2**31 - 1))
-        finally:
-            if state is not None:
-                self.rng.set_state(state)
         mask = make_mask(num_cols, acceleration, center_fraction, kind=self.kind, seed=sub_seed,
                          variable_density=self.variable_density)
         centre = center_lines(num_cols, center_fraction)
-        view = [1] * len(shape)
-        view[-2] = num_cols
-        return torch.from_numpy(mask.reshape(view).astype(np.float32)), int(centre.stop - centre.start)
+        return self._as_view(np.asarray(mask), shape), int(centre.stop - centre.start)
 
 
 def effective_acceleration(mask: np.ndarray | torch.Tensor) -> float:
