@@ -3,6 +3,7 @@
     python benchmarks/experiment.py --profile standard            # hours on 2 CPU cores
     python benchmarks/experiment.py --profile ci                  # minutes: every code path once
     python benchmarks/experiment.py --profile standard --shifts brain-3T knee-1.5T --seeds 0 1 2
+    python benchmarks/experiment.py --profile standard --baselines-only   # zero-filling, CG-SENSE: minutes
 
 Grid (issue 5, item 4):
   * the pre-trained U-Net (brain-1.5T, R = 4) on its own test set and on every shift (brain-3T R4,
@@ -87,16 +88,27 @@ def run_grid(args: argparse.Namespace) -> dict:
         print(f"{key}: SSIM {s['ssim']['mean']:.4f}  SSIM_fg {s['ssim_fg']['mean']:.4f}  "
               f"PSNR {s['psnr']['mean']:.2f}  ({time.perf_counter() - t_start:.0f} s)", flush=True)
 
+    def store_baselines(target: dict) -> None:
+        d, r, name = target["domain"], target["acceleration"], target["name"]
+        for method in ("zero-filled", "cg-sense"):
+            if not done(target=name, method=method):
+                store(dict(target=name, method=method), ex.evaluate_on(profile, method, d, r, progress=not quiet))
+        if not done(target=name, method="cg-sense-true-maps"):   # the oracle: maps no scanner has
+            store(dict(target=name, method="cg-sense-true-maps"),
+                  ex.evaluate_on(profile, "cg-sense", d, r, progress=not quiet, maps_method="true"))
+
     t_start = time.perf_counter()
+    if args.baselines_only:   # the classical methods train nothing: no pre-training either
+        for target in [source, *shifts]:
+            store_baselines(target)
+        return results
     pre, info = ex.pretrained_unet(profile, progress=args.progress)
     results["_meta"]["pretrain_seconds"] = info.get("seconds")
     results["_meta"]["pretrain_best_epoch"] = info.get("best_epoch")
     results["_meta"]["pretrain_precision"] = info.get("precision")  # None: cached before it was recorded
     for target in [source, *shifts]:
         d, r, name = target["domain"], target["acceleration"], target["name"]
-        for method in ("zero-filled", "cg-sense"):
-            if not done(target=name, method=method):
-                store(dict(target=name, method=method), ex.evaluate_on(profile, method, d, r, progress=not quiet))
+        store_baselines(target)
         if not done(target=name, method="pretrained"):
             store(dict(target=name, method="pretrained"), ex.evaluate_on(profile, pre, d, r))
 
@@ -157,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-native", action="store_true", help="skip the equal-data target twins")
     parser.add_argument("--progress", action="store_true", help="progress bars for training")
     parser.add_argument("--report", action="store_true", help="only print the tables of an existing JSON")
+    parser.add_argument("--baselines-only", action="store_true",
+                        help="only zero-filling and CG-SENSE (scanner maps and the true-maps oracle): trains nothing")
     args = parser.parse_args(argv)
     args.out = args.out or str(ROOT / "benchmarks" / "results" / f"experiment-{args.profile}.json")
     results = _load(Path(args.out)) if args.report else run_grid(args)

@@ -3,10 +3,11 @@
 Reads two grid records of ``benchmarks/experiment.py`` (``--shifts knee-1.5T``), one run with the
 current knee phantom and one with the previous one, both with the same pre-trained network (the
 same brain data, cache and code: only ``mrtl_core/phantoms/knee.py`` differs), and prints per
-phantom: zero-filled, CG-SENSE, pre-trained, equal-data twin and full-split scratch on the knee test
-set; the pre-trained network's gap to its twin (paired, 95 % t-interval over test subjects); and the
-N-curve of fine-tuning and training from scratch (means over seeds, with the share of the
-pre-trained-to-twin gap that fine-tuning closes).
+phantom: zero-filled, CG-SENSE with the true coil maps (an oracle: the run on the previous phantom
+has no other), pre-trained, equal-data twin and full-split scratch on the knee test set; the
+pre-trained network's gap to its twin (paired, 95 % t-interval over test subjects); and the N-curve
+of fine-tuning and training from scratch (means over seeds, with the share of the pre-trained-to-twin
+gap that fine-tuning closes).
 
     python benchmarks/knee_compare.py benchmarks/results/experiment-standard.json \\
         benchmarks/results/knee-previous-standard.json
@@ -35,7 +36,7 @@ def rows(results: dict, label: str, metric: str = "ssim_fg") -> list[str]:
     pre, twin = grid.entry(results, KNEE, "pretrained"), grid.entry(results, KNEE, "native")
     gap = grid.paired(pre, twin, metric, over="subjects", slices_per_subject=sps)
     digits = 2 if metric.startswith("psnr") else 3
-    base = (f"| {label} | {_mean(results, 'zero-filled', metric):.{digits}f} | {_mean(results, 'cg-sense', metric):.{digits}f} "
+    base = (f"| {label} | {_mean(results, 'zero-filled', metric):.{digits}f} | {_mean(results, 'cg-sense-true-maps', metric):.{digits}f} "
             f"| {_mean(results, 'pretrained', metric):.{digits}f} | {_mean(results, 'native', metric):.{digits}f} "
             f"| {_mean(results, 'scratch-full', metric):.{digits}f} | {fmt_ci(gap, digits)} | {grid.test_set(results, twin)} |")
     return [base]
@@ -62,7 +63,7 @@ def main(argv=None) -> int:
     for metric in ("ssim_fg", "ssim", "psnr"):
         print(f"\nKnee-1.5T R4, {metric}: methods on the knee test set; pre-trained minus its equal-data twin, "
               "paired, 95 % t-interval over test subjects")
-        print("| phantom | zero-filled | CG-SENSE | pre-trained | twin | scratch (full split) | pre − twin [CI] | test set |")
+        print("| phantom | zero-filled | CG-SENSE (true maps) | pre-trained | twin | scratch (full split) | pre − twin [CI] | test set |")
         print("|---|---|---|---|---|---|---|---|")
         for label, results in runs.items():
             print("\n".join(rows(results, label, metric)))

@@ -57,6 +57,8 @@ __all__ = [
     "normalize_instance",
     "unnormalize",
     "UnetSample",
+    "CALIBRATION_COLUMNS",
+    "calibration_kspace",
     "unet_transform",
     "UnetTransform",
     "collate",
@@ -74,6 +76,11 @@ _GAMMA_HZ_PER_T = 42.577478e6  # proton gyromagnetic ratio / 2 pi
 _MRTL_VENDOR = "mrtl (simulated)"  # the header's systemVendor in every file mrtl writes
 _EPS = 1e-11
 _CLAMP = 6.0
+
+#: Phase-encode columns of the calibration (reference) scan a scanner acquires for its coil maps,
+#: apart from the accelerated scan: the vendors' default of 24 reference lines. CG-SENSE baselines
+#: estimate their maps from it (:func:`mrtl_core.evaluate.sample_maps`), whatever the mask's centre.
+CALIBRATION_COLUMNS = 24
 
 
 class DataError(ValueError):
@@ -178,6 +185,9 @@ class UnetSample(NamedTuple):
             ``with_kspace`` and the file stores them.
         target_raw: float32 ``(H, W)``, ``reconstruction_rss`` in physical units (not clamped); ``None``
             unless ``with_kspace`` and the slice has a target.
+        calibration: complex64 ``(C, Hk, Wk)``, the stored k-space in its central
+            :data:`CALIBRATION_COLUMNS` columns and zero elsewhere: the separate reference scan a
+            scanner calibrates its coil maps on; ``None`` unless ``with_kspace``.
 
     A batch (:func:`collate`, as a ``DataLoader`` uses it) is the same record with a leading batch
     dimension ``B`` on every tensor (``mean`` ``(B,)``, ``image`` ``(B, 1, H, W)``, ...), ``fname`` and
@@ -197,6 +207,20 @@ class UnetSample(NamedTuple):
     mask: torch.Tensor | None = None
     sens_maps: torch.Tensor | None = None
     target_raw: torch.Tensor | None = None
+    calibration: torch.Tensor | None = None
+
+
+def calibration_kspace(kspace: torch.Tensor, columns: int = CALIBRATION_COLUMNS) -> torch.Tensor:
+    """``kspace`` ``(..., Hk, Wk)`` kept in its central ``columns`` columns (:func:`mrtl_core.masks.center_lines`
+    of the same width) and zero elsewhere: a calibration scan of the same slice."""
+    from .masks import center_lines
+
+    k = torch.as_tensor(kspace)
+    w = k.shape[-1]
+    keep = center_lines(w, min(1.0, columns / w))
+    out = torch.zeros_like(k)
+    out[..., keep] = k[..., keep]
+    return out
 
 
 def unet_transform(
@@ -284,12 +308,13 @@ class UnetTransform:
             raise DataError(f"{where_file}: kspace slice {slice_idx} contains NaN or Inf{where}")
         if target is not None and not torch.isfinite(out.target_raw).all():
             raise DataError(f"{where_file}: reconstruction_rss slice {slice_idx} contains NaN or Inf")
-        extra: dict[str, Any] = {"masked_kspace": None, "mask": None, "sens_maps": None, "target_raw": None}
+        extra: dict[str, Any] = {"masked_kspace": None, "mask": None, "sens_maps": None, "target_raw": None,
+                                 "calibration": None}
         if self.with_kspace:
             mask_t = torch.from_numpy(np.asarray(mask, dtype=bool))
             extra = {"masked_kspace": apply_mask(kspace, mask_t), "mask": mask_t,
                      "sens_maps": None if sens_maps is None else torch.from_numpy(np.asarray(sens_maps, dtype=np.complex64)),
-                     "target_raw": out.target_raw}
+                     "target_raw": out.target_raw, "calibration": calibration_kspace(torch.as_tensor(kspace))}
         return out._replace(max_value=torch.tensor(float(attrs.get("max", math.nan)), dtype=torch.float32),
                             fname=fname, slice_idx=slice_idx, subject=str(attrs.get("patient_id", "")), **extra)
 

@@ -1,8 +1,9 @@
 """Evaluation on test slices: reconstruct, un-normalise, score per slice and per volume.
 
 :func:`evaluate` reconstructs each slice with a model, or with the classical ``"zero-filled"`` or
-``"cg-sense"`` baselines (ESPIRiT maps from the ACS lines unless the sample carries its true
-``sens_maps``), un-normalises to physical units and reports SSIM, PSNR, RMSE and NMSE per slice
+``"cg-sense"`` baselines (coil maps by ESPIRiT from a calibration scan of the central 24 columns, as
+a scanner computes them, :func:`sample_maps`; the true maps a synthetic file stores only when asked
+for, as a labelled oracle), un-normalises to physical units and reports SSIM, PSNR, RMSE and NMSE per slice
 (:data:`METRICS`), over the whole image and over a foreground mask, with ``data_range`` the target
 volume's maximum (fastMRI's convention). The result, :class:`EvalResult`, pairs slice by slice with
 another on the same dataset (:func:`mrtl_core.stats.paired_difference`), and groups its slices by
@@ -116,19 +117,98 @@ class EvalResult:
         return f"EvalResult({self.method!r}, n={len(self.slices)}, {parts})"
 
 
+#: How :func:`evaluate`'s CG-SENSE gets its coil maps: ``"scanner"`` (default: ESPIRiT on the
+#: sample's calibration scan, the central :data:`mrtl_core.data.CALIBRATION_COLUMNS` columns, by
+#: :func:`mrtl_core.sense.scanner_maps`; on the masked k-space's own ACS block where a file holds no
+#: fully sampled centre), ``"espirit"`` / ``"lowres"`` (:func:`mrtl_core.sense.estimate_maps` on the
+#: masked k-space's ACS block, its defaults), ``"true"`` (the maps a synthetic file stores: an oracle,
+#: labelled ``"cg-sense (true maps)"``).
+MAPS_METHODS = ("scanner", "espirit", "lowres", "true")
+
+
+def sample_maps(sample: UnetSample, center_fraction: float | None = None, maps_method: str = "scanner") -> torch.Tensor:
+    """The coil maps ``(C, Hk, Wk)`` CG-SENSE uses for one sample under ``maps_method`` (:data:`MAPS_METHODS`)."""
+    from . import sense
+
+    if maps_method not in MAPS_METHODS:
+        raise ValueError(f"maps_method must be one of {MAPS_METHODS}, got {maps_method!r}")
+    if maps_method == "true":
+        if sample.sens_maps is None:
+            raise ValueError(f"{sample.fname}: maps_method='true' needs the true coil maps, and the file has no "
+                             "sens_maps (real data never has them): use maps_method='scanner'")
+        return torch.as_tensor(sample.sens_maps)
+    calibrate_on_scan = maps_method == "scanner" and sample.calibration is not None
+    kspace = torch.as_tensor(sample.calibration if calibrate_on_scan else sample.masked_kspace)
+    key = (_digest(kspace), None if calibrate_on_scan else center_fraction, maps_method)
+    maps = _MAPS_CACHE.get(key)
+    if maps is None:
+        if calibrate_on_scan:   # the calibration's sampled centre is found from the data
+            maps = sense.scanner_maps(kspace)
+        elif maps_method == "scanner":
+            maps = sense.scanner_maps(kspace, center_fraction=center_fraction)
+        else:
+            maps = sense.estimate_maps(kspace, center_fraction=center_fraction, method=maps_method)
+        _MAPS_CACHE.put(key, maps)
+    return maps
+
+
+def _digest(t: torch.Tensor) -> str:
+    """A hash of a tensor's bytes (shape and dtype included): the key of maps estimated from it."""
+    import hashlib
+
+    arr = t.detach().cpu().contiguous().numpy()
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{arr.dtype}{arr.shape}".encode())
+    h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+class _BytesLRU:
+    """A least-recently-used store of tensors bounded by their total bytes.
+
+    Map estimation (ESPIRiT: seconds a slice) is repeated for the same measured k-space when a
+    chapter scores several networks with a data-consistency step, or CG-SENSE again: estimated maps
+    depend only on that k-space, so they are kept, keyed by its hash, up to ``max_bytes``.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        from collections import OrderedDict
+
+        self.max_bytes, self.items, self.bytes = int(max_bytes), OrderedDict(), 0
+
+    def get(self, key: Any) -> torch.Tensor | None:
+        if key in self.items:
+            self.items.move_to_end(key)
+            return self.items[key]
+        return None
+
+    def put(self, key: Any, value: torch.Tensor) -> None:
+        size = value.element_size() * value.nelement()
+        if size > self.max_bytes:
+            return
+        self.items[key] = value
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, old = self.items.popitem(last=False)
+            self.bytes -= old.element_size() * old.nelement()
+
+
+_MAPS_CACHE = _BytesLRU(512 * 2**20)
+
+
+def cg_sense_label(maps_method: str) -> str:
+    """The method name of a CG-SENSE result: ``"cg-sense"``, or ``"cg-sense (true maps)"`` for the oracle."""
+    return "cg-sense (true maps)" if maps_method == "true" else "cg-sense"
+
+
 def _cg_sense_image(sample: UnetSample, shape: tuple[int, int], cg_iters: int, center_fraction: float | None,
-                    maps_method: str = "espirit") -> torch.Tensor:
+                    maps_method: str = "scanner") -> torch.Tensor:
     """CG-SENSE magnitude of one sample, cropped like the target: (H, W) float."""
     from . import sense
 
-    kspace = sample.masked_kspace
     mask = torch.as_tensor(sample.mask).bool()
-    maps = sample.sens_maps
-    if maps is None:
-        # ESPIRiT from the ACS block: center_lines(W, center_fraction), or found from the data
-        maps = sense.estimate_maps(kspace, center_fraction=center_fraction, method=maps_method)
-    maps = torch.as_tensor(maps)
-    image = sense.cg_sense(kspace, maps, mask, max_iter=cg_iters)
+    maps = sample_maps(sample, center_fraction, maps_method)
+    image = sense.cg_sense(sample.masked_kspace, maps, mask, max_iter=cg_iters)
     return center_crop(torch.as_tensor(image).abs(), shape).float()
 
 
@@ -179,7 +259,7 @@ def reconstruct_files(
     device: str | torch.device = "auto",
     cg_iters: int = 30,
     center_fraction: float | None = None,
-    maps_method: str = "espirit",
+    maps_method: str = "scanner",
     max_slices: int | None = None,
 ) -> list[Path]:
     """Reconstruct every slice and write one fastMRI submission file per input file (no target needed).
@@ -249,7 +329,7 @@ def evaluate(
     examples: Sequence[int] = (0,),
     cg_iters: int = 30,
     center_fraction: float | None = None,
-    maps_method: str = "espirit",
+    maps_method: str = "scanner",
     max_slices: int | None = None,
     progress: bool = False,
     name: str | None = None,
@@ -258,15 +338,16 @@ def evaluate(
 
     Args:
         reconstruct: a network (normalised image -> normalised target), ``"zero-filled"``,
-            ``"cg-sense"`` (needs a dataset built with ``with_kspace=True``; uses the sample's
-            ``sens_maps`` if present, else ESPIRiT maps from the ACS lines via
-            :func:`mrtl_core.sense.estimate_maps`), or a function of one sample returning its
-            physical-unit magnitude ``(H, W)``.
+            ``"cg-sense"`` (needs a dataset built with ``with_kspace=True``; coil maps by
+            ``maps_method``, see :data:`MAPS_METHODS`: by default from the acquired ACS lines as a
+            scanner computes them, :func:`mrtl_core.sense.scanner_maps`), or a function of one
+            sample returning its physical-unit magnitude ``(H, W)``.
         dataset: :class:`mrtl_core.data.UnetSample` items, as :class:`mrtl_core.data.SliceDataset`
             returns them (any indexable sequence of them).
         examples: dataset indices whose images are kept for figures.
         center_fraction: ACS fraction for map estimation (default: the centred run of sampled
-            columns); ``maps_method`` ``"espirit"`` or ``"lowres"`` (see ``estimate_maps``).
+            columns); ``maps_method`` one of :data:`MAPS_METHODS` (``"true"``, the stored maps, is an
+            oracle and names the result ``"cg-sense (true maps)"``).
 
     The target is ``sample.target_raw`` when every sample of a batch has it, else
     ``target * std + mean``; a network output is un-normalised the same way; ``data_range`` is
@@ -277,7 +358,9 @@ def evaluate(
     if isinstance(reconstruct, str):
         if reconstruct not in ("zero-filled", "cg-sense"):
             raise ValueError(f"reconstruct must be a model, 'zero-filled' or 'cg-sense', got {reconstruct!r}")
-        method = reconstruct
+        if reconstruct == "cg-sense" and maps_method not in MAPS_METHODS:
+            raise ValueError(f"maps_method must be one of {MAPS_METHODS}, got {maps_method!r}")
+        method = cg_sense_label(maps_method) if reconstruct == "cg-sense" else reconstruct
     else:
         method = name or type(unwrap(reconstruct)).__name__
     dev = resolve_device(device)
@@ -298,7 +381,7 @@ def evaluate(
         if samples[0].target is None:
             raise ValueError(f"{samples[0].fname}: no target (a test/challenge file without "
                              f"reconstruction_rss): nothing to score against; see reconstruct_files")
-        if method == "cg-sense" and samples[0].masked_kspace is None:
+        if reconstruct == "cg-sense" and samples[0].masked_kspace is None:
             raise ValueError("evaluate('cg-sense', ...) needs a dataset built with with_kspace=True (no masked_kspace)")
         mean, std = _batch_stats(samples)
         image = torch.stack([s.image for s in samples])
@@ -308,9 +391,9 @@ def evaluate(
         else:
             target = unnormalize(torch.stack([s.target for s in samples])[:, 0], mean, std)
         shape = tuple(target.shape[-2:])
-        if method == "zero-filled":
+        if isinstance(reconstruct, str) and reconstruct == "zero-filled":
             pred = zero_filled
-        elif method == "cg-sense":
+        elif isinstance(reconstruct, str) and reconstruct == "cg-sense":
             pred = torch.stack([_named(_cg_sense_image, s, shape, cg_iters, center_fraction, maps_method)
                                 for s in samples]).double()
         elif isinstance(reconstruct, nn.Module):

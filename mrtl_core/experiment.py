@@ -522,17 +522,21 @@ def evaluate_on(
     progress: bool = False,
     device: str = "auto",
     max_slices: int | None = None,
+    maps_method: str = "scanner",
 ) -> EvalResult:
     """Score a model, ``"zero-filled"`` or ``"cg-sense"`` on ``domain``'s ``split`` at ``acceleration``.
 
     All methods see the same fixed masks, so results on one (domain, acceleration, split) pair
-    can be compared slice by slice (:func:`mrtl_core.stats.paired_difference`).
+    can be compared slice by slice (:func:`mrtl_core.stats.paired_difference`). CG-SENSE takes its
+    coil maps from the acquired ACS lines, as a scanner would (``maps_method="scanner"``);
+    ``maps_method="true"`` uses the simulator's true maps, an oracle named ``"cg-sense (true maps)"``.
     """
     profile = get_profile(profile)
     with_kspace = isinstance(reconstruct, str) and reconstruct == "cg-sense"
     dataset = _fixed_set(profile, domain, acceleration, split, with_kspace, progress=progress)
     return evaluate(reconstruct, dataset, batch_size=profile.batch_size, device=device, examples=examples,
-                    cg_iters=profile.cg_iters, max_slices=max_slices, progress=progress, name=name)
+                    cg_iters=profile.cg_iters, max_slices=max_slices, progress=progress, name=name,
+                    maps_method=maps_method)
 
 
 def native_train_files(profile: Profile | str, domain: str, progress: bool = True) -> list[Path]:
@@ -581,7 +585,7 @@ def native_unet(
 # U-Net followed by a data-consistency step
 # --------------------------------------------------------------------------------------------
 def unet_dc_image(model: torch.nn.Module, sample: data.UnetSample, lam: float, max_iter: int = 30,
-                  cg_iters: int = 30) -> torch.Tensor:
+                  cg_iters: int = 30, maps_method: str = "scanner") -> torch.Tensor:
     """The U-Net's magnitude made consistent with the sample's measured k-space: ``(H, W)`` float64.
 
     1. The network's output, un-normalised, gives the magnitude on the cropped ``(H, W)`` grid.
@@ -590,17 +594,18 @@ def unet_dc_image(model: torch.nn.Module, sample: data.UnetSample, lam: float, m
        ``x_ref = |U-Net| exp(i angle(x_cg))``.
     3. :func:`mrtl_core.sense.data_consistency` solves ``(A^H A + lam I) x = A^H y + lam x_ref``.
 
-    The sample needs ``masked_kspace``, ``mask`` (``with_kspace=True``) and uses its
-    ``sens_maps`` if present, else ESPIRiT maps from the ACS block.
+    The sample needs ``masked_kspace``, ``mask`` (``with_kspace=True``); the coil maps are the
+    scanner's, from its calibration scan (:func:`mrtl_core.evaluate.sample_maps`; ``maps_method="true"``
+    for the oracle).
     """
     from . import sense
+    from .evaluate import sample_maps
 
     if sample.masked_kspace is None:
         raise ValueError("unet_dc_image needs a sample with k-space (dataset built with with_kspace=True)")
     y = torch.as_tensor(sample.masked_kspace)
     mask = torch.as_tensor(sample.mask).bool()
-    maps = sample.sens_maps
-    maps = torch.as_tensor(maps) if maps is not None else sense.estimate_maps(y, method="espirit")
+    maps = sample_maps(sample, maps_method=maps_method)
     dev = next(model.parameters()).device
     with torch.no_grad():
         out = model.eval()(torch.as_tensor(sample.image)[None].to(dev)).float().cpu()[0, 0]

@@ -4,7 +4,8 @@
 identified by its fields, ``target``, ``method`` and, for runs on N target slices, ``n`` and
 ``seed`` (and ``budget``, the step budget of a run without early stopping); it holds
 ``"summary": {metric: {"mean", "ci_low", "ci_high", ...}}`` and ``"per_slice": {metric: [...]}``.
-Methods: ``zero-filled``, ``cg-sense``, ``pretrained``, ``scratch-full``, ``native`` (the
+Methods: ``zero-filled``, ``cg-sense`` (coil maps from the acquired ACS lines, as a scanner computes
+them), ``cg-sense-true-maps`` (the simulator's true maps: an oracle), ``pretrained``, ``scratch-full``, ``native`` (the
 pre-trained network's equal-data twin on the target), ``fine-tuned``, ``scratch``, ``forgetting``
 (a fine-tuned model back on the source) and ``fine-tuned-no-early-stopping``. The JSON key of an
 entry is :func:`entry_key` of those fields, written in one place; every reader here selects entries

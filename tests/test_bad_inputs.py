@@ -294,7 +294,7 @@ CASES = [
     Case("NaN in k-space", "evaluate --data-dir {bad_nan} --profile ci --quiet", ("nan.h5", "slice 1", "NaN")),
     Case("NaN in k-space, read by a worker", "train --data-dir {bad_nan} --profile ci --quiet --epochs 1 --num-workers 1 "
          + " ".join(TINY_NET), ("nan.h5", "slice 1", "NaN")),
-    Case("all-zero coil maps", "evaluate --data-dir {bad_zeromaps} --profile ci --quiet --methods cg-sense",
+    Case("all-zero coil maps", "evaluate --data-dir {bad_zeromaps} --profile ci --quiet --methods cg-sense --maps true",
          ("zeromaps.h5", "slice 0", "maps are all zero")),
     Case("mask of the wrong length", "evaluate --data-dir {bad_masklen} --profile ci --quiet",
          ("masklen.h5", "'mask' has shape (19,)", "16 columns")),

@@ -100,7 +100,7 @@ def test_sample_keys_and_normalisation(tmp_path):
     s = ds[1]
     assert isinstance(s, data.UnetSample)
     assert s._fields == ("image", "target", "mean", "std", "max_value", "fname", "slice_idx", "subject",
-                         "masked_kspace", "mask", "sens_maps", "target_raw")
+                         "masked_kspace", "mask", "sens_maps", "target_raw", "calibration")
     assert s.mean.shape == s.std.shape == s.max_value.shape == () and s.mask.shape == (32,) and s.mask.dtype == torch.bool
     assert s.sens_maps.shape == (4, 64, 32) and s.target_raw.shape == (32, 32)
     assert s.image.shape == s.target.shape == (1, 32, 32) and s.image.dtype == torch.float32
@@ -109,6 +109,10 @@ def test_sample_keys_and_normalisation(tmp_path):
     mask = s.mask.numpy()
     np.testing.assert_array_equal(s.masked_kspace.numpy(), k[1] * mask)
     np.testing.assert_array_equal(s.sens_maps.numpy(), maps[1])
+    # the calibration scan: the stored k-space in the central 24 of 32 columns (4..27), zero elsewhere
+    calib = np.zeros_like(k[1])
+    calib[..., 4:28] = k[1][..., 4:28]
+    np.testing.assert_array_equal(s.calibration.numpy(), calib)
     # the zero-filled input, recomputed independently from the masked k-space, then normalised
     zf = _rss_reference(k[1] * mask, (32, 32))
     expected = np.clip((zf - zf.mean()) / (zf.std(ddof=1) + 1e-11), -6, 6)

@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint", type=Path, nargs="*", default=[], help="model checkpoints to evaluate")
     g.add_argument("--methods", nargs="*", default=["zero-filled"], choices=("zero-filled", "cg-sense"),
                    help="classical baselines to evaluate too")
+    g.add_argument("--maps", default="scanner", choices=("scanner", "espirit", "lowres", "true"),
+                   help="CG-SENSE coil maps: 'scanner' (default) from the acquired ACS lines as a scanner computes "
+                        "them; 'true' the maps a synthetic file stores (an oracle, reported as 'cg-sense (true maps)')")
     g.add_argument("--split", default="test", choices=("train", "val", "test"))
     g.add_argument("--max-slices", type=positive_int, default=None)
     g.add_argument("--cg-iters", type=positive_int, default=None, help="default: the profile's")
@@ -65,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         for name, how in [(m, m) for m in args.methods] + models:
             written = reconstruct_files(how, dataset, args.recon_dir / _method_dir(name), device=args.device,
                                         cg_iters=cg_iters, center_fraction=args.center_fraction,
-                                        max_slices=args.max_slices)
+                                        maps_method=args.maps, max_slices=args.max_slices)
             print(f"{name}: wrote {len(written)} file(s) to {args.recon_dir / _method_dir(name)}")
     untargeted = [f.path for f in dataset.files if not f.has_target]
     if untargeted:
@@ -76,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for method in args.methods:
         results.append(evaluate(method, dataset, batch_size=args.batch_size, cg_iters=cg_iters,
-                                center_fraction=args.center_fraction, max_slices=args.max_slices, progress=not args.quiet))
+                                center_fraction=args.center_fraction, maps_method=args.maps, max_slices=args.max_slices,
+                                progress=not args.quiet))
     for name, model in models:
         results.append(evaluate(model, dataset, batch_size=args.batch_size, device=args.device,
                                 max_slices=args.max_slices, progress=not args.quiet, name=name))
