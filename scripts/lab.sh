@@ -7,6 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-env.sh
+# Kernels pick their torch thread count from the machine's load when they import mrtl_core
+# (mrtl_core/threads.py): on a laptop that runs other work, two threads waiting for a busy core are
+# several times slower than one. Set MRTL_THREADS=1 (or 2) to fix the count instead.
+export MRTL_THREADS="${MRTL_THREADS:-auto}"
 extra=()
 if [ "$(id -u)" = 0 ]; then
   extra+=(--allow-root)

@@ -46,3 +46,35 @@ def test_default_reads_the_machine(monkeypatch):
     n = choose_threads()
     assert 1 <= n <= 2
     assert threads.choose_threads(load=1.0, environ={}) == 1
+
+
+def test_auto_follows_the_load():
+    assert choose_threads(cpu_count=2, load=0.0, environ={"MRTL_THREADS": "auto"}) == 2
+    assert choose_threads(cpu_count=2, load=1.0, environ={"MRTL_THREADS": " AUTO "}) == 1
+
+
+@pytest.mark.parametrize("value, expected", [("1", 1), ("2", 2), ("auto", None)])
+def test_importing_mrtl_core_applies_the_policy_only_when_asked(value, expected):
+    """A fresh interpreter: MRTL_THREADS set -> the count is applied on import; unset -> torch's default."""
+    import subprocess
+    import sys
+
+    code = "import torch; d = torch.get_num_threads(); import mrtl_core; print(d, torch.get_num_threads())"
+    env = {k: v for k, v in os.environ.items() if k != "MRTL_THREADS"}
+    default, unchanged = map(int, subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                                                 text=True, check=True).stdout.split())
+    assert unchanged == default          # unset: nothing applied
+    out = subprocess.run([sys.executable, "-c", code], env=dict(env, MRTL_THREADS=value), capture_output=True,
+                         text=True, check=True).stdout.split()
+    got = int(out[1])
+    if expected is None:
+        assert 1 <= got <= (os.cpu_count() or 1)
+    else:
+        assert got == expected
+
+
+def test_lab_script_turns_the_policy_on():
+    from conftest import ROOT
+
+    text = (ROOT / "scripts" / "lab.sh").read_text()
+    assert 'export MRTL_THREADS="${MRTL_THREADS:-auto}"' in text
