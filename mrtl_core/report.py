@@ -276,7 +276,7 @@ def dc_table(records: dict[str, dict]) -> pd.DataFrame:
     num = numbers(records, BEYOND)
     rows = []
     for r in _get(num, BEYOND, "dc"):
-        rows.append({"domain": r["domain"], "network": r["network"], "λ": r["λ"], "metric": r["metric"],
+        rows.append({"domain": r["domain"], "network": r["network"], "λ": format(float(r["λ"]), "g"), "metric": r["metric"],
                      "without DC": float(r["without DC"]), "with DC": float(r["with DC"]), "Δ [CI]": fmt_ci(r["_d"])})
     if not rows:
         raise MissingRecordError(f"record {BEYOND!r} has no data-consistency rows: {_run_hint(BEYOND)}")

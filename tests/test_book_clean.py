@@ -26,6 +26,9 @@ OUTPUT_CLUTTER = {
     "a pathlib repr": re.compile(r"\b(?:Posix|Windows)Path\("),
     "a warning": re.compile(r"\w+Warning\b"),
     "a progress bar": re.compile(r"\d+%\|"),
+    "an absolute path of the build machine": re.compile(r"(?<![\w.])/(?:tmp|home|root|Users|work)/[\w.-]+/"),
+    "a library object's repr": re.compile(r"\b(?:EvalResult|TrainResult|UnetSample)\("),
+    "a pandas Series footer": re.compile(r"\bName: [^\n]*, dtype: \w+"),
 }
 TEXT_CLUTTER = {
     "a raw glue role": re.compile(r"\{glue"),
@@ -76,6 +79,10 @@ def test_the_checks_can_fail():
     assert OUTPUT_CLUTTER["a matplotlib Text repr"].search("Text(0.5, 0.98, 'x')")
     assert OUTPUT_CLUTTER["a progress bar"].search("R sweep:   0%|          | 0/4")
     assert OUTPUT_CLUTTER["a pathlib repr"].search("PosixPath('/tmp/x.json')")
+    assert OUTPUT_CLUTTER["an absolute path of the build machine"].search("records from /tmp/build/notebooks/records")
+    assert not OUTPUT_CLUTTER["an absolute path of the build machine"].search("records/ beside the chapters")
+    assert OUTPUT_CLUTTER["a library object's repr"].search("EvalResult('U-Net', n=40, ssim=0.9)")
+    assert OUTPUT_CLUTTER["a pandas Series footer"].search("Name: target training slices, dtype: int64")
     assert TEXT_CLUTTER["notes the book does not contain"].search("see the DESIGN notes")
 
 

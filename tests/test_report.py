@@ -264,7 +264,8 @@ def test_beyond_tables_and_sentences():
     assert t.loc["frozen-encoder", "trainable share"] == pytest.approx(0.4)
     assert t.iloc[-1]["source SSIM (fg)"] == pytest.approx(0.84) and "rehearsal" in t.index[-1]
     dc = report.dc_table(recs)
-    assert dc.loc[("knee-1.5T", "end-to-end", 0.01, "psnr"), "Δ [CI]"] == "+1.000 [+0.990, +1.010]"
+    assert list(dc.index.get_level_values("λ")) == ["0.01", "0.01"]   # shown as 0.01, not 0.010000
+    assert dc.loc[("knee-1.5T", "end-to-end", "0.01", "psnr"), "Δ [CI]"] == "+1.000 [+0.990, +1.010]"
     text = report.beyond_sentences(recs)
     assert "fine-tuning (last-layers) on 4 slices is not clearly different from the pre-trained network" in text  # below min_effect
     assert "the end-to-end fine-tuned network is worse than the pre-trained one" in text and "(forgetting)" in text
