@@ -55,12 +55,13 @@ def physics_version(domain: str | None = None) -> Any:
 
 
 def physics_sources(package: Path, anatomy: str | None = None) -> list[Path]:
-    """The files whose bytes make :func:`physics_version`: ``simulate.py`` and the phantoms of
-    ``anatomy`` (``phantoms/__init__.py`` and ``phantoms/<anatomy>.py``; every phantom for ``None``)."""
+    """The files whose bytes make :func:`physics_version`: ``simulate.py``, ``epg.py`` (the echo
+    trains it imports) and the phantoms of ``anatomy`` (``phantoms/__init__.py`` and
+    ``phantoms/<anatomy>.py``; every phantom for ``None``)."""
     phantoms = sorted((package / "phantoms").glob("*.py"))
     if anatomy is not None and (package / "phantoms" / f"{anatomy}.py").is_file():
         phantoms = [p for p in phantoms if p.name in ("__init__.py", f"{anatomy}.py")]
-    return [package / "simulate.py", *phantoms]
+    return [package / "simulate.py", package / "epg.py", *phantoms]
 
 
 @functools.lru_cache(maxsize=None)

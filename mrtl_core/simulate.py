@@ -59,6 +59,16 @@ the matrix size (as if slice thickness or averages were adapted to the resolutio
 
 Fat is bright on TSE because the closely spaced refocusing pulses suppress J-coupling dephasing
 (Henkelman et al., JMRI 1992;2:533): we lengthen fat's T2 by ``TSE_FAT_T2_FACTOR`` for TSE sequences.
+
+**Clinical sites.** ``brain-1.5T-clinical`` and ``brain-3T-clinical`` add a hospital's own axial T2
+TSE protocol (:class:`ClinicalSite`, :data:`CLINICAL_1P5T`, :data:`CLINICAL_3T`) to the brain
+scanners: in-vivo relaxation (:data:`CLINICAL_TISSUES`), the site's matrix over its FOV with the
+acquired phase lines only (:func:`site_grid`), the echo train's T2 weighting of each phase-encode line
+(:func:`echo_of_line`), the refocusing angle and B1+ through extended phase graphs
+(:mod:`mrtl_core.epg`), fat's chemical shift at the site's bandwidth, the voxel law of SNR
+(:func:`voxel_snr_factor`) and correlated receiver noise (:func:`noise_covariance`). Each is one of
+:data:`SITE_FACTORS`, switched on or off alone (``site.without("chemical_shift")``); with none the
+site is the fixed-protocol pipeline at its TR / TE. The fixed-protocol domains have no site.
 """
 from __future__ import annotations
 
@@ -73,11 +83,16 @@ from typing import Any, Callable
 import numpy as np
 import scipy.fft
 
+from .epg import cpmg_echoes
+
 
 __all__ = [
     "TissueProperties", "TISSUES", "TSE_FAT_T2_FACTOR", "Protocol", "Domain", "DOMAINS", "get_domain",
     "SimulatedSubject", "simulate_subject", "tissue_signal", "contrast_table", "b1_signal_factor",
     "coil_sensitivities", "subject_seed_sequence",
+    "CLINICAL_TISSUES", "SITE_FACTORS", "ClinicalSite", "CLINICAL_1P5T", "CLINICAL_3T", "REFERENCE_SITE",
+    "SiteGrid", "site_grid", "echo_of_line", "voxel_snr_factor", "chemical_shift_mm", "site_echo_table",
+    "noise_covariance", "site_noise_std",
 ]
 
 
@@ -339,6 +354,362 @@ def _interpolate_maps(coarse: np.ndarray, mr: np.ndarray, mc: np.ndarray) -> np.
 
 
 # --------------------------------------------------------------------------------------------------
+# Clinical sites: a hospital's own T2 TSE protocol, factor by factor
+# --------------------------------------------------------------------------------------------------
+#: In-vivo relaxation times (ms) of the brain for the clinical sites; :data:`TISSUES` (mostly in vitro,
+#: Stanisz 2005) stays the table of the fixed-protocol domains. Values chosen from the literature
+#: before any simulation was run:
+#: - white / grey matter T1 at 3 T: Wansapura JP et al. "NMR relaxation times in the human brain at
+#:   3.0 tesla." JMRI 1999;9:531-538 (WM 832, GM 1331 ms).
+#: - white / grey matter T1 at 1.5 T: Wright PJ et al. "Water proton T1 measurements in brain tissue
+#:   at 7, 3, and 1.5 T using IR-EPI, IR-TSE, and MPRAGE." MAGMA 2008;21:121-130 (MPRAGE, WM 646,
+#:   cortical GM 1197 ms; their 3 T WM, 838 ms, agrees with Wansapura; their 3 T GM, 1607 ms, does not:
+#:   the 3 T GM T1 in the literature spans about 1330-1610 ms, and the 1.5 -> 3 T lengthening we get
+#:   for GM, +11 %, lies below the +14-30 % Lu et al. JMRI 2005;22:13 measured).
+#: - white / grey matter T2 at both fields: Cox EF, Gowland PA. MRM 2010;64:1440-1445 (gradient echo
+#:   sampling of a spin echo, the same volunteers at 1.5, 3 and 7 T: WM 80 / 71, frontal GM 87 / 76 ms),
+#:   i.e. 11-13 % shorter at 3 T, as Lu et al. 2005 (12-19 % shorter) and Gelman N et al. Radiology
+#:   1999;210:759 also found T2 shorter at 3 T. (Numbers as the papers' abstracts state them.)
+#: - water content (PD) as :data:`TISSUES`; CSF, skull, marrow, muscle, fat and skin keep the values
+#:   (and sources) of :data:`TISSUES`.
+CLINICAL_TISSUES: dict[str, TissueProperties] = {
+    **TISSUES,
+    "white_matter": TissueProperties(0.69, (646, 832), (80, 71),
+                                     "T1: Wright 2008 (1.5 T), Wansapura 1999 (3 T); T2: Cox & Gowland 2010"),
+    "grey_matter": TissueProperties(0.80, (1197, 1331), (87, 76),
+                                    "T1: Wright 2008 (1.5 T), Wansapura 1999 (3 T); T2: Cox & Gowland 2010"),
+}
+
+#: The physics a clinical site adds to a fixed-protocol domain; each can be switched off alone.
+SITE_FACTORS = frozenset({
+    "relaxation",         # in-vivo T1/T2 (CLINICAL_TISSUES) instead of TISSUES
+    "resolution",         # the site's matrix over its FOV; phase lines beyond the acquired matrix zero
+    "echo_train",         # each phase-encode line at its own echo: T2 weighting (blur) along phase
+    "refocusing",         # the site's refocusing angle (SAR-reduced at 3 T) instead of 180 deg
+    "b1_contrast",        # EPG at the actual refocusing angle alpha * B1+ (not only sin^3 shading)
+    "chemical_shift",     # fat and marrow displaced along the readout at the site's bandwidth
+    "snr",                # noise from the voxel law (volume x B0 x sqrt(lines x NSA / BW per pixel))
+    "noise_correlation",  # correlated receiver noise between coils
+})
+
+FAT_WATER_PPM = 3.4          # main (methylene) lipid peak relative to water
+GAMMA_MHZ_PER_T = 42.577     # proton gyromagnetic ratio / 2 pi
+_LIPID_TISSUES = ("fat", "marrow")          # chemically shifted (the diploe is fatty marrow)
+#: Coil noise correlation: the fraction of the normalised overlap of the coils' raw sensitivities that
+#: appears as noise correlation (see :func:`noise_covariance`).
+NOISE_CORRELATION_SCALE = 0.3
+_B1_GRID_POINTS = 21         # EPG evaluated at this many transmit ratios across the field's B1+ range
+
+
+@dataclass(frozen=True)
+class ClinicalSite:
+    """A hospital's axial T2 TSE protocol: the physics a clinical site adds to a :class:`Domain`.
+
+    Times in ms. ``matrix`` is the *acquired* (readout, phase) matrix over the square ``fov_mm``; the
+    image is reconstructed on a square readout x readout matrix (phase lines beyond the acquired ones
+    zero-filled, as vendors do). Linear phase-encode ordering with the k-space centre at echo
+    ``TE / echo_spacing`` (:func:`echo_of_line`); full Fourier, no vendor k-space filter. ``factors``
+    names the physics switched on (a subset of :data:`SITE_FACTORS`; :meth:`without` / :meth:`only`
+    switch them one at a time); with none the site reproduces the fixed-protocol pipeline at its TR/TE.
+    The ``snr`` law uses the protocol's voxel whatever the simulated matrix (as the fixed-protocol
+    domains keep their SNR at any ``size``).
+    """
+
+    name: str
+    TR: float
+    TE: float
+    echo_spacing: float
+    echo_train_length: int
+    refocusing_deg: float
+    bandwidth_hz_per_px: float
+    fov_mm: float
+    matrix: tuple[int, int]
+    slice_thickness_mm: float
+    averages: int = 1
+    factors: frozenset = SITE_FACTORS
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        unknown = set(self.factors) - SITE_FACTORS
+        if unknown:
+            raise ValueError(f"ClinicalSite {self.name!r}: unknown factors {sorted(unknown)}; "
+                             f"known: {sorted(SITE_FACTORS)}")
+        object.__setattr__(self, "factors", frozenset(self.factors))
+        ratio = self.TE / self.echo_spacing
+        if abs(ratio - round(ratio)) > 1e-9 or not 1 <= round(ratio) <= self.echo_train_length:
+            raise ValueError(f"ClinicalSite {self.name!r}: TE must be an echo of the train (n x echo_spacing)")
+        if not (0 < self.matrix[1] <= self.matrix[0] and self.TR > self.echo_train_length * self.echo_spacing):
+            raise ValueError(f"ClinicalSite {self.name!r}: needs phase <= readout matrix and TR > ETL x ESP")
+
+    def without(self, *names: str) -> "ClinicalSite":
+        """This site with the factors ``names`` switched off."""
+        unknown = set(names) - SITE_FACTORS
+        if unknown:
+            raise ValueError(f"unknown factors {sorted(unknown)}; known: {sorted(SITE_FACTORS)}")
+        return dataclasses.replace(self, factors=self.factors - set(names))
+
+    def only(self, *names: str) -> "ClinicalSite":
+        """This site with only the factors ``names`` switched on (none: the fixed-protocol control)."""
+        return dataclasses.replace(self, factors=frozenset(names))
+
+    @property
+    def centre_echo(self) -> int:
+        """The echo (1-based) acquired at the centre of k-space: TE_eff / ESP."""
+        return int(round(self.TE / self.echo_spacing))
+
+    @property
+    def protocol(self) -> Protocol:
+        """The fixed-protocol equivalent (the SE equation at TE_eff), used with the factors off."""
+        return Protocol("AXT2", "TSE", TR=self.TR, TE=self.TE, echo_train_length=self.echo_train_length)
+
+    @property
+    def voxel_mm3(self) -> float:
+        """Acquired voxel volume: (FOV / readout) x (FOV / phase lines) x slice thickness."""
+        return self.fov_mm / self.matrix[0] * self.fov_mm / self.matrix[1] * self.slice_thickness_mm
+
+    def to_dict(self, field_strength_T: float) -> dict[str, Any]:
+        """The protocol as written to the file header (extra keys beyond :meth:`Protocol.to_dict`)."""
+        return {**self.protocol.to_dict(), "site": self.name, "echo_spacing": self.echo_spacing,
+                "refocusing_flip_deg": self.refocusing_deg if "refocusing" in self.factors else 180.0,
+                "bandwidth_hz_per_px": self.bandwidth_hz_per_px, "fov_mm": self.fov_mm,
+                "acquired_matrix": list(self.matrix), "slice_thickness_mm": self.slice_thickness_mm,
+                "averages": self.averages, "ordering": "linear",
+                "chemical_shift_px": chemical_shift_mm(self, field_strength_T) * self.matrix[0] / self.fov_mm,
+                "factors": ",".join(sorted(self.factors))}
+
+
+# Typical axial T2 TSE protocols of a 1.5 T and a 3 T hospital scanner (issue 14's numbers; Lu et al.
+# JMRI 2005;22:13 moved routine brain protocols from 1.5 T to 3 T this way): 3 T buys a larger matrix
+# over a smaller FOV and thinner slices with its SNR, a wider bandwidth (chemical shift) and a
+# refocusing angle cut to 140 deg (the 120-150 deg of SAR-limited 3 T trains). Fixed before any run.
+CLINICAL_1P5T = ClinicalSite(
+    name="1.5T-clinical", TR=4500.0, TE=100.0, echo_spacing=10.0, echo_train_length=16, refocusing_deg=180.0,
+    bandwidth_hz_per_px=130.0, fov_mm=240.0, matrix=(256, 224), slice_thickness_mm=5.0, averages=1,
+    source="typical 1.5 T axial T2 TSE (issue 14; Lu et al. JMRI 2005;22:13)")
+CLINICAL_3T = ClinicalSite(
+    name="3T-clinical", TR=5000.0, TE=100.0, echo_spacing=10.0, echo_train_length=16, refocusing_deg=140.0,
+    bandwidth_hz_per_px=220.0, fov_mm=220.0, matrix=(448, 320), slice_thickness_mm=4.0, averages=1,
+    source="typical 3 T axial T2 TSE (issue 14; Lu et al. JMRI 2005;22:13), SAR-reduced refocusing")
+#: The site whose readout matrix a requested image ``size`` stands for, and whose reference-tissue SNR
+#: is the fixed-protocol source's (``snr_1p5T``): the other site's noise follows from the voxel law.
+REFERENCE_SITE = CLINICAL_1P5T
+
+
+def voxel_snr_factor(site: ClinicalSite, field_strength_T: float) -> float:
+    """Relative per-voxel SNR: voxel volume x B0 x sqrt(phase lines x averages / bandwidth per pixel).
+
+    The noise variance of one voxel falls with the sampling time spent on it: N_phase x NSA readouts of
+    ``1 / BW_px`` each (a readout of N_read samples over ``N_read x BW_px`` Hz).
+    """
+    return site.voxel_mm3 * field_strength_T * np.sqrt(site.matrix[1] * site.averages / site.bandwidth_hz_per_px)
+
+
+def chemical_shift_mm(site: ClinicalSite, field_strength_T: float) -> float:
+    """Fat-water displacement along the readout (mm): ``delta f / BW_px`` pixels of ``FOV / N_read``."""
+    delta_f = FAT_WATER_PPM * GAMMA_MHZ_PER_T * field_strength_T        # Hz (ppm x MHz)
+    return delta_f / site.bandwidth_hz_per_px * site.fov_mm / site.matrix[0]
+
+
+def echo_of_line(num_lines: int, echo_train_length: int, centre_echo: int) -> np.ndarray:
+    """Echo number (1-based) of each acquired phase-encode line, linear ordering: (num_lines,) int.
+
+    Line ``k`` (0 .. num_lines-1, the centre line at ``num_lines // 2``) falls in one of
+    ``echo_train_length`` equal segments swept in k-space order; the sweep is shifted so that the
+    centre line's segment is ``centre_echo``. With TE_eff later than the middle of the train the
+    shift leaves echo 1 unused and pushes the last segment past the train's end: it is given the last
+    echo (a scanner would read it one spacing later, a weight error of ``exp(-ESP / T2)`` on the
+    outermost ``1 / ETL`` of k-space).
+    """
+    k = np.arange(num_lines) - num_lines // 2
+    echo = centre_echo + np.floor(k * echo_train_length / num_lines).astype(int)
+    return np.clip(echo, 1, echo_train_length)
+
+
+def _even(x: float) -> int:
+    """``x`` rounded to the nearest even integer (at least 2)."""
+    return max(2, 2 * int(round(x / 2)))
+
+
+@dataclass(frozen=True)
+class SiteGrid:
+    """Where a domain's image lives for a requested ``size``: ``matrix`` (square recon matrix),
+    ``render`` (the size at which the phantom's ``FOV_MM`` is rendered at the grid's pixel pitch),
+    ``fov_mm`` (recon FOV) and ``acquired`` (phase-encode lines acquired, centred)."""
+
+    matrix: int
+    render: int
+    fov_mm: float
+    acquired: int
+
+
+def site_grid(domain: "Domain", size: int) -> SiteGrid:
+    """The image grid of ``domain`` for a requested ``size`` (the display size of the reference site).
+
+    Without a site (or with ``resolution`` off) it is the fixed-protocol grid: ``size`` pixels over
+    the anatomy's FOV, every line acquired. With ``resolution`` the matrix is ``size`` scaled by the
+    site's readout matrix over the reference site's (256), rounded to even (224 at size 128 for
+    448), over the site's FOV: the phantom is rendered at ``FOV_MM / pitch`` pixels (rounded to even,
+    so the FOV is the site's to within half a pixel of the render) and the phase lines beyond
+    ``matrix x N_phase / N_read`` are not acquired.
+    """
+    site = domain.site
+    anatomy_fov = domain.fov_mm
+    if site is None or "resolution" not in site.factors:
+        return SiteGrid(int(size), int(size), anatomy_fov, int(size))
+    m = _even(size * site.matrix[0] / REFERENCE_SITE.matrix[0])
+    render = _even(anatomy_fov * m / site.fov_mm)
+    if render > 2 * m:
+        raise ValueError(f"site {site.name!r}: FOV {site.fov_mm} mm is under half the anatomy's {anatomy_fov} mm")
+    return SiteGrid(m, render, m * anatomy_fov / render, min(m, _even(m * site.matrix[1] / site.matrix[0])))
+
+
+def _place(maps: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Put rendered maps (..., R, R) into the encoded grid (..., rows, cols): rows centred in the
+    oversampled readout (R <= rows), columns folded modulo ``cols`` (phase wrap of anything outside
+    the phase FOV), centres aligned."""
+    R = maps.shape[-1]
+    out = np.zeros(maps.shape[:-2] + (rows, cols), dtype=maps.dtype)
+    top = (rows - R) // 2
+    target = np.arange(R) - (R - cols) // 2
+    for block in np.unique(target // cols):
+        sel = target // cols == block
+        out[..., top:top + R, target[sel] - block * cols] += maps[..., sel]
+    return out
+
+
+def _shift_rows(maps: np.ndarray, shift_px: float) -> np.ndarray:
+    """Sub-pixel shift of real maps (..., H, W) by ``shift_px`` rows (towards higher row index): a
+    phase ramp on the readout's k-space, as the fat's off-resonance writes it there."""
+    H = maps.shape[-2]
+    spectrum = np.fft.rfft(maps, axis=-2)
+    ramp = np.exp(-2j * np.pi * np.fft.rfftfreq(H) * shift_px)
+    return np.fft.irfft(spectrum * ramp[:, None], n=H, axis=-2).astype(maps.dtype)
+
+
+def _centred_fft_cols(x: np.ndarray, inverse: bool = False) -> np.ndarray:
+    """Centred orthonormal 1-D FFT along the last axis (phase encoding); the DC line at index W // 2."""
+    f = scipy.fft.ifft if inverse else scipy.fft.fft
+    return scipy.fft.fftshift(f(scipy.fft.ifftshift(x, axes=-1), axis=-1, norm="ortho", workers=_FFT_WORKERS), axes=-1)
+
+
+def site_echo_table(site: ClinicalSite, params: np.ndarray, fat_like: np.ndarray,
+                    ratios: np.ndarray | None) -> np.ndarray:
+    """Each tissue's signal at each echo: ``PD (1 - exp(-TR/T1)) x [sin(r pi/2)] x EPG echo``.
+
+    ``params`` (T, 3) are (PD, T1, T2) and ``fat_like`` (T,) bool (fat's TSE T2 lengthening). With
+    ``ratios`` (G,) the table is (T, G, ETL), evaluated at the refocusing angle ``alpha r`` and the
+    excitation ``sin(r pi/2)`` of each transmit ratio; without, (T, ETL) at the nominal angle. The
+    recovery over the TR ignores the train's own duration (ETL x ESP = 160 ms: under 0.1 % for brain
+    tissue, 2 % for CSF).
+    """
+    pd, t1, t2 = (params[:, i] for i in range(3))
+    t2 = np.where(fat_like, t2 * TSE_FAT_T2_FACTOR, t2)
+    alpha = site.refocusing_deg if "refocusing" in site.factors else 180.0
+    recovery = pd * (1.0 - np.exp(-site.TR / t1))
+    if ratios is None:
+        return recovery[:, None] * cpmg_echoes(t1, t2, site.echo_spacing, alpha, site.echo_train_length)
+    echoes = cpmg_echoes(t1[:, None], t2[:, None], site.echo_spacing, alpha * ratios[None, :], site.echo_train_length)
+    return (recovery[:, None] * np.sin(0.5 * np.pi * ratios)[None, :])[..., None] * echoes
+
+
+def _mix_echoes(fractions: np.ndarray, table: np.ndarray, ratio: np.ndarray | None,
+                ratios: np.ndarray | None) -> np.ndarray:
+    """Signal of one slice at each echo: (P, T) fractions x table -> (P, E) float32.
+
+    With a B1+ ``ratio`` per pixel (P,) the (T, G, E) table is interpolated linearly between the
+    ``ratios`` grid nodes: pixels are grouped by their lower node, one matrix product per node.
+    """
+    if ratio is None:
+        return fractions @ table.astype(np.float32)
+    step = ratios[1] - ratios[0]
+    pos = np.clip((ratio - ratios[0]) / step, 0.0, len(ratios) - 1.0)
+    lower = np.minimum(pos.astype(int), len(ratios) - 2)
+    order = np.argsort(lower, kind="stable")          # pixels of one node contiguous
+    bounds = np.searchsorted(lower[order], np.arange(len(ratios)))
+    f = fractions[order]
+    w = (pos - lower)[order].astype(np.float32)[:, None]
+    tab = table.astype(np.float32)
+    mixed = np.empty((fractions.shape[0], table.shape[-1]), dtype=np.float32)
+    for g in range(len(ratios) - 1):
+        a, b = bounds[g], bounds[g + 1]
+        if b > a:
+            mixed[a:b] = (f[a:b] * (1 - w[a:b])) @ tab[:, g] + (f[a:b] * w[a:b]) @ tab[:, g + 1]
+    out = np.empty_like(mixed)
+    out[order] = mixed
+    return out
+
+
+def _site_image(site: ClinicalSite, stack: np.ndarray, table: np.ndarray, b1: np.ndarray,
+                shading: np.ndarray, grid: SiteGrid, ratios: np.ndarray | None) -> np.ndarray:
+    """The noise-free complex image (S, H, m) of a clinical site.
+
+    ``stack`` (S, T, H, m) placed tissue fractions (lipids already shifted), ``table`` from
+    :func:`site_echo_table` ((T, G, E) with ``ratios``, else (T, E)), ``b1`` (S, H, m) transmit ratio,
+    ``shading`` (S, H, m) complex: receive bias x background phase (x the sin^3 B1 factor when
+    ``ratios`` is None). Phase-encode line ``k`` of the image is line ``k`` of the echo it was acquired
+    at (:func:`echo_of_line`), lines outside the acquired ``grid.acquired`` zero: per echo, the
+    tissue-mixed image is transformed along phase and its own lines kept. The coil sensitivities
+    are applied afterwards to this image (they are smooth: the echo selection and the coil product
+    nearly commute), so that ``coil image = S_c x`` stays the SENSE model exactly.
+    """
+    S, T, H, m = stack.shape
+    lo = m // 2 - grid.acquired // 2
+    lines = np.arange(lo, lo + grid.acquired)
+    if "echo_train" in site.factors:
+        echo = echo_of_line(grid.acquired, site.echo_train_length, site.centre_echo)
+    else:
+        echo = np.full(grid.acquired, site.centre_echo)
+    used = np.unique(echo)
+    table = table[..., used - 1]
+    column = np.searchsorted(used, echo)             # index into ``used`` of each acquired line
+    image = np.empty((S, H, m), dtype=np.complex64)
+    for s in range(S):
+        fractions = stack[s].reshape(T, H * m).T
+        mixed = _mix_echoes(fractions, table, None if ratios is None else b1[s].reshape(-1), ratios)
+        mixed = mixed.reshape(H, m, len(used)).transpose(2, 0, 1) * shading[s]      # (E, H, m) complex64
+        if len(used) == 1 and grid.acquired == m:
+            image[s] = mixed[0]
+            continue
+        spectrum = _centred_fft_cols(mixed)
+        kept = np.zeros((H, m), dtype=np.complex64)
+        kept[:, lines] = spectrum[column, :, lines].T
+        image[s] = _centred_fft_cols(kept, inverse=True)
+    return image
+
+
+def noise_covariance(raw: np.ndarray, inside: np.ndarray, noise_std: float,
+                     scale: float = NOISE_CORRELATION_SCALE) -> np.ndarray:
+    """Receiver noise covariance (C, C) complex128 from the coils' raw sensitivities over the object.
+
+    ``Psi = sigma^2 [(1 - scale) I + scale rho]``, ``rho_cd = <S_c, S_d> / (|S_c| |S_d|)`` the normalised
+    overlap of the raw maps ``raw`` (S, C, H, W) over the ``inside`` (S, H, W) pixels. An
+    approximation: noise correlation comes from the shared sample (Roemer PB et al. MRM 1990;16:192,
+    the mutual noise resistance, an electric-field overlap), and the magnetic overlap of our loops
+    overstates it (0.65-0.7 between neighbours in a ring, up to 0.9 across the two rings of the 3 T
+    array); ``scale = 0.3`` puts nearest-neighbour noise correlations at about 0.2, within the 0.1-0.3
+    of real head arrays (a calibration to that literature range, fixed before any reconstruction was
+    run). Unit diagonal (x sigma^2), positive definite for ``scale < 1``.
+    """
+    maps = np.moveaxis(raw[:, :, ::2, ::2], 1, -1)[inside[:, ::2, ::2]].astype(np.complex128)   # (P, C)
+    gram = maps.T @ maps.conj()
+    norm = np.sqrt(np.real(np.diag(gram)))
+    rho = gram / np.outer(norm, norm)
+    return noise_std ** 2 * ((1.0 - scale) * np.eye(len(norm)) + scale * rho)
+
+
+def site_noise_std(domain: "Domain") -> float:
+    """Noise standard deviation of a clinical site with ``snr`` on: the voxel law, calibrated so that
+    the reference site's reference tissue (in-vivo, nominal B1, centre echo) has RSS SNR
+    ``snr_1p5T`` at 1.5 T."""
+    ref = REFERENCE_SITE
+    pd, t1, t2 = CLINICAL_TISSUES[domain.reference_tissue].at(1.5)
+    signal = pd * (1.0 - np.exp(-ref.TR / t1)) * cpmg_echoes(t1, t2, ref.echo_spacing, ref.refocusing_deg,
+                                                             ref.echo_train_length)[ref.centre_echo - 1]
+    law = voxel_snr_factor(ref, 1.5) / voxel_snr_factor(domain.site, domain.field_strength_T)
+    return float(signal / domain.snr_1p5T * law)
+
+
+# --------------------------------------------------------------------------------------------------
 # Domains
 # --------------------------------------------------------------------------------------------------
 def _brain_slices(rng, num_slices, size):
@@ -383,7 +754,9 @@ class Domain:
     4.5 knee, max 8, for the true maps at 96 px); close loops give the
     measured range of real 8-channel arrays (mean ~1.9 brain / 2.4 knee, max ~4; 16 channels
     lower), while the rim-to-centre shading stays moderate. ``receive_bias``: exponent of the
-    receive shading kept in the image (0: perfectly flattened, 1: raw array shading).
+    receive shading kept in the image (0: perfectly flattened, 1: raw array shading). ``site``: a
+    :class:`ClinicalSite` whose protocol physics replaces the fixed protocol's (``None``: the
+    fixed-protocol pipeline, unchanged).
     """
 
     name: str
@@ -405,6 +778,7 @@ class Domain:
     b1_jitter: float = 0.03
     param_jitter: float = 0.03
     description: str = ""
+    site: ClinicalSite | None = None
 
     @property
     def tissue_slices(self) -> Callable[[np.random.Generator, int, int], dict[str, np.ndarray]]:
@@ -427,7 +801,10 @@ class Domain:
 
     @property
     def noise_std(self) -> float:
-        """Complex noise standard deviation per coil and k-space sample (see the module docstring)."""
+        """Complex noise standard deviation per coil and k-space sample (see the module docstring;
+        a clinical site with ``snr`` on: :func:`site_noise_std`)."""
+        if self.site is not None and "snr" in self.site.factors:
+            return site_noise_std(self)
         ref = tissue_signal(self.reference_tissue, self.protocol, 1.5)
         return ref / self.snr_1p5T * (1.5 / self.field_strength_T)
 
@@ -452,12 +829,23 @@ def _knee(name: str, field_T: float, coils: int, b1_centre: float, b1_edge: floa
     )
 
 
+def _clinical(name: str, field_T: float, coils: int, b1_centre: float, b1_edge: float, site: ClinicalSite,
+              description: str) -> Domain:
+    """A brain domain with a clinical site: the fixed-protocol scanner's array and B1+, the site's protocol."""
+    return dataclasses.replace(_brain(name, field_T, coils, b1_centre, b1_edge, description),
+                               protocol=site.protocol, site=site)
+
+
 DOMAINS: dict[str, Domain] = {
     d.name: d for d in (
         _brain("brain-1.5T", 1.5, 8, 1.02, 0.95, "axial T2 TSE brain, 1.5 T, 8-channel head coil (source)"),
         _brain("brain-3T", 3.0, 16, 1.12, 0.78, "axial T2 TSE brain, 3 T, 16-channel head coil, other subjects"),
         _knee("knee-1.5T", 1.5, 8, 1.02, 0.96, "PD TSE knee, 1.5 T, 8-channel knee coil"),
         _knee("knee-3T", 3.0, 16, 1.08, 0.88, "PD TSE knee, 3 T, 16-channel knee coil"),
+        _clinical("brain-1.5T-clinical", 1.5, 8, 1.02, 0.95, CLINICAL_1P5T,
+                  "axial T2 TSE brain, 1.5 T hospital protocol (256x224, 240 mm, 5 mm, 130 Hz/px), 8 channels"),
+        _clinical("brain-3T-clinical", 3.0, 16, 1.12, 0.78, CLINICAL_3T,
+                  "axial T2 TSE brain, 3 T hospital protocol (448x320, 220 mm, 4 mm, 220 Hz/px, 140 deg), 16 channels"),
     )
 }
 
@@ -481,7 +869,9 @@ def get_domain(name: str | Domain) -> Domain:
 class SimulatedSubject:
     """One simulated subject (a "file"): fastMRI multi-coil raw data plus the ground truth behind it.
 
-    Shapes: S slices, C coils, k-space ``(S, C, 2 size, size)`` (readout oversampled 2x along rows).
+    Shapes: S slices, C coils, k-space ``(S, C, 2 size, size)`` (readout oversampled 2x along rows;
+    for a clinical site ``size`` is its own matrix, :func:`site_grid`, and ``noise_covariance`` the
+    receiver noise covariance (C, C) where correlated noise is on).
     ``image`` is the noise-free complex image (S, 2 size, size) with ``coil image_c = sens_maps_c *
     image``; ``b1_ratio`` the transmit ratio map and ``bias`` the receive shading kept in ``image``.
     ``fov_mm`` is the *reconstructed* FOV (readout, phase, slice thickness); the encoded readout FOV is
@@ -503,6 +893,7 @@ class SimulatedSubject:
     bias: np.ndarray
     fractions: dict[str, np.ndarray] = field(repr=False)
     tissue_params: dict[str, tuple[float, float, float]] = field(repr=False)
+    noise_covariance: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def num_slices(self) -> int:
@@ -535,6 +926,10 @@ def simulate_subject(domain: str | Domain, subject_index: int, num_slices: int, 
     """Simulate one subject of ``domain``: ``num_slices`` slices, ``size x size`` images.
 
     Deterministic in (domain name, subject_index, seed). See the module docstring for the physics.
+    A domain with a clinical :class:`ClinicalSite` (``resolution`` on) returns the site's own matrix,
+    :func:`site_grid` ``(domain, size).matrix`` (``size`` stands for the reference site's 256 readout
+    samples: 224 for the 3 T site at size 128), over the site's FOV, k-space ``(S, C, 2 m, m)`` with the
+    phase lines beyond the acquired matrix zero (signal and noise), and ``noise_covariance`` (C, C).
     """
     dom = get_domain(domain)
     for arg, value, low in (("subject_index", subject_index, 0), ("num_slices", num_slices, 1), ("size", size, 8)):
@@ -542,30 +937,45 @@ def simulate_subject(domain: str | Domain, subject_index: int, num_slices: int, 
             raise ValueError(f"{arg} must be an integer >= {low}, got {value!r}")
     if size % 2:
         raise ValueError(f"size must be even (centred FFT with a 2x readout), got {size!r}")
-    S, n, C = int(num_slices), int(size), dom.num_coils
+    site = dom.site
+    factors = site.factors if site is not None else frozenset()
+    grid = site_grid(dom, int(size))
+    S, n, C = int(num_slices), grid.matrix, dom.num_coils
     H = 2 * n
     ss = subject_seed_sequence(dom.name, int(subject_index), int(seed))
     rng_anatomy, rng_tissue, rng_fields, rng_noise = (np.random.default_rng(s) for s in ss.spawn(4))
 
     # 1. anatomy and contrast -------------------------------------------------------------------
-    fractions = dom.tissue_slices(rng_anatomy, S, n)
-    unknown = sorted(set(fractions) - set(TISSUES))
+    fractions = dom.tissue_slices(rng_anatomy, S, grid.render)
+    table_of = CLINICAL_TISSUES if "relaxation" in factors else TISSUES
+    unknown = sorted(set(fractions) - set(table_of))
     if unknown:
         raise ValueError(f"anatomy {dom.anatomy!r} returned unknown tissues {unknown}")
     names = sorted(fractions)
     tissue_params = {}
     signals = np.empty(len(names), dtype=np.float64)
     for i, t in enumerate(names):
-        pd, t1, t2 = TISSUES[t].at(dom.field_strength_T)
+        pd, t1, t2 = table_of[t].at(dom.field_strength_T)
         pd, t1, t2 = np.array([pd, t1, t2]) * (1.0 + dom.param_jitter * rng_tissue.standard_normal(3))
         tissue_params[t] = (float(pd), float(t1), float(t2))
-        signals[i] = dom.protocol.signal(pd, t1, t2, fat_like=t in _FAT_LIKE)
-    stack = np.stack([fractions[t] for t in names], axis=1)                  # (S, T, n, n)
-    object_frac = stack.sum(axis=1)
-    magnetisation = np.einsum("t,stij->sij", signals.astype(np.float32), stack)  # (S, n, n)
+        if site is None:
+            signals[i] = dom.protocol.signal(pd, t1, t2, fat_like=t in _FAT_LIKE)
+    stack = np.stack([fractions[t] for t in names], axis=1)                  # (S, T, R, R)
+    if site is None:
+        object_frac = stack.sum(axis=1)
+        magnetisation = np.einsum("t,stij->sij", signals.astype(np.float32), stack)  # (S, n, n)
+    else:
+        stack = _place(stack, H, n)                                          # (S, T, H, n)
+        object_frac = stack.sum(axis=1)
+        fractions = {t: stack[:, i, n // 2: n // 2 + n].copy() for i, t in enumerate(names)}  # the recon FOV
+        if "chemical_shift" in factors:  # lipids displaced along the readout (rows), in mm of the protocol
+            shift_px = chemical_shift_mm(site, dom.field_strength_T) / (grid.fov_mm / n)
+            for i, t in enumerate(names):
+                if t in _LIPID_TISSUES:
+                    stack[:, i] = _shift_rows(stack[:, i], shift_px)
 
     # physical coordinates of the (H, n) encoded grid, mm from the FOV centre
-    fov = dom.fov_mm
+    fov = dom.fov_mm if site is None else grid.fov_mm
     pix = fov / n
     ys = (np.arange(H) - (H - 1) / 2) * pix                                   # rows (readout)
     xs = (np.arange(n) - (n - 1) / 2) * pix                                   # columns (phase encode)
@@ -608,11 +1018,17 @@ def simulate_subject(domain: str | Domain, subject_index: int, num_slices: int, 
         coarse = np.einsum("sz,czrw->csrw", mz, coarse).astype(np.complex64)
     mr, mc = _interp_matrix(H, nc_r), _interp_matrix(n, nc_c)
     raw = _interpolate_maps(coarse, mr, mc)                                  # (S, C, H, n) complex64
+    inside = np.zeros((S, H, n), dtype=bool)
+    if site is None:
+        inside[:, n // 2: n // 2 + n] = object_frac > 0.5
+    else:
+        inside = object_frac > 0.5
+    psi = None
+    if "noise_correlation" in factors:   # from the raw (unnormalised) maps, before they become sens
+        psi = noise_covariance(raw, inside, dom.noise_std)
     rss = np.sqrt(np.sum(raw.real**2 + raw.imag**2, axis=1))                 # (S, H, n)
     sens = raw
     sens *= (1.0 / rss)[:, None]
-    inside = np.zeros((S, H, n), dtype=bool)
-    inside[:, n // 2: n // 2 + n] = object_frac > 0.5
     bias = (rss / max(float(rss[inside].mean()) if inside.any() else float(rss.mean()), 1e-12)) ** dom.receive_bias
 
     # 4. smooth background phase (per subject, plus a per-slice offset) -------------------------------
@@ -620,9 +1036,22 @@ def simulate_subject(domain: str | Domain, subject_index: int, num_slices: int, 
     phase = _smooth_poly(rng_fields, uu, vv, 0.6)[None] + rng_fields.uniform(-np.pi, np.pi, size=(S, 1, 1))
 
     # 5. image, coils, k-space, noise --------------------------------------------------------------
-    image = np.zeros((S, H, n), dtype=np.complex64)
-    image[:, n // 2: n // 2 + n] = magnetisation
-    image *= (b1_signal_factor(b1) * bias).astype(np.float32) * np.exp(1j * phase).astype(np.complex64)
+    if site is None:
+        image = np.zeros((S, H, n), dtype=np.complex64)
+        image[:, n // 2: n // 2 + n] = magnetisation
+        image *= (b1_signal_factor(b1) * bias).astype(np.float32) * np.exp(1j * phase).astype(np.complex64)
+    else:
+        params = np.array([tissue_params[t] for t in names])
+        fat_like = np.array([t in _FAT_LIKE for t in names])
+        shading = np.exp(1j * phase).astype(np.complex64) * bias.astype(np.float32)
+        if "b1_contrast" in factors:     # B1+ sets the refocusing angle: EPG on a grid of ratios
+            w = _b1_max_deviation(dom.field_strength_T)
+            ratios = np.linspace(1.0 - w, 1.0 + w, _B1_GRID_POINTS)
+        else:                            # B1+ as shading only: the first-order sin^3 factor
+            ratios = None
+            shading = shading * b1_signal_factor(b1).astype(np.float32)
+        table = site_echo_table(site, params, fat_like, ratios)
+        image = _site_image(site, stack, table, b1, shading, grid, ratios)
     # centred FFT without shifts (H, n even): fft2c(x) = (-1)^((H+n)/2) c * fft2(c * x), with the
     # checkerboard c = (-1)^(row+col); the input factor is folded into the (coil-independent) image.
     checker = np.where((np.arange(H)[:, None] + np.arange(n)[None, :]) % 2, -1.0, 1.0).astype(np.float32)
@@ -641,15 +1070,30 @@ def simulate_subject(domain: str | Domain, subject_index: int, num_slices: int, 
     scale = sigma / np.sqrt(2.0)
     noise = np.empty((C, H, n, 2), dtype=np.float32)
     noise_c = noise.view(np.complex64)[..., 0]
+    # correlated receiver noise: L z with Psi = L L^H, on the same white stream z
+    mix = None if psi is None else (np.linalg.cholesky(psi) * (scale / sigma)).astype(np.complex64)
     for sl in range(S):
         rng_noise.standard_normal(dtype=np.float32, out=noise)
-        kspace[sl] += scale * noise_c
+        if mix is None:
+            kspace[sl] += scale * noise_c
+        else:
+            kspace[sl] += (mix @ noise_c.reshape(C, -1)).reshape(C, H, n)
+    if grid.acquired < n:                # lines beyond the acquired matrix: not acquired, zero-filled
+        lo = n // 2 - grid.acquired // 2
+        kspace[..., :lo] = 0
+        kspace[..., lo + grid.acquired:] = 0
 
+    if site is None:
+        fov_mm = (float(fov), float(fov), float(dom.slice_thickness_mm))
+        protocol = dom.protocol.to_dict()
+    else:
+        thickness = site.slice_thickness_mm if "resolution" in factors else dom.slice_thickness_mm
+        fov_mm = (float(fov), float(fov), float(thickness))
+        protocol = site.to_dict(dom.field_strength_T)
     return SimulatedSubject(
         kspace=kspace, sens_maps=sens, domain=dom.name, field_strength_T=float(dom.field_strength_T),
         patient_id=f"{dom.name}-s{int(seed)}-{int(subject_index):05d}",
-        fov_mm=(float(fov), float(fov), float(dom.slice_thickness_mm)),
-        protocol=dom.protocol.to_dict(), noise_std=float(sigma), subject_index=int(subject_index),
+        fov_mm=fov_mm, protocol=protocol, noise_std=float(sigma), subject_index=int(subject_index),
         seed=int(seed), image=image, b1_ratio=np.ascontiguousarray(b1), bias=bias.astype(np.float32),
-        fractions=fractions, tissue_params=tissue_params,
+        fractions=fractions, tissue_params=tissue_params, noise_covariance=psi,
     )

@@ -181,11 +181,12 @@ def test_physics_version_is_hashed_once_and_equals_a_fresh_hash(monkeypatch):
 
     monkeypatch.delattr(simulate, "PHYSICS_VERSION", raising=False)
     here = Path(simulate.__file__).resolve().parent
-    every = [here / "simulate.py", *sorted((here / "phantoms").glob("*.py"))]
+    every = [here / "simulate.py", here / "epg.py", *sorted((here / "phantoms").glob("*.py"))]
     assert domains.physics_version() == _fresh_hash(every)
-    # a domain's version hashes the simulator and its own anatomy only
-    for domain, anatomy in (("brain-1.5T", "brain"), ("brain-3T", "brain"), ("knee-1.5T", "knee")):
-        own = [here / "simulate.py", here / "phantoms" / "__init__.py", here / "phantoms" / f"{anatomy}.py"]
+    # a domain's version hashes the simulator (with the echo trains it imports) and its own anatomy only
+    for domain, anatomy in (("brain-1.5T", "brain"), ("brain-3T", "brain"), ("knee-1.5T", "knee"),
+                            ("brain-3T-clinical", "brain")):
+        own = [here / "simulate.py", here / "epg.py", here / "phantoms" / "__init__.py", here / "phantoms" / f"{anatomy}.py"]
         assert domains.physics_version(domain) == _fresh_hash(own), domain
     assert domains.physics_version("brain-1.5T") == domains.physics_version("brain-3T")
     assert domains.physics_version("brain-1.5T") != domains.physics_version("knee-1.5T")
@@ -208,6 +209,7 @@ def test_a_knee_change_keeps_the_brains_data_and_models(tmp_path, monkeypatch):
     copy = tmp_path / "pkg"
     (copy / "phantoms").mkdir(parents=True)
     shutil.copy(here / "simulate.py", copy / "simulate.py")
+    shutil.copy(here / "epg.py", copy / "epg.py")
     for src in (here / "phantoms").glob("*.py"):
         shutil.copy(src, copy / "phantoms" / src.name)
     before = {a: _fresh_hash(domains.physics_sources(copy, a)) for a in ("brain", "knee")}
@@ -215,7 +217,7 @@ def test_a_knee_change_keeps_the_brains_data_and_models(tmp_path, monkeypatch):
         f.write("\n# an edit\n")
     after = {a: _fresh_hash(domains.physics_sources(copy, a)) for a in ("brain", "knee")}
     assert after["brain"] == before["brain"] and after["knee"] != before["knee"]
-    assert [p.name for p in domains.physics_sources(copy, "brain")] == ["simulate.py", "__init__.py", "brain.py"]
+    assert [p.name for p in domains.physics_sources(copy, "brain")] == ["simulate.py", "epg.py", "__init__.py", "brain.py"]
 
 
 def test_select_slices_is_nested_in_n_and_checks_its_arguments():
