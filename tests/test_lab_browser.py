@@ -50,7 +50,7 @@ from conftest import ARTIFACTS, NOTEBOOKS, ROOT, free_port, stop_process_group
 # the ci profile (5 and 6 train small networks; a busy two-core machine takes 2-3 times the quiet time).
 CHAPTERS = {
     "01_kspace": {"solution": "Solution 1", "solution_text": "ghosts are shifted by", "run_s": 300},
-    "05_generalization": {"solution": "Solution", "solution_text": "normalised per image", "run_s": 600},
+    "05_generalization": {"solution": "Solution", "solution_text": "the benign direction", "run_s": 600},
     "06_fine_tuning": {"solution": "Solution", "solution_text": "memorising", "run_s": 600},
 }
 EVAL = re.compile(r"\{eval\}`([^`]*)`")
