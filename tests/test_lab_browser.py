@@ -224,7 +224,7 @@ def _chapter_1_numbers(records: Path) -> dict[str, str]:
     record = json.loads((records / "01_kspace.json").read_text())["numbers"]
     by_R = {row["R"]: row for row in record["sweep"]}
     return {
-        "parseval_err": f"agree to {record['parseval_rel_error']:.0e}",
+        "parseval_err": f"agree to {record['parseval_rel_error']:.1e}",
         "sidelobe_equi": f"with {record['peak_sidelobe_R4']['equispaced']:.2f} of the peak",
         "psf_spacing": f"at an offset of {record['psf_replica_spacing']} pixels",
         "nmse_r2": f"from {by_R[2]['nmse_random']:.4f} at R = 2",
