@@ -359,12 +359,19 @@ def make_ismrmrd_header(
     num_slices: int,
     patient_id: str | None = None,
     protocol: Mapping[str, Any] | None = None,
+    acquired_columns: tuple[int, int] | None = None,
 ) -> bytes:
     """ISMRMRD XML header, built with the ``ismrmrd`` package's schema classes.
 
     ``fov_mm`` is the reconstructed image's FOV ``(readout, phase, slice)``; the encoded FOV scales it
     by encoded / recon matrix per in-plane axis (a crop keeps the pixel size), which gives the 2x
-    readout FOV of oversampled acquisitions as real fastMRI headers carry it.
+    readout FOV of oversampled acquisitions as real fastMRI headers carry it. ``acquired_columns``
+    ``(first, last)``: the phase-encode columns actually acquired when the outer ones are zero-filled
+    (a matrix larger than the acquisition, as clinical sites reconstruct); written as the encoding
+    limits of ``kspace_encoding_step_1`` so that fastMRI's padding rule (``padding_left = W // 2 -
+    center``, ``padding_right = padding_left + maximum + 1``) recovers them. The protocol's
+    ``echo_spacing`` goes to the sequence parameters, its ``refocusing_flip_deg`` and
+    ``bandwidth_hz_per_px`` to user parameters.
     """
     import ismrmrd.xsd as x
 
@@ -378,7 +385,9 @@ def make_ismrmrd_header(
         encodedSpace=space(ex, ey, fx * ex / rx, fy * ey / ry),
         reconSpace=space(rx, ry, fx, fy),
         encodingLimits=x.encodingLimitsType(
-            kspace_encoding_step_1=x.limitType(minimum=0, maximum=ey - 1, center=ey // 2),
+            kspace_encoding_step_1=(x.limitType(minimum=0, maximum=ey - 1, center=ey // 2) if acquired_columns is None
+                                    else x.limitType(minimum=0, maximum=int(acquired_columns[1] - acquired_columns[0]),
+                                                     center=ey // 2 - int(acquired_columns[0]))),
             slice=x.limitType(minimum=0, maximum=max(num_slices - 1, 0), center=0),
         ),
         trajectory=x.trajectoryType.CARTESIAN,
@@ -393,7 +402,10 @@ def make_ismrmrd_header(
             TR=as_list("TR"), TE=as_list("TE"), TI=as_list("TI"),
             flipAngle_deg=as_list("flip_angle_deg") or [90.0],  # spin-echo excitation
             sequence_type=str(protocol["sequence"]) if protocol.get("sequence") else None,
+            echo_spacing=as_list("echo_spacing"),
         )
+    extra = [x.userParameterDoubleType(name=k, value=float(protocol[k]))
+             for k in ("refocusing_flip_deg", "bandwidth_hz_per_px") if protocol.get(k) is not None]
     header = x.ismrmrdHeader(
         subjectInformation=x.subjectInformationType(patientID=str(patient_id)) if patient_id else None,
         acquisitionSystemInformation=x.acquisitionSystemInformationType(
@@ -404,6 +416,7 @@ def make_ismrmrd_header(
         ),
         encoding=[encoding],
         sequenceParameters=seq,
+        userParameters=x.userParametersType(userParameterDouble=extra) if extra else None,
     )
     return x.ToXML(header).encode("ascii")
 
@@ -455,8 +468,13 @@ def write_fastmri_file(
     reconstruction_rss = np.asarray(reconstruction_rss, dtype=np.float32)
     if reconstruction_rss.ndim != 3 or reconstruction_rss.shape[0] != kspace.shape[0]:
         raise ValueError(f"reconstruction_rss must be (S={kspace.shape[0]}, H, W), got {reconstruction_rss.shape}")
+    # zero-filled outer phase-encode columns (never acquired) go into the header's encoding limits
+    sampled = np.flatnonzero(np.any(kspace != 0, axis=(0, 1, 2)))
+    acquired = ((int(sampled[0]), int(sampled[-1])) if sampled.size and (sampled[0] > 0 or sampled[-1] < kspace.shape[-1] - 1)
+                else None)
     header = make_ismrmrd_header(
-        kspace.shape[-2:], recon_size, fov_mm, field_strength_T, kspace.shape[1], kspace.shape[0], patient_id, protocol
+        kspace.shape[-2:], recon_size, fov_mm, field_strength_T, kspace.shape[1], kspace.shape[0], patient_id, protocol,
+        acquired_columns=acquired,
     )
 
     def write(tmp: Path) -> None:
@@ -528,10 +546,24 @@ def _parse_header(xml: bytes | str, where: Path) -> dict[str, Any]:
             "num_coils": None if sysinfo is None or sysinfo.receiverChannels is None else int(sysinfo.receiverChannels),
             "system_vendor": None if sysinfo is None or sysinfo.systemVendor is None else str(sysinfo.systemVendor),
         }
+        limits = enc.encodingLimits.kspace_encoding_step_1 if enc.encodingLimits is not None else None
+        out["_limits"] = None if limits is None else (int(limits.center), int(limits.maximum))
     except Exception:  # real scanners' headers may hold elements this schema version rejects
         out = _parse_header_etree(xml, where)
     out["recon_size"] = out["recon_matrix"][:2]
+    out["kspace_padding"] = _padding(out.pop("_limits", None), out["encoded_matrix"][1])
     return out
+
+
+def _padding(limits: tuple[int, int] | None, encoded_cols: int) -> tuple[int, int]:
+    """``(left, right)``: the acquired phase-encode columns are ``left <= column < right``, by
+    fastMRI's rule from the encoding limits of ``kspace_encoding_step_1`` (``mri_data.py``:
+    ``left = W // 2 - center``, ``right = left + maximum + 1``); all columns without limits."""
+    if limits is None or None in limits:
+        return (0, int(encoded_cols))
+    center, maximum = limits
+    left = int(encoded_cols) // 2 - int(center)
+    return (left, left + int(maximum) + 1)
 
 
 def _parse_header_etree(xml: bytes, where: Path) -> dict[str, Any]:
@@ -558,6 +590,8 @@ def _parse_header_etree(xml: bytes, where: Path) -> dict[str, Any]:
             "field_strength_T": find("acquisitionSystemInformation/systemFieldStrength_T"),
             "num_coils": find("acquisitionSystemInformation/receiverChannels", int),
             "system_vendor": find("acquisitionSystemInformation/systemVendor", str),
+            "_limits": (find("encoding/encodingLimits/kspace_encoding_step_1/center", int),
+                        find("encoding/encodingLimits/kspace_encoding_step_1/maximum", int)),
         }
     except ValueError as err:
         raise DataError(f"{where}: ismrmrd_header has a malformed number ({err})") from None
@@ -571,7 +605,9 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
 
     Keys: ``encoded_matrix`` and ``recon_matrix`` ``(x, y, z)`` (x = readout = rows H), ``encoded_fov_mm``,
     ``recon_fov_mm``, ``field_strength_T`` (float or None), ``num_coils`` (int or None), ``system_vendor``
-    (str or None; ``"mrtl (simulated)"`` in the files mrtl writes), ``recon_size`` ``(H, W)``.
+    (str or None; ``"mrtl (simulated)"`` in the files mrtl writes), ``recon_size`` ``(H, W)``,
+    ``kspace_padding`` ``(left, right)``: the acquired phase-encode columns, as fastMRI derives them
+    (all of them unless the header's encoding limits say the outer ones are zero-filled).
     """
     path = Path(path)
     with _open(path) as f:

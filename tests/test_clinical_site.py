@@ -348,6 +348,10 @@ def test_sites_write_through_the_fastmri_writer(tmp_path):
         np.testing.assert_array_equal(f["kspace"][()], sub.kspace)
         assert f.attrs["domain"] == "brain-3T-clinical" and f.attrs["acquisition"] == "AXT2"
     assert sub.protocol["refocusing_flip_deg"] == 140.0 and sub.protocol["bandwidth_hz_per_px"] == 220.0
+    # the acquired phase lines reach the header as fastMRI's padding (the zero-filled columns outside)
+    sampled = np.flatnonzero(np.abs(sub.kspace).sum(axis=(0, 1, 2)) > 0)
+    assert header["kspace_padding"] == (int(sampled[0]), int(sampled[-1]) + 1)
+    assert sampled.size == simulate.site_grid(simulate.get_domain("brain-3T-clinical"), 32).acquired < m
     assert "epg.py" in [p.name for p in domains.physics_sources(Path(simulate.__file__).parent, "brain")]
 
 

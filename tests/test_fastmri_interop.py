@@ -6,6 +6,8 @@ route, or an install that failed) every test here skips and says so.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
@@ -207,3 +209,30 @@ def test_narrow_kspace_and_volume_masks_match_fastmris_unet_transform(tmp_path):
         masks_by_file.setdefault(s.fname, set()).add(s.mask.numpy().tobytes())
     assert all(len(v) == 1 for v in masks_by_file.values())  # one mask per volume
     assert len(set.union(*masks_by_file.values())) == 2       # seeded by the file's name: each its own
+
+
+def test_zero_filled_columns_reach_the_header_as_fastmri_reads_them(tmp_path):
+    """A k-space whose outer phase-encode columns were never acquired (a clinical site's matrix):
+    the header's encoding limits give exactly the acquired columns by fastMRI's own padding rule
+    (its SliceDataset's metadata), and mrtl's reader agrees; a fully sampled file keeps all columns."""
+    from mrtl_core.data import read_header
+
+    rng = np.random.default_rng(5)
+    k = (rng.standard_normal((2, 3, 32, 24)) + 1j * rng.standard_normal((2, 3, 32, 24))).astype(np.complex64)
+    full = write_fastmri_file(tmp_path / "full_p0.h5", k, field_strength_T=3.0, fov_mm=(220.0, 220.0, 4.0),
+                              recon_size=(16, 16), patient_id="p0", acquisition="AXT2")
+    k_cut = k.copy()
+    k_cut[..., :5] = 0
+    k_cut[..., 21:] = 0        # columns 5..20 acquired
+    cut = write_fastmri_file(tmp_path / "cut_p0.h5", k_cut, field_strength_T=3.0, fov_mm=(220.0, 220.0, 4.0),
+                             recon_size=(16, 16), patient_id="p0", acquisition="AXT2",
+                             protocol={"TR": 5000.0, "TE": 100.0, "sequence": "TSE", "echo_train_length": 16,
+                                       "echo_spacing": 10.0, "refocusing_flip_deg": 140.0, "bandwidth_hz_per_px": 220.0})
+    assert read_header(full)["kspace_padding"] == (0, 24)
+    assert read_header(cut)["kspace_padding"] == (5, 21)
+    ds = FastmriSliceDataset(tmp_path, challenge="multicoil")
+    theirs = {Path(r.fname).name: r.metadata for r in ds.raw_samples}
+    assert (theirs["cut_p0.h5"]["padding_left"], theirs["cut_p0.h5"]["padding_right"]) == (5, 21)
+    assert (theirs["full_p0.h5"]["padding_left"], theirs["full_p0.h5"]["padding_right"]) == (0, 24)
+    text = h5py.File(cut, "r")["ismrmrd_header"][()].decode()
+    assert "<echo_spacing>10.0</echo_spacing>" in text and "refocusing_flip_deg" in text and "bandwidth_hz_per_px" in text
