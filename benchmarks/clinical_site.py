@@ -41,35 +41,17 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mrtl_core import experiment as ex  # noqa: E402
+from mrtl_core import experiment as ex, grid  # noqa: E402
 from mrtl_core.cache import atomic_write  # noqa: E402
 from mrtl_core.profiles import get_profile  # noqa: E402
-from mrtl_core.stats import fmt_ci, interval_basis, paired_difference  # noqa: E402
+from mrtl_core.stats import fmt_ci, interval_basis  # noqa: E402
 
+from experiment import _record  # noqa: E402  (the grid's entry format: per-slice scores and subjects)
 from machine import cpu_model  # noqa: E402
 
 SITES = {"1.5 T site": "brain-1.5T-clinical", "3 T site": "brain-3T-clinical"}
 ACCELERATION = 4
 METRICS = ("ssim", "ssim_fg", "psnr", "psnr_fg")
-
-
-class _Scored:
-    """An evaluation read back from the JSON: what ``paired_difference`` needs (slices, metrics)."""
-
-    def __init__(self, entry: dict) -> None:
-        import numpy as np
-
-        self.slices = [(entry["subjects"][i], k) for k, i in enumerate(entry["slice_subject"])]
-        self.metrics = {m: np.asarray(v) for m, v in entry["per_slice"].items()}
-
-
-def _entry(result, **fields) -> dict:
-    files = [str(f) for f, _ in result.slices]
-    names = list(dict.fromkeys(files))
-    return {**fields, "n_slices": len(files), "seconds": result.seconds,
-            "mean": {m: float(result.metrics[m].mean()) for m in METRICS},
-            "per_slice": {m: result.metrics[m].tolist() for m in METRICS},
-            "subjects": names, "slice_subject": [names.index(f) for f in files]}
 
 
 def run(profile_name: str, out: Path) -> dict:
@@ -89,9 +71,9 @@ def run(profile_name: str, out: Path) -> dict:
             if key in results:
                 continue
             res = ex.evaluate_on(profile, model, domain, ACCELERATION, name=method)
-            results[key] = _entry(res, test=test_label, domain=domain, method=method)
+            results[key] = _record(res, {"test": test_label, "domain": domain, "method": method})
             atomic_write(out, lambda tmp: Path(tmp).write_text(json.dumps(results, indent=1)))
-            print(f"{key}: SSIM fg {results[key]['mean']['ssim_fg']:.4f}  ({time.perf_counter() - started:.0f} s)",
+            print(f"{key}: SSIM fg {results[key]['summary']['ssim_fg']['mean']:.4f}  ({time.perf_counter() - started:.0f} s)",
                   flush=True)
     return results
 
@@ -100,17 +82,16 @@ def report(results: dict) -> str:
     """The scores and the two paired gaps, as markdown."""
     lines = ["| test set | zero-filled | 1.5 T site's network | 3 T site's network |", "|---|---|---|---|"]
     for test in SITES:
-        cells = [f"{results[f'{test} test | {m}']['mean']['ssim_fg']:.3f} ({results[f'{test} test | {m}']['mean']['psnr']:.2f} dB)"
-                 for m in ("zero-filled", *SITES)]
+        summaries = [results[f"{test} test | {m}"]["summary"] for m in ("zero-filled", *SITES)]
+        cells = [f"{s['ssim_fg']['mean']:.3f} ({s['psnr']['mean']:.2f} dB)" for s in summaries]
         lines.append(f"| {test} | " + " | ".join(cells) + " |")
     lines += ["", "Foreground SSIM (whole-image PSNR). Paired differences with 95 % intervals, over the test subjects where "
               "there are enough of them:", ""]
     for test, own, other, what in (("3 T site", "3 T site", "1.5 T site", "the shift (1.5 T network on 3 T data)"),
                                    ("1.5 T site", "1.5 T site", "3 T site", "the reverse (3 T network on 1.5 T data)")):
-        a, b = _Scored(results[f"{test} test | {other}"]), _Scored(results[f"{test} test | {own}"])
-        subjects = [s for s, _ in a.slices]
-        cells = [fmt_ci(paired_difference(a, b, m), 2 if m.startswith("psnr") else 3) for m in METRICS]
-        lines.append(f"* {what}, {other} − {own} network on {test} test slices ({interval_basis(subjects)}): "
+        a, b = results[f"{test} test | {other}"], results[f"{test} test | {own}"]
+        cells = [fmt_ci(grid.paired(a, b, m, over="auto"), 2 if m.startswith("psnr") else 3) for m in METRICS]
+        lines.append(f"* {what}, {other} − {own} network on {test} test slices ({interval_basis(grid.slice_subjects(a))}): "
                      f"SSIM fg {cells[1]}, SSIM {cells[0]}, PSNR {cells[2]} dB, PSNR fg {cells[3]} dB")
     meta = results["_meta"]
     lines += ["", f"profile {meta['profile']['name']}, {meta['cpu']}, torch {meta['torch']}, {meta['threads']} threads; "
