@@ -18,6 +18,8 @@ import signal
 import sys
 from typing import NoReturn
 
+from . import stop
+
 COMMANDS = {
     "simulate": "write a synthetic domain as fastMRI-layout HDF5 files",
     "train": "train a U-Net from scratch (pre-training, or a from-scratch baseline)",
@@ -74,8 +76,14 @@ def one_line(err: BaseException) -> str:
     return text
 
 
-def _on_sigterm(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+def handle_sigterm(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    stop.request(Terminated)   # kept for the loops' check, should this raise land in an ignoring frame
     raise Terminated()
+
+
+def handle_sigint(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    stop.request(KeyboardInterrupt)
+    raise KeyboardInterrupt()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,7 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv  # commands quote it back in their resume hints
     module = importlib.import_module(f"mrtl_core.commands.{args.command}")
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
+    previous = {}
+    if _main_thread():
+        previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, handle_sigterm)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:   # not when SIGINT is ignored
+            previous[signal.SIGINT] = signal.signal(signal.SIGINT, handle_sigint)
+    stop.clear()
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt as err:
@@ -107,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {one_line(err)} (run again with --debug for the traceback)", file=sys.stderr)
         return EXIT_BAD_INPUT
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        stop.clear()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _main_thread() -> bool:

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from . import stop
 from .data import UnetSample, center_crop, unnormalize
 from .stats import summarise
 from .train import resolve_device, unwrap
@@ -279,6 +280,7 @@ def reconstruct_files(
     n = _num_slices(dataset, max_slices)
     volumes: dict[str, dict[int, np.ndarray]] = {}
     for start in range(0, n, batch_size):
+        stop.check()
         samples = [dataset[i] for i in range(start, min(n, start + batch_size))]
         if reconstruct == "cg-sense" and samples[0].masked_kspace is None:
             raise ValueError("reconstruct_files('cg-sense', ...) needs a dataset built with with_kspace=True")
@@ -377,6 +379,7 @@ def evaluate(
     indices = list(range(n))
     bar = tqdm(total=n, disable=not progress, desc=f"evaluate {method}", leave=False)
     for start in range(0, n, batch_size):
+        stop.check()
         samples = [dataset[i] for i in indices[start:start + batch_size]]
         if samples[0].target is None:
             raise ValueError(f"{samples[0].fname}: no target (a test/challenge file without "

@@ -53,6 +53,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from . import stop
 from .data import collate, unnormalize
 from .precision import AMP_CHOICES
 from .precision import choose as choose_precision
@@ -474,6 +475,7 @@ def validate(model: nn.Module, val_set: Dataset, config: TrainConfig, device: to
     prec = choose_precision(config.amp, device)
     total, count, ssims = 0.0, 0, []
     for batch in loader:
+        stop.check()
         with torch.autocast(device.type, dtype=prec.dtype, enabled=prec.autocast):
             output, target = forward_batch(model, batch, device, config.channels_last)
         output = output.float()
@@ -621,6 +623,7 @@ def train(
         for _ in range(steps_per_epoch):
             if step >= max_steps:
                 break
+            stop.check()   # a Ctrl-C or SIGTERM that an ignoring frame swallowed stops here
             batch = next(stream)
             with torch.autocast(device.type, dtype=prec.dtype, enabled=prec.autocast):
                 output, target = forward_batch(net, batch, device, config.channels_last)

@@ -331,3 +331,30 @@ def test_cli_train_finetune_evaluate(files, tmp_path, capsys):
     assert [r["method"] for r in e["results"]] == ["zero-filled", str(tmp_path / "a.pt"), str(tmp_path / "b.pt")]
     assert len(e["results"][0]["per_slice"]["ssim"]) == 4
     assert "SSIM" in capsys.readouterr().out
+
+
+def test_a_sigterm_swallowed_by_a_weakref_callback_still_stops_training(files, monkeypatch):
+    """CI once ran a SIGTERM'd ``train`` for 240 s: the handler's raise landed in a weakref callback,
+    where Python prints "Exception ignored" and goes on. The recorded request must stop the loop."""
+    import gc
+    import sys
+    import weakref
+
+    from mrtl_core import cli, stop
+
+    class Owner:
+        pass
+
+    train_set, val_set, _ = _sets(files)
+    swallowed = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: swallowed.append(u.exc_type))
+    owner = Owner()
+    ref = weakref.ref(owner, lambda _: cli.handle_sigterm(15, None))  # the handler, where raises are ignored
+    del owner
+    gc.collect()
+    assert swallowed == [cli.Terminated] and ref() is None    # Python swallowed the raise, as in the CI run
+    assert stop.pending() is cli.Terminated
+    with pytest.raises(cli.Terminated):
+        train(_model(), train_set, None, _cfg(epochs=50))   # no validation: the step loop's own check
+    assert stop.pending() is None                     # answered once: the next run is not stopped
+    assert train(_model(), train_set, None, _cfg(epochs=1)).steps == 2
