@@ -49,6 +49,7 @@ from . import cache, data, domains, masks, precision
 from .evaluate import EvalResult, evaluate
 from .profiles import Profile, get_profile
 from .train import (
+    LATER_DEFAULTS,
     TrainConfig,
     TrainResult,
     fine_tune,
@@ -279,8 +280,9 @@ def _train_key(config: TrainConfig) -> dict:
     d = config.to_dict()
     for k in ("progress", "log_every", "device", "num_workers"):
         d.pop(k)
-    if not d.get("validate_start"):
-        d.pop("validate_start", None)  # a field added later: runs without it keep their cache keys
+    for name, default in LATER_DEFAULTS.items():   # fields added later: runs without them keep their keys
+        if d.get(name) == default:
+            d.pop(name, None)
     return d
 
 

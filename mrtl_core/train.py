@@ -33,7 +33,21 @@ Fine-tuning strategies (:func:`fine_tune`, :func:`apply_strategy`), for the fast
 * ``"frozen-encoder"`` the encoder (``down_sample_layers``) and the bottleneck (``conv``) are
   frozen; the decoder (``up_transpose_conv``, ``up_conv``) trains;
 * ``"last-layers"``    only the final decoder block ``up_conv[-1]`` trains: its two 3x3
-  convolutions and the 1x1 output convolution (the U-Net's last full-resolution stage).
+  convolutions and the 1x1 output convolution (the U-Net's last full-resolution stage);
+* ``"lp-ft"``          linear probe, then fine-tune (Kumar et al. 2022): ``"last-layers"`` for the
+  first :data:`PROBE_FRACTION` of the budget, then every layer for the rest, starting from (and
+  scoring) the probe's best weights, so the new head does not distort the features it sits on.
+
+Fine-tuning recipes beside the strategy, all in :class:`TrainConfig` and all off by default (the
+book's recorded runs are the defaults):
+
+* ``schedule="warmup-cosine"`` with ``warmup_steps``: the learning rate rises linearly over the first
+  steps, then follows a cosine to zero at the end of the budget (stepped every optimiser step), instead
+  of fastMRI's ``StepLR``;
+* ``layer_lr_decay`` < 1: layer-wise learning rates (:func:`layer_groups`), ``lr * decay**depth``
+  with ``depth`` the U-Net level's distance from the output, so the deep encoder moves least;
+* ``l2sp`` > 0: the L2-SP penalty ``l2sp / 2 * ||w - w0||^2`` towards the weights ``w0`` the run
+  started from (Li, Grandvalet & Davoine 2018), instead of decay towards zero.
 
 Evaluation is :mod:`mrtl_core.evaluate`; statistics are :mod:`mrtl_core.stats`.
 """
@@ -62,6 +76,11 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "STRATEGIES",
+    "FROZEN_SETS",
+    "PROBE_FRACTION",
+    "SCHEDULES",
+    "LATER_DEFAULTS",
+    "layer_groups",
     "resolve_device",
     "unwrap",
     "seed_everything",
@@ -71,6 +90,7 @@ __all__ = [
     "validate",
     "train",
     "fine_tune",
+    "probe_then_tune",
     "save_checkpoint",
     "load_checkpoint",
     "load_model",
@@ -78,7 +98,15 @@ __all__ = [
     "RESUMABLE_CHANGES",
 ]
 
-STRATEGIES = ("end-to-end", "frozen-encoder", "last-layers")
+STRATEGIES = ("end-to-end", "frozen-encoder", "last-layers", "lp-ft")
+#: the strategies that are one set of trainable layers (``"lp-ft"`` is two phases of them)
+FROZEN_SETS = ("end-to-end", "frozen-encoder", "last-layers")
+#: the share of an ``"lp-ft"`` budget spent on the probe (the last block alone)
+PROBE_FRACTION = 0.25
+SCHEDULES = ("step", "warmup-cosine")
+#: fields added after models were cached: at these values a cache key leaves them out
+LATER_DEFAULTS = {"validate_start": False, "schedule": "step", "warmup_steps": 0, "layer_lr_decay": 1.0,
+                  "l2sp": 0.0}
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,6 +146,10 @@ class TrainConfig:
     log_every: int = 50              # steps between progress-bar postfix updates
     validate_start: bool = False     # score the starting weights first (epoch 0): fine-tuning then never
                                      # returns weights that validate worse than the pre-trained start
+    schedule: str = "step"           # "step" (StepLR every lr_step_size epochs) or "warmup-cosine"
+    warmup_steps: int = 0            # linear warm-up steps of "warmup-cosine"
+    layer_lr_decay: float = 1.0      # lr * decay**depth per U-Net level (1: one learning rate)
+    l2sp: float = 0.0                # weight of the L2-SP penalty towards the starting weights
 
     def __post_init__(self) -> None:
         if self.epochs is None and self.max_steps is None:
@@ -136,6 +168,17 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.monitor must be 'l1', 'ssim' or 'ssim_fg', got {self.monitor!r}")
         if self.amp not in AMP_CHOICES or not isinstance(self.amp, (bool, str)):
             raise ValueError(f"TrainConfig.amp must be True, False, 'bf16' or 'fp16', got {self.amp!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"TrainConfig.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"TrainConfig.warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
+        if self.warmup_steps and self.schedule != "warmup-cosine":
+            raise ValueError(f"TrainConfig.warmup_steps={self.warmup_steps} needs schedule='warmup-cosine', "
+                             f"got schedule={self.schedule!r}")
+        if not 0 < self.layer_lr_decay <= 1:
+            raise ValueError(f"TrainConfig.layer_lr_decay must lie in (0, 1], got {self.layer_lr_decay!r}")
+        if not self.l2sp >= 0:
+            raise ValueError(f"TrainConfig.l2sp must be >= 0, got {self.l2sp!r}")
 
     def to_dict(self) -> dict:
         """Every field by name (what a checkpoint stores and a resume compares)."""
@@ -266,7 +309,34 @@ def _strategy_trainable(name: str, strategy: str, num_up: int) -> bool:
         return not (name.startswith("down_sample_layers.") or name.startswith("conv."))
     if strategy == "last-layers":
         return name.startswith(f"up_conv.{num_up - 1}.")
-    raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    raise ValueError(f"strategy must be one of {FROZEN_SETS}, got {strategy!r}")
+
+
+def layer_groups(model: nn.Module, params: Sequence[nn.Parameter], lr: float, decay: float) -> list[dict]:
+    """Adam parameter groups with layer-wise learning rates: ``lr * decay**depth``.
+
+    ``depth`` counts U-Net levels from the output: decoder stage ``j`` (``up_transpose_conv[j]`` and
+    ``up_conv[j]``) has ``num_pool_layers - 1 - j``, the bottleneck ``conv`` ``num_pool_layers``, and
+    encoder block ``i`` ``2 * num_pool_layers - i``; the last full-resolution block trains at ``lr``.
+    Only ``params`` (the trainable ones) enter; each group carries its ``depth``.
+    """
+    model = unwrap(model)
+    num = len(getattr(model, "down_sample_layers", []))
+    if not num or not hasattr(model, "up_conv"):
+        raise ValueError(f"layer_lr_decay needs a U-Net with down_sample_layers/conv/up_conv, got {type(model).__name__}")
+    wanted = {id(p) for p in params}
+    by_depth: dict[int, list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if id(p) not in wanted:
+            continue
+        head, _, rest = name.partition(".")
+        index = int(rest.split(".")[0]) if head != "conv" else 0
+        depth = {"down_sample_layers": 2 * num - index, "conv": num,
+                 "up_transpose_conv": num - 1 - index, "up_conv": num - 1 - index}.get(head)
+        if depth is None:
+            raise ValueError(f"layer_lr_decay: parameter {name!r} belongs to no U-Net level")
+        by_depth.setdefault(depth, []).append(p)
+    return [{"params": ps, "lr": lr * decay**d, "depth": d} for d, ps in sorted(by_depth.items())]
 
 
 def apply_strategy(model: nn.Module, strategy: str) -> list[str]:
@@ -275,7 +345,9 @@ def apply_strategy(model: nn.Module, strategy: str) -> list[str]:
     See the module docstring for what each strategy freezes. Needs the fastMRI U-Net's names
     (``down_sample_layers``, ``conv``, ``up_conv``) for the partial strategies.
     """
-    if strategy not in STRATEGIES:
+    if strategy == "lp-ft":
+        raise ValueError("strategy 'lp-ft' is two phases (last-layers, then end-to-end): run it with fine_tune")
+    if strategy not in FROZEN_SETS:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     model = unwrap(model)
     names = [n for n, _ in model.named_parameters()]
@@ -395,6 +467,16 @@ def _dist() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
+
+
+def _warmup_cosine(warmup: int, total: int):
+    """The LambdaLR factor after ``step`` optimiser steps: ``(step + 1) / warmup`` while warming up,
+    then a half cosine from 1 to 0 at ``total`` steps."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+    return factor
 
 
 def _batches(
@@ -545,8 +627,11 @@ def train(
     params = list(_params) if _params is not None else [p for p in core.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no trainable parameters (all requires_grad=False)")
-    optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step_size, gamma=config.lr_gamma)
+    # the L2-SP anchor: the weights the run starts from (a resumed fine-tuning run is handed the same
+    # start, which the checkpoint's start_weights check ensures), kept before any checkpoint loads
+    anchor = [p.detach().clone() for p in params] if config.l2sp > 0 else None
+    groups = layer_groups(core, params, config.lr, config.layer_lr_decay) if config.layer_lr_decay != 1.0 else params
+    optimizer = torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
     prec = choose_precision(config.amp, device)
     scaler = torch.amp.GradScaler("cuda", enabled=prec.scaler)
 
@@ -556,6 +641,12 @@ def train(
     max_steps = config.max_steps if config.max_steps is not None else 10**12
     epochs = config.epochs if config.epochs is not None else math.ceil(max_steps / steps_per_epoch)
     sign = 1.0 if config.monitor == "l1" else -1.0  # we minimise sign * value
+    if config.schedule == "warmup-cosine":   # per optimiser step, over the whole budget
+        total = max(1, min(epochs * steps_per_epoch, max_steps))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(config.warmup_steps, total))
+    else:                                    # fastMRI's: per epoch
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step_size, gamma=config.lr_gamma)
+    per_step = config.schedule == "warmup-cosine"
 
     result = TrainResult(device=str(device), checkpoint_path=str(checkpoint_path) if checkpoint_path else None,
                          precision=prec.name)
@@ -628,20 +719,28 @@ def train(
             with torch.autocast(device.type, dtype=prec.dtype, enabled=prec.autocast):
                 output, target = forward_batch(net, batch, device, config.channels_last)
                 loss = torch.nn.functional.l1_loss(output.float(), target)
+            objective = loss
+            if anchor is not None:   # float32, outside autocast: a sum of squares of small differences
+                objective = loss + 0.5 * config.l2sp * sum(((p - a) ** 2).sum() for p, a in zip(params, anchor))
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaler.scale(objective).backward()
             if config.grad_clip is not None:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
             scaler.step(optimizer)
             scaler.update()
+            if per_step:
+                step_lr = optimizer.param_groups[0]["lr"]   # the rate this step used
+                scheduler.step()
             step += 1
             losses.append(loss.item())
             bar.update(1)
             if show and step % max(1, config.log_every) == 0:
                 bar.set_postfix(loss=f"{np.mean(losses[-config.log_every:]):.4f}", epoch=epoch + 1)
-        lr_used = optimizer.param_groups[0]["lr"]
-        scheduler.step()
+        # the rate of the epoch's last step (layer-wise: the output level's, the largest)
+        lr_used = step_lr if per_step and losses else optimizer.param_groups[0]["lr"]
+        if not per_step:
+            scheduler.step()
         epoch += 1
         row = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                "lr": lr_used}
@@ -705,8 +804,11 @@ def fine_tune(
     """Fine-tune ``model`` in place with a strategy (see the module docstring), then unfreeze it.
 
     Only the strategy's trainable parameters enter the optimiser, so frozen weights stay exactly
-    as they were. Afterwards every parameter has ``requires_grad=True`` again.
+    as they were. Afterwards every parameter has ``requires_grad=True`` again. ``"lp-ft"`` runs
+    :func:`probe_then_tune`.
     """
+    if strategy == "lp-ft":
+        return probe_then_tune(model, train_set, val_set, config, checkpoint_path, resume)
     apply_strategy(model, strategy)
     # the checkpoint records where the run began, so a resume from other weights (another --init)
     # or with another strategy is refused rather than silently continuing the old run
@@ -721,3 +823,42 @@ def fine_tune(
     return result
 
 
+def _split_budget(value: int | None, fraction: float) -> tuple[int | None, int | None]:
+    if value is None:
+        return None, None
+    if value < 2:
+        raise ValueError(f"strategy 'lp-ft' splits the budget in two phases: it needs at least 2, got {value}")
+    first = min(value - 1, max(1, round(fraction * value)))
+    return first, value - first
+
+
+def probe_then_tune(model: nn.Module, train_set: Dataset, val_set: Dataset | None, config: TrainConfig | None = None,
+                    checkpoint_path: Path | str | None = None, resume: bool = True) -> TrainResult:
+    """The ``"lp-ft"`` strategy: ``"last-layers"`` for :data:`PROBE_FRACTION` of the budget (of
+    ``max_steps`` and of ``epochs``, whichever are set), then ``"end-to-end"`` for the rest from the
+    probe's best weights, which the second phase scores first (``validate_start``) so that it keeps
+    them unless tuning every layer validates better.
+
+    One result: the probe's history rows carry ``"phase": "probe"``, the second phase's ``"tune"``;
+    ``best_epoch`` is the second phase's (0: the probe's weights). The probe checkpoints beside
+    ``checkpoint_path`` (``<stem>.probe<suffix>``), removed when the second phase ends, so an
+    interrupted run resumes in whichever phase it was.
+    """
+    config = config or TrainConfig()
+    probe_steps, tune_steps = _split_budget(config.max_steps, PROBE_FRACTION)
+    probe_epochs, tune_epochs = _split_budget(config.epochs, PROBE_FRACTION)
+    probe_cfg = dataclasses.replace(config, max_steps=probe_steps, epochs=probe_epochs)
+    tune_cfg = dataclasses.replace(config, max_steps=tune_steps, epochs=tune_epochs, validate_start=True)
+    probe_path = None
+    if checkpoint_path is not None:
+        path = Path(checkpoint_path)
+        probe_path = path.with_name(f"{path.stem}.probe{path.suffix}")
+    first = fine_tune(model, train_set, val_set, probe_cfg, "last-layers", probe_path, resume)
+    second = fine_tune(model, train_set, val_set, tune_cfg, "end-to-end", checkpoint_path, resume)
+    if probe_path is not None and checkpoint_path is not None:
+        probe_path.unlink(missing_ok=True)
+    return dataclasses.replace(
+        second,
+        history=[{**row, "phase": "probe"} for row in first.history] + [{**row, "phase": "tune"} for row in second.history],
+        steps=first.steps + second.steps, epochs=first.epochs + second.epochs,
+        seconds=first.seconds + second.seconds)

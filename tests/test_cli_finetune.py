@@ -36,6 +36,13 @@ def test_cli_options_replace_the_profiles_settings():
     assert finetune_cmd.finetune_config(args, CI, 4) == experiment.finetune_config(
         CI, 4, 3, progress=False, max_steps=7, lr=0.01, patience=0, batch_size=2, lr_step_size=5, epochs=2,
         amp=False, num_workers=1)
+    recipe = _args("--schedule", "warmup-cosine", "--warmup-steps", "3", "--layer-lr-decay", "0.5", "--l2sp", "0.1",
+                   "--strategy", "lp-ft")
+    assert finetune_cmd.finetune_config(recipe, CI, 4) == experiment.finetune_config(
+        CI, 4, 0, progress=False, schedule="warmup-cosine", warmup_steps=3, layer_lr_decay=0.5, l2sp=0.1)
+    for bad in (["--layer-lr-decay", "0"], ["--layer-lr-decay", "1.5"], ["--l2sp", "-1"], ["--schedule", "linear"]):
+        with pytest.raises(SystemExit):
+            _args(*bad)
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +115,24 @@ def test_blocking_file(tmp_path, capsys):
     assert f"{plain} is a file, not a directory" in capsys.readouterr().err
     with pytest.raises(cli.CLIError, match="plain.txt is a file, not a directory"):
         train_cmd.check_file_target(plain / "sub" / "ck.pt", "--checkpoint")
+
+
+def test_cli_runs_the_lp_ft_recipe_for_real_and_resumes(tiny_dir, tmp_path):
+    """No mocks: a tiny U-Net pre-trained by the CLI, then fine-tuned with lp-ft + L2-SP + warm-up."""
+    import torch
+
+    init, ck, out = tmp_path / "init.pt", tmp_path / "ft.pt", tmp_path / "ft.json"
+    assert cli.main(["train", "--data-dir", str(tiny_dir), "--profile", "ci", "--chans", "2", "--num-pool-layers", "1",
+                     "--epochs", "1", "--quiet", "--checkpoint", str(init)]) == 0
+    args = ["finetune", "--data-dir", str(tiny_dir), "--profile", "ci", "--init", str(init), "--n-slices", "2",
+            "--strategy", "lp-ft", "--max-steps", "8", "--schedule", "warmup-cosine", "--warmup-steps", "2",
+            "--l2sp", "0.01", "--layer-lr-decay", "0.7", "--quiet", "--checkpoint", str(ck), "--out", str(out)]
+    assert cli.main(args) == 0
+    record = json.loads(out.read_text())
+    assert record["strategy"] == "lp-ft" and record["result"]["steps"] == 8
+    assert {row["phase"] for row in record["result"]["history"]} == {"probe", "tune"}
+    assert record["config"]["l2sp"] == 0.01 and record["config"]["schedule"] == "warmup-cosine"
+    first = train.load_model(ck).state_dict()
+    assert cli.main(args) == 0    # resumed from the finished checkpoints: the same weights
+    for (k, a), b in zip(first.items(), train.load_model(ck).state_dict().values()):
+        assert torch.equal(a, b), k

@@ -11,10 +11,13 @@ from mrtl_core.fft import fft2c_np
 from mrtl_core.evaluate import evaluate
 from mrtl_core.stats import paired_difference, summarise
 from mrtl_core.train import (
+    FROZEN_SETS,
+    PROBE_FRACTION,
     STRATEGIES,
     TrainConfig,
     apply_strategy,
     fine_tune,
+    layer_groups,
     load_model,
     train,
     validate,
@@ -177,7 +180,7 @@ def _expected_trainable(names, strategy, num_pool):
     return {n for n in names if n.startswith(f"up_conv.{num_pool - 1}.")}
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("strategy", FROZEN_SETS)
 def test_strategies_freeze_exactly(files, strategy):
     train_set, val_set, _ = _sets(files)
     model = _model()
@@ -358,3 +361,109 @@ def test_a_sigterm_swallowed_by_a_weakref_callback_still_stops_training(files, m
         train(_model(), train_set, None, _cfg(epochs=50))   # no validation: the step loop's own check
     assert stop.pending() is None                     # answered once: the next run is not stopped
     assert train(_model(), train_set, None, _cfg(epochs=1)).steps == 2
+
+
+
+# --------------------------------------------------------------------------------------------
+# fine-tuning recipes: layer-wise learning rates, warm-up + cosine, L2-SP, linear probe then fine-tune
+# --------------------------------------------------------------------------------------------
+def _deltas(before, model):
+    return {n: (p.detach() - before[n]).abs().max().item() for n, p in model.named_parameters()}
+
+
+def test_layer_groups_cover_every_parameter_once_by_level():
+    model = _model()   # 2 pooling levels: decoder 0 -> depth 1, decoder 1 -> 0, bottleneck 2, encoder i -> 4 - i
+    groups = layer_groups(model, list(model.parameters()), lr=1e-3, decay=0.5)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters())
+    depth_of = {id(p): g["depth"] for g in groups for p in g["params"]}
+    for name, p in model.named_parameters():
+        head, index = name.split(".")[0], (int(name.split(".")[1]) if not name.startswith("conv.") else None)
+        expected = {"up_conv": 1 - (index or 0), "up_transpose_conv": 1 - (index or 0), "conv": 2,
+                    "down_sample_layers": 4 - (index or 0)}[head]
+        assert depth_of[id(p)] == expected, name
+    assert [g["lr"] for g in groups] == pytest.approx([1e-3 * 0.5**g["depth"] for g in groups])
+    with pytest.raises(ValueError, match="U-Net"):
+        layer_groups(torch.nn.Linear(2, 2), [], 1e-3, 0.5)
+
+
+def test_layer_lr_decay_moves_each_level_by_its_rate(files):
+    """Adam's first step moves every weight by lr * g / (|g| + eps), about lr: so each level's largest
+    change after one step is its own rate, decay**depth of the output's (an independent reference)."""
+    train_set, _, _ = _sets(files)
+    model = _model()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    lr, decay = 1e-3, 0.5
+    train(model, train_set, None, _cfg(epochs=1, max_steps=1, lr=lr, layer_lr_decay=decay))
+    depth = {id(p): g["depth"] for g in layer_groups(model, list(model.parameters()), lr, decay) for p in g["params"]}
+    moved = _deltas(before, model)
+    for name, p in model.named_parameters():
+        if name.endswith(".weight") and p.dim() == 4:   # conv weights: many elements, some with |g| >> eps
+            assert moved[name] == pytest.approx(lr * decay ** depth[id(p)], rel=1e-3), name
+
+
+def test_warmup_cosine_rates_follow_the_formula(files):
+    train_set, _, _ = _sets(files)
+    lr, warmup, total = 1e-3, 3, 10
+    result = train(_model(), train_set, None, _cfg(epochs=None, max_steps=total, steps_per_epoch=1, lr=lr,
+                                                   schedule="warmup-cosine", warmup_steps=warmup))
+    expected = [lr * (k + 1) / warmup if k < warmup else lr * 0.5 * (1 + np.cos(np.pi * (k - warmup) / (total - warmup)))
+                for k in range(total)]
+    assert [row["lr"] for row in result.history] == pytest.approx(expected, rel=1e-9)
+    with pytest.raises(ValueError, match="warmup_steps=3 needs schedule='warmup-cosine'"):
+        _cfg(warmup_steps=3)
+    with pytest.raises(ValueError, match="schedule"):
+        _cfg(schedule="linear")
+
+
+def test_l2sp_pulls_towards_the_start_and_resumes_with_the_same_anchor(files, tmp_path):
+    train_set, _, _ = _sets(files)
+    start = _model()
+    w0 = torch.cat([p.detach().flatten() for p in start.parameters()])
+
+    def distance(l2sp, steps=12):
+        model = _model()
+        train(model, train_set, None, _cfg(epochs=None, max_steps=steps, steps_per_epoch=2, lr=3e-3, l2sp=l2sp))
+        return (torch.cat([p.detach().flatten() for p in model.parameters()]) - w0).norm().item(), model
+
+    free, _ = distance(0.0, steps=1)
+    held, _ = distance(1e3, steps=1)
+    assert held == free            # at the start w = w0: the penalty's gradient is zero
+    free, _ = distance(0.0)
+    held, full = distance(1e3)
+    assert held < 0.5 * free       # then it holds the weights near the start
+    ckpt = tmp_path / "l2sp.pt"
+    part = _model()
+    train(part, train_set, None, _cfg(epochs=None, max_steps=6, steps_per_epoch=2, lr=3e-3, l2sp=1e3), checkpoint_path=ckpt)
+    resumed = _model()             # the start again, as fine_tune hands it over: the anchor is w0, not the checkpoint
+    train(resumed, train_set, None, _cfg(epochs=None, max_steps=12, steps_per_epoch=2, lr=3e-3, l2sp=1e3),
+          checkpoint_path=ckpt)
+    for (k, va), vb in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(va, vb), k
+
+
+def test_lp_ft_is_a_probe_then_every_layer(files, tmp_path):
+    train_set, val_set, _ = _sets(files)
+    cfg = _cfg(epochs=None, max_steps=8, steps_per_epoch=2, lr=3e-3, validate_start=True)
+    model = _model()
+    ckpt = tmp_path / "lpft.pt"
+    result = fine_tune(model, train_set, val_set, cfg, strategy="lp-ft", checkpoint_path=ckpt)
+    probe_steps = round(PROBE_FRACTION * 8)
+    assert result.steps == 8
+    assert [row["phase"] for row in result.history] == ["probe"] * (1 + probe_steps // 2) + ["tune"] * (1 + (8 - probe_steps) // 2)
+    assert ckpt.is_file() and not (tmp_path / "lpft.probe.pt").exists()
+    # the same two phases by hand, from the same start: the same weights
+    manual = _model()
+    fine_tune(manual, train_set, val_set, _cfg(epochs=None, max_steps=probe_steps, steps_per_epoch=2, lr=3e-3,
+                                               validate_start=True), strategy="last-layers")
+    frozen = {n: p.detach().clone() for n, p in manual.named_parameters()}
+    fine_tune(manual, train_set, val_set, _cfg(epochs=None, max_steps=8 - probe_steps, steps_per_epoch=2, lr=3e-3,
+                                               validate_start=True), strategy="end-to-end")
+    for (k, va), vb in zip(model.state_dict().items(), manual.state_dict().values()):
+        assert torch.equal(va, vb), k
+    assert any(not torch.equal(frozen[n], p.detach()) for n, p in manual.named_parameters() if n.startswith("down_"))
+    with pytest.raises(ValueError, match="two phases"):
+        apply_strategy(model, "lp-ft")
+    with pytest.raises(ValueError, match="at least 2"):
+        fine_tune(model, train_set, val_set, _cfg(epochs=None, max_steps=1), strategy="lp-ft")
+    assert "lp-ft" in STRATEGIES

@@ -10,8 +10,10 @@ validation split drives early stopping on the profile's ``finetune_monitor`` (fo
 the starting weights are scored first and kept if no step validates better, and the learning rate
 is constant unless ``--lr-step-size`` is given. Options given on the command line replace the
 profile's settings. Strategies (``mrtl_core.train.STRATEGIES``): ``end-to-end`` (all layers),
-``frozen-encoder`` (encoder and bottleneck frozen), ``last-layers`` (only the final decoder block).
-Works under ``torchrun`` like ``train``.
+``frozen-encoder`` (encoder and bottleneck frozen), ``last-layers`` (only the final decoder block),
+``lp-ft`` (the last block first, then all layers). The recipe options ``--schedule warmup-cosine
+--warmup-steps K``, ``--layer-lr-decay D`` and ``--l2sp A`` are off unless given (see
+:mod:`mrtl_core.train`). Works under ``torchrun`` like ``train``.
 """
 from __future__ import annotations
 
@@ -21,8 +23,8 @@ from typing import TYPE_CHECKING
 
 from ..cli import CLIError
 from .train import (LibraryChoices, add_data_arguments, amp_setting, add_training_arguments, check_device, check_input_file,
-                    check_training_paths, distributed, interrupted, load_splits, make_set, needs_targets,
-                    note_fresh_start, positive_int, split_files, write_out)
+                    check_training_paths, fraction_type, distributed, interrupted, load_splits, make_set, needs_targets,
+                    nonnegative_float, nonnegative_int, note_fresh_start, positive_int, split_files, write_out)
 
 if TYPE_CHECKING:  # the modules import torch: only for the annotations
     from ..profiles import Profile
@@ -31,7 +33,8 @@ if TYPE_CHECKING:  # the modules import torch: only for the annotations
 __all__ = ["add_arguments", "run", "finetune_config"]
 
 #: the training options that replace the profile's settings when given
-_OVERRIDES = ("epochs", "max_steps", "batch_size", "lr", "lr_step_size", "patience")
+_OVERRIDES = ("epochs", "max_steps", "batch_size", "lr", "lr_step_size", "patience", "schedule", "warmup_steps",
+              "layer_lr_decay", "l2sp")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--init", type=Path, required=True, help="checkpoint of the model to start from")
     g.add_argument("--strategy", default="end-to-end", choices=LibraryChoices("mrtl_core.train", "STRATEGIES"))
     g.add_argument("--n-slices", type=positive_int, default=None, help="number of target training slices (default: all)")
+    g.add_argument("--schedule", default=None, choices=LibraryChoices("mrtl_core.train", "SCHEDULES"),
+                   help="learning-rate schedule (default: constant, as the book)")
+    g.add_argument("--warmup-steps", type=nonnegative_int, default=None, help="linear warm-up of --schedule warmup-cosine")
+    g.add_argument("--layer-lr-decay", type=fraction_type, default=None,
+                   help="layer-wise learning rates: lr * D**depth from the output (default 1: one rate)")
+    g.add_argument("--l2sp", type=nonnegative_float, default=None, help="L2-SP weight towards the --init weights (default 0)")
 
 
 def finetune_config(args: argparse.Namespace, profile: Profile, n_slices: int) -> TrainConfig:

@@ -33,7 +33,7 @@ from ..cli import CLIError
 
 __all__ = ["add_arguments", "run", "add_data_arguments", "add_training_arguments", "load_splits", "split_files",
            "make_set", "needs_targets", "train_config", "distributed", "write_out", "positive_int", "nonnegative_int",
-           "positive_float", "check_file_target", "check_input_file", "check_device", "check_training_paths",
+           "positive_float", "nonnegative_float", "fraction_type", "check_file_target", "check_input_file", "check_device", "check_training_paths",
            "resume_command", "note_fresh_start", "interrupted", "LibraryChoices"]
 
 
