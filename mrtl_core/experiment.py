@@ -14,7 +14,8 @@ protocol (the pre-trained network equals its equal-data 3 T twin), while (b) and
   (``python -m mrtl_core finetune`` uses :func:`finetune_config` and :func:`select_slices` too, so
   the CLI fine-tunes exactly as the book does);
 * :func:`pretrained_unet` -- trained once on ``brain-1.5T`` at R = 4, cached;
-* :func:`finetune_run` -- fine-tuned (or trained from scratch) on N target slices, cached;
+* :func:`finetune_run` -- fine-tuned (or trained from scratch) on N target slices, cached; its
+  ``recipe`` is one of :data:`RECIPES` (the book's own is ``"baseline"``), see :func:`recipe_config`;
 * :func:`scratch_full` -- trained from scratch on the whole target training split, cached;
 * :func:`native_unet` -- the pre-trained network's twin for a target: trained from scratch on as
   many target subjects, with the same schedule, so ``pre-trained - native`` on the target's test
@@ -75,6 +76,9 @@ __all__ = [
     "lr_decay_step",
     "pretrain_config",
     "finetune_config",
+    "RECIPES",
+    "RECIPE_EPOCHS",
+    "recipe_config",
     "scratch_config",
     "model_key",
     "cached_model",
@@ -276,6 +280,53 @@ def finetune_config(profile: Profile | str, n_slices: int, seed: int, from_scrat
     return TrainConfig(**{**fields, **overrides})
 
 
+#: epochs over the N slices that a scaled budget allows (the step cap of "baseline" is under 6 at
+#: N = 50 on the standard profile, so every such run ended at its cap, not by early stopping)
+RECIPE_EPOCHS = 30
+
+#: the fine-tuning recipes, each settings chosen from the literature before any measurement:
+#: ``budget`` "scaled" = :data:`RECIPE_EPOCHS` epochs of the N slices (at least the profile's steps),
+#: a validation round per epoch at least, early stopping as the profile's; warm-up over the first
+#: 10 % of the steps (Goyal et al. 2017 warm up over 5 of 90 epochs, BERT over 10 %), then a cosine
+#: to zero; layer-wise decay 0.5 per U-Net level (ULMFiT divides by 2.6 per layer, BEiT uses
+#: 0.65-0.75 per block of a deeper net); L2-SP alpha 0.01 (Li et al. 2018's setting for their
+#: segmentation and detection transfer); lp-ft with the probe's share of
+#: :data:`mrtl_core.train.PROBE_FRACTION`
+RECIPES: dict[str, dict[str, Any]] = {
+    "baseline": {},
+    "scaled": {"budget": "scaled"},
+    "warmup-cosine": {"budget": "scaled", "schedule": "warmup-cosine", "warmup_fraction": 0.1},
+    "layer-lr": {"budget": "scaled", "layer_lr_decay": 0.5},
+    "l2sp": {"budget": "scaled", "l2sp": 0.01},
+    "lp-ft": {"budget": "scaled", "strategy": "lp-ft"},
+}
+
+
+def recipe_config(profile: Profile | str, n_slices: int, seed: int, recipe: str = "baseline",
+                  from_scratch: bool = False, **kwargs: Any) -> tuple[TrainConfig, str | None]:
+    """:func:`finetune_config` for a named recipe of :data:`RECIPES`, and the strategy the recipe
+    sets (None: the caller's). ``"baseline"`` is :func:`finetune_config` itself."""
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {tuple(RECIPES)}, got {recipe!r}")
+    profile = get_profile(profile)
+    spec = dict(RECIPES[recipe])
+    strategy = spec.pop("strategy", None)
+    overrides: dict[str, Any] = {}
+    if spec.pop("budget", None) == "scaled":
+        batch = int(min(profile.finetune_batch_size, n_slices))
+        epoch_steps = -(-int(n_slices) // batch)
+        base = (profile.scratch_steps or profile.finetune_steps) if from_scratch else profile.finetune_steps
+        overrides.update(max_steps=max(int(base), RECIPE_EPOCHS * epoch_steps),
+                         steps_per_epoch=max(int(profile.finetune_eval_every), epoch_steps))
+    warmup = spec.pop("warmup_fraction", None)
+    overrides.update(spec)
+    overrides.update(kwargs.pop("overrides", {}))
+    cfg = finetune_config(profile, n_slices, seed, from_scratch=from_scratch, **kwargs, **overrides)
+    if warmup is not None:
+        cfg = TrainConfig(**{**cfg.to_dict(), "warmup_steps": max(1, round(warmup * cfg.max_steps))})
+    return cfg, strategy
+
+
 def _train_key(config: TrainConfig) -> dict:
     d = config.to_dict()
     for k in ("progress", "log_every", "device", "num_workers"):
@@ -418,6 +469,7 @@ def finetune_run(
     rehearsal_slices: int = 0,
     early_stopping: bool = True,
     max_steps: int | None = None,
+    recipe: str = "baseline",
 ) -> tuple[Unet, dict]:
     """A model adapted to ``target_domain`` at ``acceleration`` from ``n_slices`` target slices.
 
@@ -433,6 +485,11 @@ def finetune_run(
     ``early_stopping=False`` trains the whole step budget with no validation and keeps the last
     weights; ``max_steps`` replaces the profile's budget. Together they reproduce the failure that
     motivates the validation split: a few slices, many steps, over-fitting.
+
+    ``recipe`` names one of :data:`RECIPES` (:func:`recipe_config`): its budget, schedule,
+    layer-wise rates or penalty, and for ``"lp-ft"`` the strategy (which then replaces
+    ``strategy``). From scratch, a recipe's budget and schedule apply to the scratch run too, so a
+    comparison of the two is at the same budget rule.
     """
     profile = get_profile(profile)
     if isinstance(rehearsal_slices, bool) or not isinstance(rehearsal_slices, (int, np.integer)) or rehearsal_slices < 0:
@@ -444,8 +501,13 @@ def finetune_run(
         if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
             raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
         overrides["max_steps"] = int(max_steps)
-    cfg = finetune_config(profile, n_slices + int(rehearsal_slices), seed, from_scratch=from_scratch,
-                          progress=progress, device=device, early_stopping=early_stopping, **overrides)
+    cfg, recipe_strategy = recipe_config(profile, n_slices + int(rehearsal_slices), seed, recipe,
+                                         from_scratch=from_scratch, progress=progress, device=device,
+                                         early_stopping=early_stopping, overrides=overrides)
+    if recipe_strategy is not None and not from_scratch:
+        strategy = recipe_strategy
+    if from_scratch and recipe in ("l2sp", "lp-ft", "layer-lr"):
+        raise ValueError(f"recipe {recipe!r} adapts pre-trained weights; from scratch use 'scaled' or 'warmup-cosine'")
     key = model_key(profile, "scratch-n" if from_scratch else "finetune", target_domain, acceleration, cfg,
                     base=None if from_scratch else cache.config_hash(_pretrain_key(profile)),
                     n_slices=int(n_slices), seed=int(seed), strategy=None if from_scratch else strategy,
@@ -465,6 +527,10 @@ def finetune_run(
 
     tag = "scratch" if from_scratch else strategy + (f"+rehearsal{int(rehearsal_slices)}" if rehearsal_slices else "")
     tag += "" if early_stopping else f"-no-es{cfg.max_steps}"
+    if recipe != "baseline":   # a recipe that leaves this run as the baseline's shares its cache entry
+        same, _ = recipe_config(profile, n_slices + int(rehearsal_slices), seed, "baseline", from_scratch=from_scratch,
+                                progress=progress, device=device, early_stopping=early_stopping, overrides=overrides)
+        tag += "" if (same == cfg and recipe_strategy in (None, strategy)) else f"-{recipe}"
     name = f"{tag}-{target_domain}-R{acceleration:g}-N{n_slices}-s{seed}-{profile.name}"
     return cached_model(name, key, run, {"domain": target_domain, "acceleration": acceleration,
                                           "n_slices": n_slices, "seed": seed, "strategy": tag})

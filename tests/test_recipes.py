@@ -1,0 +1,94 @@
+"""The fine-tuning recipes (``experiment.RECIPES``) and their benchmark's arithmetic.
+
+The recipes' training code is tested in ``test_train.py``; here: that each named recipe builds the
+configuration its documentation states, that "baseline" is the book's own configuration (so its
+cache key and every recorded run are unchanged), and that ``benchmarks/finetune_recipes.py`` computes
+the share of the gap and the paired difference as written, on records this test makes.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from mrtl_core import experiment as ex
+from mrtl_core.profiles import get_profile
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import finetune_recipes as fr  # noqa: E402
+
+STANDARD = get_profile("standard")
+
+
+def test_baseline_is_the_books_config_and_keeps_its_cache_key():
+    for n in (1, 5, 50):
+        cfg, strategy = ex.recipe_config(STANDARD, n, 0, "baseline")
+        assert strategy is None and cfg == ex.finetune_config(STANDARD, n, 0)
+        key = ex.model_key(STANDARD, "finetune", "knee-1.5T", 4, cfg)
+        assert key == ex.model_key(STANDARD, "finetune", "knee-1.5T", 4, ex.finetune_config(STANDARD, n, 0))
+        assert "schedule" not in key["train"] and "l2sp" not in key["train"]   # the keys cached before stay
+
+
+@pytest.mark.parametrize("n", [1, 5, 20, 50])
+def test_a_scaled_budget_is_epochs_of_the_n_slices(n):
+    cfg, _ = ex.recipe_config(STANDARD, n, 0, "scaled")
+    batch = min(STANDARD.finetune_batch_size, n)
+    epoch = math.ceil(n / batch)
+    assert cfg.max_steps == max(STANDARD.finetune_steps, ex.RECIPE_EPOCHS * epoch)
+    assert cfg.steps_per_epoch == max(STANDARD.finetune_eval_every, epoch)   # a validation round is an epoch at least
+    assert cfg.patience == STANDARD.finetune_patience and cfg.validate_start
+    if n == 50:   # the book's cap is under 6 epochs there; the scaled budget is RECIPE_EPOCHS
+        assert STANDARD.finetune_steps / epoch < 6 and cfg.max_steps / epoch == ex.RECIPE_EPOCHS
+
+
+def test_each_recipe_sets_what_it_names():
+    cos, _ = ex.recipe_config(STANDARD, 50, 0, "warmup-cosine")
+    assert cos.schedule == "warmup-cosine" and cos.warmup_steps == round(0.1 * cos.max_steps)
+    assert ex.recipe_config(STANDARD, 5, 0, "layer-lr")[0].layer_lr_decay == 0.5
+    assert ex.recipe_config(STANDARD, 5, 0, "l2sp")[0].l2sp == 0.01
+    assert ex.recipe_config(STANDARD, 5, 0, "lp-ft")[1] == "lp-ft"
+    with pytest.raises(ValueError, match="recipe must be one of"):
+        ex.recipe_config(STANDARD, 5, 0, "adamw")
+    with pytest.raises(ValueError, match="adapts pre-trained weights"):
+        ex.finetune_run("ci", "knee-1.5T", 1, 0, from_scratch=True, recipe="l2sp")
+
+
+def _entry(values, subjects, **extra):
+    values = np.asarray(values, float)
+    return {**extra, "summary": {"ssim_fg": {"mean": float(values.mean())}}, "per_slice": {"ssim_fg": values.tolist()},
+            "subjects": [f"s{i}" for i in range(max(subjects) + 1)], "slice_subject": list(subjects)}
+
+
+def test_the_benchmark_table_computes_share_and_paired_difference():
+    rng = np.random.default_rng(0)
+    subjects = np.repeat(np.arange(4), 3)                 # 4 test subjects, 3 slices each
+    pre = rng.uniform(0.5, 0.6, 12)
+    twin = pre + 0.10
+    results = {"_meta": {}, "pre-trained": _entry(pre, subjects), "twin": _entry(twin, subjects)}
+    base, better = {}, {}
+    for seed in (0, 1, 2):
+        base[seed] = pre + 0.05 + 0.01 * rng.standard_normal(12)
+        better[seed] = base[seed] + 0.02 + 0.005 * rng.standard_normal(12)
+        results[f"baseline | N=5 | seed={seed}"] = _entry(base[seed], subjects, method="baseline", n=5, seed=seed, at_cap=True, steps=70)
+        results[f"l2sp | N=5 | seed={seed}"] = _entry(better[seed], subjects, method="l2sp", n=5, seed=seed, at_cap=False, steps=70)
+    rows = {r["recipe"]: r for r in fr.table(results)}
+    gap = twin.mean() - pre.mean()
+    shares = [(better[s].mean() - pre.mean()) / gap for s in (0, 1, 2)]
+    assert rows["l2sp"]["share_closed"] == pytest.approx(np.mean(shares))
+    assert rows["l2sp"]["share_range"] == pytest.approx([min(shares), max(shares)])
+    assert rows["baseline"]["at_cap"] == 3 and rows["l2sp"]["at_cap"] == 0
+    # the reference: seed-averaged slice differences, a mean per subject, a t-interval over the 4 subjects
+    d = np.mean([better[s] - base[s] for s in (0, 1, 2)], axis=0)
+    per_subject = np.array([d[subjects == k].mean() for k in range(4)])
+    lo, hi = scipy.stats.t.interval(0.95, 3, loc=per_subject.mean(), scale=scipy.stats.sem(per_subject))
+    assert rows["l2sp"]["vs_baseline"] == pytest.approx([per_subject.mean(), lo, hi])
+    assert "vs_baseline" not in rows["baseline"]
+    assert "| l2sp | 5 | 3 |" in fr.report({**results, "_meta": {"target": "knee-1.5T", "acceleration": 4.0,
+                                                                "profile": {"name": "test"}, "cpu": "cpu",
+                                                                "torch": "t", "threads": 1}})
