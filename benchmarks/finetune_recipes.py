@@ -36,7 +36,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,31 +100,6 @@ def run(args: argparse.Namespace, out: Path) -> dict:
     return results
 
 
-def table(results: dict) -> list[dict]:
-    """One row per (recipe, N): mean over seeds, the share of the gap closed, the paired difference
-    to the baseline (averaged over seeds, interval over test subjects), runs at their cap."""
-    pre, twin = results[_key("pre-trained")], results[_key("twin")]
-    p, t = pre["summary"][METRIC]["mean"], twin["summary"][METRIC]["mean"]
-    runs = [v for k, v in results.items() if not k.startswith("_") and "n" in v]
-    rows = []
-    for recipe in dict.fromkeys(r["method"] for r in runs):
-        for n in sorted({r["n"] for r in runs if r["method"] == recipe}):
-            mine = sorted((r for r in runs if r["method"] == recipe and r["n"] == n), key=lambda r: r["seed"])
-            values = np.array([r["summary"][METRIC]["mean"] for r in mine])
-            shares = (values - p) / (t - p) if t != p else np.full(values.shape, np.nan)
-            row = {"recipe": recipe, "N": n, "seeds": len(mine), "ssim_fg": float(values.mean()),
-                   "share_closed": float(shares.mean()), "share_range": [float(shares.min()), float(shares.max())],
-                   "at_cap": sum(bool(r.get("at_cap")) for r in mine), "steps": [r.get("steps") for r in mine]}
-            base = [results.get(_key("baseline", n, r["seed"])) for r in mine]
-            if recipe != "baseline" and all(b is not None for b in base):
-                # seed-averaged per-slice scores, then the paired difference over subjects
-                avg = {**mine[0], "per_slice": {METRIC: np.mean([r["per_slice"][METRIC] for r in mine], 0).tolist()}}
-                ref = {**base[0], "per_slice": {METRIC: np.mean([b["per_slice"][METRIC] for b in base], 0).tolist()}}
-                row["vs_baseline"] = grid.paired(avg, ref, METRIC, over="auto")
-            rows.append(row)
-    return rows
-
-
 def report(results: dict) -> str:
     meta = results["_meta"]
     pre, twin = results[_key("pre-trained")], results[_key("twin")]
@@ -135,7 +109,7 @@ def report(results: dict) -> str:
              f"intervals over {interval_basis(grid.slice_subjects(pre))}", "",
              "| recipe | N | seeds | SSIM fg | share of the gap closed [seed range] | vs baseline [95 % CI] | at cap | steps |",
              "|---|---|---|---|---|---|---|---|"]
-    for r in table(results):
+    for r in grid.recipe_rows(results, METRIC):
         lo, hi = r["share_range"]
         lines.append(f"| {r['recipe']} | {r['N']} | {r['seeds']} | {r['ssim_fg']:.4f} | {100 * r['share_closed']:.0f} % "
                      f"[{100 * lo:.0f}, {100 * hi:.0f}] | {fmt_ci(r.get('vs_baseline'), 4) if r.get('vs_baseline') else '–'} | "

@@ -37,7 +37,7 @@ from .stats import (Thresholds, compare_sentence, difference, fmt_ci, fmt_interv
 __all__ = ["entry_key", "load_grid", "entry", "seed_runs", "seeds", "ns", "targets", "seed_summary", "slice_subjects",
            "paired", "test_set", "gap_table",
            "curve_table", "forgetting_table", "overfit_table", "markdown_table", "markdown_report", "gap_sentences", "curves_figure",
-           "load_field_shift", "field_shift_table"]
+           "load_field_shift", "field_shift_table", "recipe_rows", "recipe_table"]
 
 METRICS = ("ssim", "ssim_fg", "psnr", "psnr_fg")
 _FIELDS = ("target", "method", "n", "seed", "budget")   # what identifies an entry
@@ -415,3 +415,42 @@ def field_shift_table(record: dict, metric: str = "ssim_fg") -> pd.DataFrame:
     table = pd.DataFrame(rows).T
     table.index.name = "scanner"
     return table
+
+
+# --------------------------------------------------------------------------------------------
+# the fine-tuning recipes' record (benchmarks/finetune_recipes.py)
+# --------------------------------------------------------------------------------------------
+def recipe_rows(record: dict, metric: str = "ssim_fg") -> list[dict]:
+    """One row per (recipe, N) of a ``benchmarks/finetune_recipes.py`` record: the mean over seeds,
+    the share of the gap closed, ``(recipe - pre-trained) / (twin - pre-trained)`` (its mean and range
+    over seeds), the paired difference to the baseline (the seeds' per-slice scores averaged, then
+    :func:`paired` by the book's rule) and how many runs had their best validation round at the last."""
+    p, t = (record[k]["summary"][metric]["mean"] for k in ("pre-trained", "twin"))
+    runs = [v for k, v in record.items() if not k.startswith("_") and "n" in v]
+    rows = []
+    for recipe in dict.fromkeys(r["method"] for r in runs):
+        for n in sorted({r["n"] for r in runs if r["method"] == recipe}):
+            mine = sorted((r for r in runs if r["method"] == recipe and r["n"] == n), key=lambda r: r["seed"])
+            values = np.array([r["summary"][metric]["mean"] for r in mine])
+            shares = (values - p) / (t - p) if t != p else np.full(values.shape, np.nan)
+            row = {"recipe": recipe, "N": n, "seeds": len(mine), metric: float(values.mean()),
+                   "share_closed": float(shares.mean()), "share_range": [float(shares.min()), float(shares.max())],
+                   "at_cap": sum(bool(r.get("at_cap")) for r in mine), "steps": [r.get("steps") for r in mine]}
+            base = [record.get(f"baseline | N={n} | seed={r['seed']}") for r in mine]
+            if recipe != "baseline" and all(b is not None for b in base):
+                def averaged(entries):
+                    return {**entries[0], "per_slice": {metric: np.mean([e["per_slice"][metric] for e in entries], 0).tolist()}}
+                row["vs_baseline"] = paired(averaged(mine), averaged(base), metric, over="auto")
+            rows.append(row)
+    return rows
+
+
+def recipe_table(record: dict, metric: str = "ssim_fg") -> pd.DataFrame:
+    """:func:`recipe_rows` as the table chapter 8 shows (shares in per cent)."""
+    digits = 2 if metric.startswith("psnr") else 4
+    rows = [{"recipe": r["recipe"], "N": r["N"], "seeds": r["seeds"], metric: r[metric],
+             "share of the gap closed": f"{100 * r['share_closed']:.0f} % "
+                                        f"[{100 * r['share_range'][0]:.0f}, {100 * r['share_range'][1]:.0f}]",
+             "vs baseline [CI]": fmt_ci(r["vs_baseline"], digits) if r.get("vs_baseline") else "–",
+             "best round = last": f"{r['at_cap']}/{r['seeds']}"} for r in recipe_rows(record, metric)]
+    return pd.DataFrame(rows).set_index(["recipe", "N"])

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from mrtl_core import experiment as ex
+from mrtl_core import experiment as ex, grid
 from mrtl_core.profiles import get_profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +65,7 @@ def _entry(values, subjects, **extra):
             "subjects": [f"s{i}" for i in range(max(subjects) + 1)], "slice_subject": list(subjects)}
 
 
-def test_the_benchmark_table_computes_share_and_paired_difference():
+def test_the_recipe_table_computes_share_and_paired_difference():
     rng = np.random.default_rng(0)
     subjects = np.repeat(np.arange(4), 3)                 # 4 test subjects, 3 slices each
     pre = rng.uniform(0.5, 0.6, 12)
@@ -77,7 +77,7 @@ def test_the_benchmark_table_computes_share_and_paired_difference():
         better[seed] = base[seed] + 0.02 + 0.005 * rng.standard_normal(12)
         results[f"baseline | N=5 | seed={seed}"] = _entry(base[seed], subjects, method="baseline", n=5, seed=seed, at_cap=True, steps=70)
         results[f"l2sp | N=5 | seed={seed}"] = _entry(better[seed], subjects, method="l2sp", n=5, seed=seed, at_cap=False, steps=70)
-    rows = {r["recipe"]: r for r in fr.table(results)}
+    rows = {r["recipe"]: r for r in grid.recipe_rows(results)}
     gap = twin.mean() - pre.mean()
     shares = [(better[s].mean() - pre.mean()) / gap for s in (0, 1, 2)]
     assert rows["l2sp"]["share_closed"] == pytest.approx(np.mean(shares))
@@ -89,6 +89,8 @@ def test_the_benchmark_table_computes_share_and_paired_difference():
     lo, hi = scipy.stats.t.interval(0.95, 3, loc=per_subject.mean(), scale=scipy.stats.sem(per_subject))
     assert rows["l2sp"]["vs_baseline"] == pytest.approx([per_subject.mean(), lo, hi])
     assert "vs_baseline" not in rows["baseline"]
+    table = grid.recipe_table(results)
+    assert table.loc[("l2sp", 5), "best round = last"] == "0/3" and table.loc[("baseline", 5), "vs baseline [CI]"] == "–"
     assert "| l2sp | 5 | 3 |" in fr.report({**results, "_meta": {"target": "knee-1.5T", "acceleration": 4.0,
                                                                 "profile": {"name": "test"}, "cpu": "cpu",
                                                                 "torch": "t", "threads": 1}})
