@@ -24,6 +24,9 @@ scales with N helps most at N = 50, where the baseline's cap is under 6 epochs, 
 where 70 steps are already 35+ epochs; L2-SP and lp-ft protect what pre-training learnt, so they
 should help most at small N, where over-fitting is the risk.
 
+``--validation within-n`` early-stops on part of the N slices themselves (issue 13: "N target images"
+means N labelled slices, validation included; ``experiment.within_n_split``).
+
 Results go to ``benchmarks/results/finetune-recipes-<profile>-<target>-R<acceleration>.json`` after
 every evaluation (atomically); a rerun loads cached networks and skips recorded entries.
 """
@@ -67,7 +70,8 @@ def run(args: argparse.Namespace, out: Path) -> dict:
     results = json.loads(out.read_text()) if out.is_file() else {}
     results["_meta"] = {"profile": profile.to_dict(), "target": args.target, "acceleration": args.acceleration,
                         "torch": torch.__version__, "python": platform.python_version(), "cpu": cpu_model(),
-                        "threads": torch.get_num_threads(), "recipes": {r: ex.RECIPES[r] for r in args.recipes}}
+                        "threads": torch.get_num_threads(), "recipes": {r: ex.RECIPES[r] for r in args.recipes},
+                        "validation": args.validation}
     started = time.perf_counter()
 
     def save() -> None:
@@ -93,7 +97,7 @@ def run(args: argparse.Namespace, out: Path) -> dict:
                 if key in results:
                     continue
                 model, info = ex.finetune_run(profile, args.target, n, seed, acceleration=args.acceleration,
-                                              recipe=recipe, progress=args.progress)
+                                              recipe=recipe, progress=args.progress, validation=args.validation)
                 score(key, model, {"method": recipe, "n": n, "seed": seed, "steps": info.get("steps"),
                                    "best_epoch": info.get("best_epoch"), "at_cap": _at_cap(info),
                                    "train_seconds": info.get("seconds"), "name": info.get("name")})
@@ -126,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ns", type=int, nargs="+", default=None, help="default: the profile's finetune_ns")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--recipes", nargs="+", default=list(ex.RECIPES), choices=list(ex.RECIPES))
+    parser.add_argument("--validation", default="target-split", choices=ex.VALIDATION_CHOICES,
+                        help="early stopping on the target's validation split (the book's) or within the N slices")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--progress", action="store_true", help="progress bars of the training runs")
     parser.add_argument("--report", action="store_true", help="only print the report of an existing JSON")
@@ -135,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     if "baseline" not in args.recipes:
         args.recipes = ["baseline", *args.recipes]   # every comparison is against it
     args.ns = args.ns or list(get_profile(args.profile).finetune_ns)
-    out = args.out or ROOT / "benchmarks" / "results" / f"finetune-recipes-{args.profile}-{args.target}-R{args.acceleration:g}.json"
+    tail = "" if args.validation == "target-split" else f"-{args.validation}"
+    out = args.out or ROOT / "benchmarks" / "results" / f"finetune-recipes-{args.profile}-{args.target}-R{args.acceleration:g}{tail}.json"
     results = json.loads(out.read_text()) if args.report else run(args, out)
     print()
     print(report(results))

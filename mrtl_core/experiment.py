@@ -77,6 +77,10 @@ __all__ = [
     "pretrain_config",
     "finetune_config",
     "RECIPES",
+    "VALIDATION_CHOICES",
+    "WITHIN_N_FRACTION",
+    "WITHIN_N_MIN",
+    "within_n_split",
     "RECIPE_EPOCHS",
     "recipe_config",
     "scratch_config",
@@ -203,6 +207,36 @@ def select_slices(dataset: Dataset, n_slices: int, seed: int, what: str = "train
         raise ValueError(f"n_slices must lie in [1, {len(dataset)}] (the {what}), got {n_slices!r}")
     order = np.random.default_rng([int(seed), 20210]).permutation(len(dataset))
     return Subset(dataset, sorted(int(i) for i in order[:n_slices]))
+
+
+#: where a small-data run validates: on the target's own validation split (the book's runs: labelled
+#: target slices beyond the N), or within the N slices (``"within-n"``: N target images mean N)
+VALIDATION_CHOICES = ("target-split", "within-n")
+#: ``"within-n"`` holds out this share of the N slices (at least one) for early stopping ...
+WITHIN_N_FRACTION = 0.2
+#: ... when N reaches this; below it the run trains its whole budget with no validation
+WITHIN_N_MIN = 5
+
+
+def within_n_split(profile: Profile | str, domain: str, n_slices: int, seed: int,
+                   acceleration: float = 4) -> tuple[Subset, Subset | None]:
+    """The N slices of :func:`target_slices` split for ``"within-n"`` validation: ``(train, val)``.
+
+    For ``n_slices >= WITHIN_N_MIN``, ``k = max(1, round(WITHIN_N_FRACTION * n_slices))`` of them (drawn
+    with the seed) validate, with fixed masks as every validation set has, and the other ``n - k``
+    train; below that, all N train and ``val`` is None (no early stopping). No slice outside the N is
+    touched.
+    """
+    profile = get_profile(profile)
+    chosen = target_slices(profile, domain, n_slices, seed, acceleration)
+    if n_slices < WITHIN_N_MIN:
+        return chosen, None
+    k = max(1, round(WITHIN_N_FRACTION * n_slices))
+    order = np.random.default_rng([int(seed), 20212]).permutation(n_slices)
+    held = sorted(chosen.indices[int(i)] for i in order[:k])
+    kept = sorted(set(chosen.indices) - set(held))
+    fixed = make_dataset(domain_splits(profile, domain, progress=False)["train"], acceleration, profile, train=False)
+    return Subset(chosen.dataset, kept), Subset(fixed, held)
 
 
 def target_slices(profile: Profile | str, domain: str, n_slices: int, seed: int, acceleration: float = 4) -> Subset:
@@ -342,7 +376,7 @@ def _train_key(config: TrainConfig) -> dict:
 # --------------------------------------------------------------------------------------------
 #: parts of a model key that are left out at these values: they were added later, and the models
 #: cached before (which had them at these values) keep their keys
-_KEY_DEFAULTS = {"rehearsal_slices": 0, "early_stopping": True}
+_KEY_DEFAULTS = {"rehearsal_slices": 0, "early_stopping": True, "validation": "target-split"}
 
 
 def model_key(profile: Profile | str, what: str, domain: str, acceleration: float, config: TrainConfig,
@@ -470,6 +504,7 @@ def finetune_run(
     early_stopping: bool = True,
     max_steps: int | None = None,
     recipe: str = "baseline",
+    validation: str = "target-split",
 ) -> tuple[Unet, dict]:
     """A model adapted to ``target_domain`` at ``acceleration`` from ``n_slices`` target slices.
 
@@ -490,12 +525,23 @@ def finetune_run(
     layer-wise rates or penalty, and for ``"lp-ft"`` the strategy (which then replaces
     ``strategy``). From scratch, a recipe's budget and schedule apply to the scratch run too, so a
     comparison of the two is at the same budget rule.
+
+    ``validation="within-n"`` (:func:`within_n_split`) early-stops on part of the N slices themselves
+    and trains on the rest (below :data:`WITHIN_N_MIN` slices: all N train, no validation), so a run
+    "with N target images" touches N labelled target slices and no more; the default validates on
+    the target's validation split, as the book's runs do.
     """
     profile = get_profile(profile)
     if isinstance(rehearsal_slices, bool) or not isinstance(rehearsal_slices, (int, np.integer)) or rehearsal_slices < 0:
         raise ValueError(f"rehearsal_slices must be an integer >= 0, got {rehearsal_slices!r}")
     if rehearsal_slices and from_scratch:
         raise ValueError("rehearsal_slices applies to fine-tuning only (from_scratch=True was given)")
+    if validation not in VALIDATION_CHOICES:
+        raise ValueError(f"validation must be one of {VALIDATION_CHOICES}, got {validation!r}")
+    if validation == "within-n" and not early_stopping:
+        raise ValueError("validation='within-n' is a way to early-stop; early_stopping=False has no validation")
+    # within N below WITHIN_N_MIN slices there is nothing to validate on: the whole budget, the last weights
+    validates = early_stopping and not (validation == "within-n" and n_slices < WITHIN_N_MIN)
     overrides = {}
     if max_steps is not None:
         if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
@@ -503,7 +549,7 @@ def finetune_run(
         overrides["max_steps"] = int(max_steps)
     cfg, recipe_strategy = recipe_config(profile, n_slices + int(rehearsal_slices), seed, recipe,
                                          from_scratch=from_scratch, progress=progress, device=device,
-                                         early_stopping=early_stopping, overrides=overrides)
+                                         early_stopping=validates, overrides=overrides)
     if recipe_strategy is not None and not from_scratch:
         strategy = recipe_strategy
     if from_scratch and recipe in ("l2sp", "lp-ft", "layer-lr"):
@@ -511,15 +557,19 @@ def finetune_run(
     key = model_key(profile, "scratch-n" if from_scratch else "finetune", target_domain, acceleration, cfg,
                     base=None if from_scratch else cache.config_hash(_pretrain_key(profile)),
                     n_slices=int(n_slices), seed=int(seed), strategy=None if from_scratch else strategy,
-                    rehearsal_slices=int(rehearsal_slices), early_stopping=bool(early_stopping))
+                    rehearsal_slices=int(rehearsal_slices), early_stopping=bool(early_stopping),
+                    validation=validation)
 
     def run(checkpoint: Path) -> TrainResult:
-        train_set = target_slices(profile, target_domain, n_slices, seed, acceleration)
+        if validation == "within-n":
+            train_set, val_set = within_n_split(profile, target_domain, n_slices, seed, acceleration)
+        else:
+            train_set = target_slices(profile, target_domain, n_slices, seed, acceleration)
+            val_set = make_dataset(domain_splits(profile, target_domain, progress=progress)["val"], acceleration,
+                                   profile, train=False) if early_stopping else None
         if rehearsal_slices:
             source = target_slices(profile, SOURCE_DOMAIN, int(rehearsal_slices), seed, SOURCE_ACCELERATION)
             train_set = ConcatDataset([train_set, source])
-        val_set = make_dataset(domain_splits(profile, target_domain, progress=progress)["val"], acceleration,
-                               profile, train=False) if early_stopping else None
         if from_scratch:
             return train(new_unet(profile, seed=seed), train_set, val_set, cfg, checkpoint_path=checkpoint)
         model, _ = pretrained_unet(profile, progress=progress, device=device)
@@ -527,9 +577,10 @@ def finetune_run(
 
     tag = "scratch" if from_scratch else strategy + (f"+rehearsal{int(rehearsal_slices)}" if rehearsal_slices else "")
     tag += "" if early_stopping else f"-no-es{cfg.max_steps}"
+    tag += "" if validation == "target-split" else f"-{validation}"
     if recipe != "baseline":   # a recipe that leaves this run as the baseline's shares its cache entry
         same, _ = recipe_config(profile, n_slices + int(rehearsal_slices), seed, "baseline", from_scratch=from_scratch,
-                                progress=progress, device=device, early_stopping=early_stopping, overrides=overrides)
+                                progress=progress, device=device, early_stopping=validates, overrides=overrides)
         tag += "" if (same == cfg and recipe_strategy in (None, strategy)) else f"-{recipe}"
     name = f"{tag}-{target_domain}-R{acceleration:g}-N{n_slices}-s{seed}-{profile.name}"
     return cached_model(name, key, run, {"domain": target_domain, "acceleration": acceleration,

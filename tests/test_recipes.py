@@ -94,3 +94,50 @@ def test_the_recipe_table_computes_share_and_paired_difference():
     assert "| l2sp | 5 | 3 |" in fr.report({**results, "_meta": {"target": "knee-1.5T", "acceleration": 4.0,
                                                                 "profile": {"name": "test"}, "cpu": "cpu",
                                                                 "torch": "t", "threads": 1}})
+
+
+TINY = get_profile("ci").replace(
+    name="tiny-within-n", image_size=32, slices_per_subject=2, source_train_subjects=2, target_train_subjects=4,
+    val_subjects=1, test_subjects=1, chans=4, num_pool_layers=2, pretrain_epochs=1, batch_size=4, finetune_steps=6,
+    finetune_eval_every=2,
+)
+
+
+@pytest.fixture()
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("MRTL_CACHE_DIR", str(tmp_path / "cache"))
+    yield tmp_path / "cache"
+
+
+def test_within_n_touches_only_the_n_slices(cache_dir):
+    chosen = ex.target_slices(TINY, "knee-1.5T", 6, 1).indices
+    train_set, val_set = ex.within_n_split(TINY, "knee-1.5T", 6, 1)
+    k = max(1, round(ex.WITHIN_N_FRACTION * 6))
+    assert len(val_set) == k and len(train_set) == 6 - k
+    assert set(train_set.indices) | set(val_set.indices) == set(chosen)
+    assert not set(train_set.indices) & set(val_set.indices)
+    assert val_set.dataset.seed_masks and not train_set.dataset.seed_masks   # fixed masks to validate on
+    assert ex.within_n_split(TINY, "knee-1.5T", 6, 1)[1].indices == val_set.indices   # the seed decides
+    small_train, small_val = ex.within_n_split(TINY, "knee-1.5T", ex.WITHIN_N_MIN - 1, 1)
+    assert small_val is None and len(small_train) == ex.WITHIN_N_MIN - 1
+
+
+def test_a_within_n_run_validates_on_its_own_slices_or_trains_its_budget(cache_dir, monkeypatch):
+    seen = []
+    real = ex.fine_tune
+
+    def spy(model, train_set, val_set, *args, **kwargs):
+        seen.append((list(train_set.indices), None if val_set is None else list(val_set.indices)))
+        return real(model, train_set, val_set, *args, **kwargs)
+
+    monkeypatch.setattr(ex, "fine_tune", spy)
+    model, info = ex.finetune_run(TINY, "knee-1.5T", 6, 0, validation="within-n", progress=False)
+    train_idx, val_idx = ex.within_n_split(TINY, "knee-1.5T", 6, 0)
+    assert seen[0] == (train_idx.indices, val_idx.indices)                  # trained and validated within the 6
+    assert info["name"] == "end-to-end-within-n-knee-1.5T-R4-N6-s0-tiny-within-n"
+    assert info["history"][0]["epoch"] == 0                                          # the start scored first
+    assert all("val_ssim" in row for row in info["history"])
+    _, few = ex.finetune_run(TINY, "knee-1.5T", 2, 0, validation="within-n", progress=False)
+    assert few["steps"] == TINY.finetune_steps and all(row.get("val_loss") is None for row in few["history"])
+    with pytest.raises(ValueError, match="validation must be one of"):
+        ex.finetune_run(TINY, "knee-1.5T", 2, 0, validation="test-split")
