@@ -347,7 +347,7 @@ def _judge_source(records, t) -> Verdict:
     return v.settle()
 
 
-def _judge_generalization(records, t) -> Verdict:
+def _judge_generalization(records, t, extra: Sequence[dict] = ()) -> Verdict:
     v = _new("generalises_poorly", t)
     notes = []
     refs: dict[str, tuple[list, str]] = {}
@@ -381,6 +381,13 @@ def _judge_generalization(records, t) -> Verdict:
         d, how = refs[name]
         v.cases.append({"case": name, "holds": classify(d, t) == "worse", "diff": list(d),
                         "evidence": f"pre-trained − target-trained {fmt_ci(d)} ({how})"})
+    for case in extra:   # a benchmark's record of the same profile (the clinical sites)
+        d = case["diff"].get(t.metric)
+        if d is None:
+            notes.append(f"{case['case']}: no {t.label} recorded")
+            continue
+        v.cases.append({"case": case["case"], "holds": classify(d, t) == "worse", "diff": list(d),
+                        "evidence": f"pre-trained − target-trained {fmt_ci(d)} ({case['how']})"})
     v.note = "; ".join(notes)
     return v.settle()
 
@@ -450,11 +457,21 @@ def _judge_finetune(records, t, key: str) -> Verdict:
     return v.settle()
 
 
-def claims(records: dict[str, dict], thresholds: Thresholds = Thresholds()) -> list[Verdict]:
-    """Every claim of :data:`CLAIMS`, judged from the records with ``thresholds``; never raises for missing records."""
+def claims(records: dict[str, dict], thresholds: Thresholds = Thresholds(),
+           extra_cases: dict[str, Sequence[dict]] | None = None) -> list[Verdict]:
+    """Every claim of :data:`CLAIMS`, judged from the records with ``thresholds``; never raises for missing records.
+
+    ``extra_cases`` adds cases a benchmark recorded, by claim key (only ``"generalises_poorly"`` takes
+    them): each ``{"case": name, "how": what it compares, "diff": {metric: [mean, low, high]}}``, the
+    pre-trained network minus its target-trained twin, judged by the same rule as the chapters' cases.
+    """
+    extra_cases = dict(extra_cases or {})
+    unknown = set(extra_cases) - {"generalises_poorly"}
+    if unknown:
+        raise ValueError(f"extra_cases: only 'generalises_poorly' takes extra cases, got {sorted(unknown)}")
     return [
         _judge_source(records, thresholds),
-        _judge_generalization(records, thresholds),
+        _judge_generalization(records, thresholds, extra_cases.get("generalises_poorly", ())),
         _judge_finetune(records, thresholds, "finetune_improves"),
         _judge_finetune(records, thresholds, "finetune_close_to_full"),
         _judge_finetune(records, thresholds, "finetune_beats_scratch_same_n"),

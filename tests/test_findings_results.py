@@ -95,5 +95,6 @@ def test_verdicts_reproduce_from_the_same_records(results, executed_records):
 
     sources = {k: v for k, v in executed_records.items() if k != RESULTS}
     n = results["numbers"]
-    again = report.claims(sources, stats.Thresholds(metric=n["metric"], min_effect=n["min_effect"], close=n["close"]))
+    again = report.claims(sources, stats.Thresholds(metric=n["metric"], min_effect=n["min_effect"], close=n["close"]),
+                          n.get("extra_cases"))
     assert {v.key: v.verdict for v in again} == n["verdicts"]

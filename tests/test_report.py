@@ -140,6 +140,20 @@ def test_fmt_ci():
 # --- verdicts ---------------------------------------------------------------------------------------
 
 
+def test_a_benchmark_case_joins_the_generalization_claim(records):
+    before = _by_key(report.claims(records))["generalises_poorly"]
+    case = {"case": "brain-3T-clinical (site to site)", "how": "benchmark",
+            "diff": {"ssim_fg": [-0.2, -0.23, -0.16], "ssim": [-0.001, -0.02, 0.018]}}
+    gen = _by_key(report.claims(records, extra_cases={"generalises_poorly": [case]}))["generalises_poorly"]
+    assert gen.cases[:-1] == before.cases and gen.cases[-1]["case"] == case["case"] and gen.cases[-1]["holds"]
+    whole = _by_key(report.claims(records, Thresholds(metric="ssim"), {"generalises_poorly": [case]}))["generalises_poorly"]
+    assert not whole.cases[-1]["holds"]                       # judged on the rule's own metric
+    psnr = _by_key(report.claims(records, Thresholds(metric="psnr"), {"generalises_poorly": [case]}))["generalises_poorly"]
+    assert "no PSNR recorded" in psnr.note and all(c["case"] != case["case"] for c in psnr.cases)
+    with pytest.raises(ValueError, match="only 'generalises_poorly'"):
+        report.claims(records, extra_cases={"finetune_improves": [case]})
+
+
 def test_verdicts_on_hand_made_records(records):
     v = _by_key(report.claims(records))
     assert list(v) == list(report.CLAIMS)
