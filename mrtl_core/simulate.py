@@ -69,6 +69,12 @@ acquired phase lines only (:func:`site_grid`), the echo train's T2 weighting of 
 (:func:`voxel_snr_factor`) and correlated receiver noise (:func:`noise_covariance`). Each is one of
 :data:`SITE_FACTORS`, switched on or off alone (``site.without("chemical_shift")``); with none the
 site is the fixed-protocol pipeline at its TR / TE. The fixed-protocol domains have no site.
+
+**Randomised pre-training.** ``brain-mixed-1.5T`` draws each subject's scanner (:class:`Randomisation`):
+a protocol among T1 SE, PD TSE and T2 TSE, an SNR, a receive array and its shading, so a network
+trained on it must learn the inverse problem rather than one protocol; ``brain-flair-1.5T`` is the
+contrast neither pre-training sees (FLAIR, CSF nulled), the measurable stand-in for data the
+simulator was not made for.
 """
 from __future__ import annotations
 
@@ -93,6 +99,7 @@ __all__ = [
     "CLINICAL_TISSUES", "SITE_FACTORS", "ClinicalSite", "CLINICAL_1P5T", "CLINICAL_3T", "REFERENCE_SITE",
     "SiteGrid", "site_grid", "echo_of_line", "voxel_snr_factor", "chemical_shift_mm", "site_echo_table",
     "noise_covariance", "site_noise_std",
+    "Randomisation", "BRAIN_PROTOCOL", "BRAIN_T1_PROTOCOL", "BRAIN_PD_PROTOCOL", "BRAIN_FLAIR_PROTOCOL",
 ]
 
 
@@ -733,6 +740,54 @@ def _anatomy_constant(anatomy: str, name: str, default: float) -> float:
 BRAIN_PROTOCOL = Protocol("AXT2", "TSE", TR=4500.0, TE=100.0, echo_train_length=16)
 KNEE_PROTOCOL = Protocol("SAGPD", "TSE", TR=3000.0, TE=30.0, echo_train_length=8)
 
+#: The other clinical brain contrasts at 1.5 T, each from the ranges of routine protocols (fastMRI's
+#: brain labels AXT1, AXT2, AXFLAIR; Bitar et al., RadioGraphics 2006;26:513, and vendors' default
+#: tables): a T1-weighted spin echo (TR 400-600 / TE 10-20), a proton-density TSE (TR 2500-3500 /
+#: TE 15-30) and FLAIR, an inversion-recovery TSE whose TI nulls CSF (TI = T1 ln 2 for TR >> T1:
+#: 2565 ms for CSF's 3700 ms at 1.5 T; TR 8000-10000 / TE 100-140).
+BRAIN_T1_PROTOCOL = Protocol("AXT1", "SE", TR=500.0, TE=15.0)
+BRAIN_PD_PROTOCOL = Protocol("AXPD", "TSE", TR=3000.0, TE=25.0, echo_train_length=8)
+BRAIN_FLAIR_PROTOCOL = Protocol("AXFLAIR", "IR", TR=9000.0, TE=120.0, TI=2500.0, echo_train_length=16)
+
+
+@dataclass(frozen=True)
+class Randomisation:
+    """Domain randomisation of the scanner (issue: pre-train on the inverse problem, not on one
+    simulator): what each subject of a randomised domain draws, from its own random stream, before
+    it is simulated. The ranges are clinical ones fixed before any network met the data:
+
+    * ``protocols``: one, uniformly (the held-out contrast is simply left out);
+    * ``snr_range``: the reference tissue's SNR at 1.5 T, log-uniform (the fixed scanner's 30 is its
+      geometric middle: half to twice, as averages, slice thickness and bandwidth vary between sites);
+    * ``coil_counts``: the receive array, 8 (one ring) or 16 elements (two rings), as the fixed domains;
+    * ``receive_bias_range``: how much of the array's shading the site's prescan normalisation leaves.
+    """
+
+    protocols: tuple[Protocol, ...]
+    snr_range: tuple[float, float] = (15.0, 60.0)
+    coil_counts: tuple[int, ...] = (8, 16)
+    receive_bias_range: tuple[float, float] = (0.2, 0.5)
+
+    def __post_init__(self) -> None:
+        if not self.protocols:
+            raise ValueError("Randomisation needs at least one protocol")
+        if not 0 < self.snr_range[0] <= self.snr_range[1]:
+            raise ValueError(f"Randomisation.snr_range must be 0 < low <= high, got {self.snr_range!r}")
+        if not self.coil_counts or min(self.coil_counts) < 1:
+            raise ValueError(f"Randomisation.coil_counts must be positive counts, got {self.coil_counts!r}")
+        if not 0 <= self.receive_bias_range[0] <= self.receive_bias_range[1] <= 1:
+            raise ValueError(f"Randomisation.receive_bias_range must lie in [0, 1], got {self.receive_bias_range!r}")
+
+    def draw(self, domain: "Domain", rng: np.random.Generator) -> "Domain":
+        """The fixed scanner one subject of ``domain`` meets (its name kept: the same subject seeds)."""
+        protocol = self.protocols[int(rng.integers(len(self.protocols)))]
+        snr = float(np.exp(rng.uniform(np.log(self.snr_range[0]), np.log(self.snr_range[1]))))
+        coils = int(self.coil_counts[int(rng.integers(len(self.coil_counts)))])
+        bias = float(rng.uniform(*self.receive_bias_range))
+        return dataclasses.replace(domain, protocol=protocol, snr_1p5T=snr, num_coils=coils,
+                                   coil_rings=1 if coils <= 8 else 2, coil_height_mm=150.0 if coils <= 8 else 90.0,
+                                   receive_bias=bias, randomisation=None)
+
 
 @dataclass(frozen=True)
 class Domain:
@@ -779,6 +834,7 @@ class Domain:
     param_jitter: float = 0.03
     description: str = ""
     site: ClinicalSite | None = None
+    randomisation: Randomisation | None = None
 
     @property
     def tissue_slices(self) -> Callable[[np.random.Generator, int, int], dict[str, np.ndarray]]:
@@ -846,6 +902,13 @@ DOMAINS: dict[str, Domain] = {
                   "axial T2 TSE brain, 1.5 T hospital protocol (256x224, 240 mm, 5 mm, 130 Hz/px), 8 channels"),
         _clinical("brain-3T-clinical", 3.0, 16, 1.12, 0.78, CLINICAL_3T,
                   "axial T2 TSE brain, 3 T hospital protocol (448x320, 220 mm, 4 mm, 220 Hz/px, 140 deg), 16 channels"),
+        dataclasses.replace(
+            _brain("brain-mixed-1.5T", 1.5, 8, 1.02, 0.95, "axial brain, 1.5 T, each subject its own protocol "
+                   "(T1 SE, PD TSE or T2 TSE), SNR (15-60), array (8 or 16) and shading: randomised pre-training"),
+            randomisation=Randomisation((BRAIN_T1_PROTOCOL, BRAIN_PD_PROTOCOL, BRAIN_PROTOCOL))),
+        dataclasses.replace(
+            _brain("brain-flair-1.5T", 1.5, 8, 1.02, 0.95, "axial FLAIR brain, 1.5 T, 8 channels: the contrast "
+                   "that neither pre-training sees"), protocol=BRAIN_FLAIR_PROTOCOL),
     )
 }
 
@@ -937,6 +1000,9 @@ def simulate_subject(domain: str | Domain, subject_index: int, num_slices: int, 
             raise ValueError(f"{arg} must be an integer >= {low}, got {value!r}")
     if size % 2:
         raise ValueError(f"size must be even (centred FFT with a 2x readout), got {size!r}")
+    if dom.randomisation is not None:   # the subject's scanner, from a fifth stream beside the four below
+        draws = subject_seed_sequence(dom.name, int(subject_index), int(seed)).spawn(5)[4]
+        dom = dom.randomisation.draw(dom, np.random.default_rng(draws))
     site = dom.site
     factors = site.factors if site is not None else frozenset()
     grid = site_grid(dom, int(size))
