@@ -964,7 +964,14 @@ class SliceDataset(torch.utils.data.Dataset):
         # a test/challenge file's k-space is already under-sampled: its own mask is the only one
         if info.mask is not None:
             return info.mask
-        return self.mask_for(info.path.name, slice_idx, info.kspace_shape[-1], num_rows=info.kspace_shape[-2])
+        mask = self.mask_for(info.path.name, slice_idx, info.kspace_shape[-1], num_rows=info.kspace_shape[-2])
+        left, right = info.header.get("kspace_padding", (0, info.kspace_shape[-1]))
+        if left > 0 or right < mask.shape[0]:
+            # fastMRI's apply_mask(padding=...): columns the scanner never acquired are not "sampled"
+            mask = mask.copy()
+            mask[:left] = False
+            mask[right:] = False
+        return mask
 
     # h5py handles must not cross a fork or a pickle: each worker opens its own, lazily.
     def __getstate__(self) -> dict:

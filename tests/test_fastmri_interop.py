@@ -236,3 +236,32 @@ def test_zero_filled_columns_reach_the_header_as_fastmri_reads_them(tmp_path):
     assert (theirs["full_p0.h5"]["padding_left"], theirs["full_p0.h5"]["padding_right"]) == (0, 24)
     text = h5py.File(cut, "r")["ismrmrd_header"][()].decode()
     assert "<echo_spacing>10.0</echo_spacing>" in text and "refocusing_flip_deg" in text and "bandwidth_hz_per_px" in text
+
+
+def test_masks_leave_out_the_columns_never_acquired_as_fastmris_transform_does(tmp_path):
+    """With zero-filled outer columns (header padding), fastMRI's UnetDataTransform calls apply_mask
+    with the acquired columns as ``padding`` (from its SliceDataset's metadata), which zeroes the mask
+    outside them; mrtl's SliceDataset gives that same mask."""
+    rng = np.random.default_rng(3)
+    k = (rng.standard_normal((2, 4, 64, 32)) + 1j * rng.standard_normal((2, 4, 64, 32))).astype(np.complex64)
+    k[..., :6] = 0
+    k[..., 26:] = 0            # columns 6..25 acquired
+    path = write_fastmri_file(tmp_path / "file_brain_pad.h5", k, field_strength_T=3.0, fov_mm=(220.0, 220.0, 4.0),
+                              recon_size=(32, 32), patient_id="p0", acquisition="AXT2",
+                              reconstruction_rss=np.ones((2, 32, 32), np.float32))
+    with h5py.File(path, "a") as f:  # a scanner's file: per-volume masks, as fastMRI seeds them
+        header = f["ismrmrd_header"][()].replace(b"mrtl (simulated)", b"SIEMENS")
+        del f["ismrmrd_header"]
+        f.create_dataset("ismrmrd_header", data=np.bytes_(header))
+    meta = FastmriSliceDataset(root=tmp_path, challenge="multicoil").raw_samples[0].metadata
+    padding = (meta["padding_left"], meta["padding_right"])
+    assert padding == (6, 26)
+    ours = SliceDataset(tmp_path, mask_func=masks.RandomMaskFunc([0.08], [4]), with_kspace=True)
+    for j in range(len(ours)):
+        o = ours[j]
+        _, their_mask, _ = fastmri_transforms.apply_mask(fastmri_transforms.to_tensor(k[j]), RandomMaskFunc([0.08], [4]),
+                                                         seed=tuple(map(ord, o.fname)), padding=padding)
+        their_mask = their_mask.reshape(-1).numpy() != 0
+        our_mask = o.mask.reshape(-1).numpy() != 0
+        np.testing.assert_array_equal(our_mask, their_mask)
+        assert not our_mask[:6].any() and not our_mask[26:].any() and our_mask[6:26].any()
