@@ -82,6 +82,7 @@ __all__ = [
     "WITHIN_N_MIN",
     "within_n_split",
     "RECIPE_EPOCHS",
+    "LONG_BUDGET",
     "recipe_config",
     "scratch_config",
     "model_key",
@@ -333,7 +334,12 @@ RECIPES: dict[str, dict[str, Any]] = {
     "layer-lr": {"budget": "scaled", "layer_lr_decay": 0.5},
     "l2sp": {"budget": "scaled", "l2sp": 0.01},
     "lp-ft": {"budget": "scaled", "strategy": "lp-ft"},
+    # a diagnostic, not a recipe: the baseline with LONG_BUDGET times its steps, to measure whether
+    # the budget is what limits it (issue 13: "names what limits it, measured")
+    "long": {"budget": "long"},
 }
+#: the step multiple of the "long" diagnostic
+LONG_BUDGET = 4
 
 
 def recipe_config(profile: Profile | str, n_slices: int, seed: int, recipe: str = "baseline",
@@ -346,7 +352,11 @@ def recipe_config(profile: Profile | str, n_slices: int, seed: int, recipe: str 
     spec = dict(RECIPES[recipe])
     strategy = spec.pop("strategy", None)
     overrides: dict[str, Any] = {}
-    if spec.pop("budget", None) == "scaled":
+    budget = spec.pop("budget", None)
+    if budget == "long":
+        base = (profile.scratch_steps or profile.finetune_steps) if from_scratch else profile.finetune_steps
+        overrides["max_steps"] = LONG_BUDGET * int(base)
+    if budget == "scaled":
         batch = int(min(profile.finetune_batch_size, n_slices))
         epoch_steps = -(-int(n_slices) // batch)
         base = (profile.scratch_steps or profile.finetune_steps) if from_scratch else profile.finetune_steps

@@ -53,6 +53,8 @@ def test_each_recipe_sets_what_it_names():
     assert ex.recipe_config(STANDARD, 5, 0, "layer-lr")[0].layer_lr_decay == 0.5
     assert ex.recipe_config(STANDARD, 5, 0, "l2sp")[0].l2sp == 0.01
     assert ex.recipe_config(STANDARD, 5, 0, "lp-ft")[1] == "lp-ft"
+    long, _ = ex.recipe_config(STANDARD, 5, 0, "long")
+    assert long == ex.finetune_config(STANDARD, 5, 0, max_steps=ex.LONG_BUDGET * STANDARD.finetune_steps)
     with pytest.raises(ValueError, match="recipe must be one of"):
         ex.recipe_config(STANDARD, 5, 0, "adamw")
     with pytest.raises(ValueError, match="adapts pre-trained weights"):
