@@ -68,10 +68,10 @@ def _at_cap(info: dict) -> bool:
 def run(args: argparse.Namespace, out: Path) -> dict:
     profile = get_profile(args.profile)
     results = json.loads(out.read_text()) if out.is_file() else {}
+    recipes = {**results.get("_meta", {}).get("recipes", {}), **{r: ex.RECIPES[r] for r in args.recipes}}  # a rerun adds
     results["_meta"] = {"profile": profile.to_dict(), "target": args.target, "acceleration": args.acceleration,
                         "torch": torch.__version__, "python": platform.python_version(), "cpu": cpu_model(),
-                        "threads": torch.get_num_threads(), "recipes": {r: ex.RECIPES[r] for r in args.recipes},
-                        "validation": args.validation}
+                        "threads": torch.get_num_threads(), "recipes": recipes, "validation": args.validation}
     started = time.perf_counter()
 
     def save() -> None:
