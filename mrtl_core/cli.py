@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             previous[signal.SIGINT] = signal.signal(signal.SIGINT, handle_sigint)
     stop.clear()
     try:
-        return int(module.run(args) or 0)
+        with stop.quiet_swallowed_stops():
+            return int(module.run(args) or 0)
     except KeyboardInterrupt as err:
         if debug:
             raise

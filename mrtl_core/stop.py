@@ -5,9 +5,15 @@ for SIGTERM) runs in whatever frame the main thread is executing. When that fram
 callback, a ``__del__`` or a garbage-collector hook, Python prints "Exception ignored in ..." and
 carries on, so the run never stops. The handler therefore also *records* the request here, and the
 training and evaluation loops call :func:`check` once per step, which raises the recorded exception
-if the first one was swallowed.
+if the first one was swallowed. While a command runs, :func:`quiet_swallowed_stops` keeps Python
+from printing that swallowed raise as "Exception ignored in ...", a traceback the user has no use
+for (the request is recorded and stops the run at the next check).
 """
 from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 _pending: type[BaseException] | None = None
 
@@ -35,3 +41,25 @@ def check() -> None:
     if _pending is not None:
         exc_type, _pending = _pending, None
         raise exc_type()
+
+
+@contextmanager
+def quiet_swallowed_stops() -> Iterator[None]:
+    """Within the block, a recorded stop request that an ignoring frame swallowed is not printed.
+
+    Any other unraisable exception still goes to the hook that was installed before the block.
+    """
+    previous: Callable = sys.unraisablehook
+
+    def hook(unraisable) -> None:  # sys.UnraisableHookArgs
+        exc_type = unraisable.exc_type
+        if (_pending is not None and isinstance(exc_type, type) and issubclass(exc_type, KeyboardInterrupt)
+                and issubclass(exc_type, _pending)):
+            return   # recorded: check() raises it at the next step
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
