@@ -37,7 +37,7 @@ from .stats import (Thresholds, compare_sentence, difference, fmt_ci, fmt_interv
 __all__ = ["entry_key", "load_grid", "entry", "seed_runs", "seeds", "ns", "targets", "seed_summary", "slice_subjects",
            "paired", "test_set", "gap_table",
            "curve_table", "forgetting_table", "overfit_table", "markdown_table", "markdown_report", "gap_sentences", "curves_figure",
-           "load_field_shift", "field_shift_table", "recipe_rows", "recipe_table"]
+           "load_field_shift", "field_shift_table", "recipe_rows", "recipe_table", "recipe_sentence"]
 
 METRICS = ("ssim", "ssim_fg", "psnr", "psnr_fg")
 _FIELDS = ("target", "method", "n", "seed", "budget")   # what identifies an entry
@@ -454,3 +454,49 @@ def recipe_table(record: dict, metric: str = "ssim_fg") -> pd.DataFrame:
              "vs baseline [CI]": fmt_ci(r["vs_baseline"], digits) if r.get("vs_baseline") else "–",
              "best round = last": f"{r['at_cap']}/{r['seeds']}"} for r in recipe_rows(record, metric)]
     return pd.DataFrame(rows).set_index(["recipe", "N"])
+
+
+def recipe_sentence(record: dict, thresholds: Thresholds | None = None, long_budget: int | None = None) -> str:
+    """One record of ``benchmarks/finetune_recipes.py`` in words, by the book's rule: the best recipe at
+    N <= 10 and at the largest N (when above 10) by the share of the gap it closes, its paired difference
+    to the baseline, the ``long`` diagnostic (``long_budget`` times the baseline's steps) beside the
+    baseline at its N, and how many of the baseline's runs had their best validation round at the last.
+
+    ``long`` is a diagnostic of the budget, never picked as the best; a record with no recipe but the
+    baseline (a budget run) says what the baseline closes instead of naming a "best"."""
+    thresholds = thresholds or Thresholds()
+    meta, all_rows = record["_meta"], recipe_rows(record, thresholds.metric)
+    rows = [r for r in all_rows if r["recipe"] != "long"]
+    only_baseline = {r["recipe"] for r in rows} == {"baseline"}
+    largest = max(r["N"] for r in rows)
+    groups = [("N ≤ 10", [r for r in rows if r["N"] <= 10])]
+    if largest > 10:
+        groups.append((f"N = {largest}", [r for r in rows if r["N"] == largest]))
+    parts = []
+    for label, pick in groups:
+        if not pick:
+            continue
+        best = max(pick, key=lambda r: r["share_closed"])
+        lo, hi = best["share_range"]
+        spread = f"seeds {100 * lo:.0f} to {100 * hi:.0f} %" if best["seeds"] > 1 else "one seed"
+        closes = (f"the baseline (N = {best['N']}) closes" if only_baseline
+                  else f"the best is *{best['recipe']}* (N = {best['N']}), closing")
+        text = f"at {label} {closes} {100 * best['share_closed']:.0f} % of the gap to the equal-data twin ({spread})"
+        if best.get("vs_baseline"):
+            text += "; " + compare_sentence(best["vs_baseline"], "it", "the baseline", thresholds)
+        parts.append(text)
+    times = f"{long_budget} times" if long_budget else "more than"
+    for r in (r for r in all_rows if r["recipe"] == "long" and r.get("vs_baseline")):
+        base = next(x for x in rows if x["recipe"] == "baseline" and x["N"] == r["N"])
+        lo, hi = r["share_range"]
+        parts.append(f"with {times} the baseline's steps at N = {r['N']}, fine-tuning closes "
+                     f"{100 * r['share_closed']:.0f} % (seeds {100 * lo:.0f} to {100 * hi:.0f} %; the baseline "
+                     f"{100 * base['share_closed']:.0f} %) and {r['at_cap']} of its {r['seeds']} runs still had their "
+                     "best round at the last: " + compare_sentence(r["vs_baseline"], "the longer run", "the baseline", thresholds))
+    capped = sum(r["at_cap"] for r in rows if r["recipe"] == "baseline")
+    runs = sum(r["seeds"] for r in rows if r["recipe"] == "baseline")
+    basis = interval_basis(slice_subjects(record["pre-trained"]))
+    within = " validating within the N slices" if meta.get("validation") == "within-n" else ""
+    text = (f"on {meta['target']} at R = {meta['acceleration']:g}{within}, " + "; ".join(parts)
+            + f". {capped} of the baseline's {runs} runs had their best round at their last. Intervals are over {basis}")
+    return text[0].upper() + text[1:] + "."

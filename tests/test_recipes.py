@@ -98,6 +98,26 @@ def test_the_recipe_table_computes_share_and_paired_difference():
                                                                 "torch": "t", "threads": 1}})
 
 
+def test_the_recipe_sentence_names_the_best_recipe_keeps_long_apart_and_states_the_cap():
+    subjects = np.repeat(np.arange(4), 3)
+    pre, offsets = np.linspace(0.50, 0.56, 12), np.tile([0.0, 0.001, -0.001], 4)
+    meta = {"target": "knee-1.5T", "acceleration": 4.0}
+    results = {"_meta": meta, "pre-trained": _entry(pre, subjects), "twin": _entry(pre + 0.10, subjects)}
+    for seed in (0, 1, 2):   # baseline closes 50 %, l2sp 52 % (equivalent), long 80 % (better)
+        for method, gain, cap in (("baseline", 0.050, True), ("l2sp", 0.052, True), ("long", 0.080, seed == 0)):
+            results[f"{method} | N=5 | seed={seed}"] = _entry(pre + gain + offsets * (seed + 1), subjects, method=method,
+                                                              n=5, seed=seed, at_cap=cap, steps=70)
+    text = grid.recipe_sentence(results, long_budget=4)
+    assert text.startswith("On knee-1.5T at R = 4, at N ≤ 10 the best is *l2sp* (N = 5), closing 52 % of the gap")
+    assert "long*" not in text                                     # a diagnostic, never the best
+    assert "with 4 times the baseline's steps at N = 5, fine-tuning closes 80 %" in text
+    assert "1 of its 3 runs still had their best round at the last" in text
+    assert "3 of the baseline's 3 runs had their best round at their last" in text
+    assert "over 4 test subjects (12 slices)" in text and text.endswith(".")
+    only = {k: v for k, v in results.items() if not k.startswith("l2sp")}   # a budget run: baseline and long
+    assert "at N ≤ 10 the baseline (N = 5) closes 50 % of the gap" in grid.recipe_sentence(only, long_budget=4)
+
+
 TINY = get_profile("ci").replace(
     name="tiny-within-n", image_size=32, slices_per_subject=2, source_train_subjects=2, target_train_subjects=4,
     val_subjects=1, test_subjects=1, chans=4, num_pool_layers=2, pretrain_epochs=1, batch_size=4, finetune_steps=6,
