@@ -47,7 +47,7 @@ from mrtl_core.profiles import get_profile  # noqa: E402
 from mrtl_core.stats import fmt_ci, interval_basis  # noqa: E402
 
 from experiment import _record  # noqa: E402  (the grid's entry format: per-slice scores and subjects)
-from machine import cpu_model  # noqa: E402
+from machine import cpu_model, run_footer  # noqa: E402
 
 SITES = {"1.5 T site": "brain-1.5T-clinical", "3 T site": "brain-3T-clinical"}
 ACCELERATION = 4
@@ -94,9 +94,7 @@ def report(results: dict) -> str:
         lines.append(f"* {what}, {other} − {own} network on {test} test slices ({interval_basis(grid.slice_subjects(a))}): "
                      f"SSIM fg {cells[1]}, SSIM {cells[0]}, PSNR {cells[2]} dB, PSNR fg {cells[3]} dB")
     meta = results["_meta"]
-    lines += ["", f"profile {meta['profile']['name']}, {meta['cpu']}, torch {meta['torch']}, {meta['threads']} threads; "
-              + "; ".join(f"{k}: {v.get('seconds') or 0:.0f} s, best epoch {v.get('best_epoch')}"
-                          for k, v in meta.items() if k.startswith("network"))]
+    lines += ["", run_footer(meta)]
     return "\n".join(lines)
 
 

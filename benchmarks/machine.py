@@ -30,6 +30,14 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def run_footer(meta: dict) -> str:
+    """The last line of a training benchmark's report: profile, machine, and each network's time and kept
+    epoch (the ``network*`` entries of the record's ``_meta``)."""
+    return (f"profile {meta['profile']['name']}, {meta['cpu']}, torch {meta['torch']}, {meta['threads']} threads; "
+            + "; ".join(f"{k}: {v.get('seconds') or 0:.0f} s, best epoch {v.get('best_epoch')}"
+                        for k, v in meta.items() if k.startswith("network")))
+
+
 def load() -> str:
     """The 1-minute load average as printed beside every result (``unknown`` where the OS has none)."""
     try:

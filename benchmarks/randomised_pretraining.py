@@ -40,7 +40,7 @@ from mrtl_core.profiles import get_profile  # noqa: E402
 from mrtl_core.stats import Thresholds, compare_sentence, interval_basis  # noqa: E402
 
 from experiment import _record  # noqa: E402  (the grid's entry format: per-slice scores and subjects)
-from machine import cpu_model  # noqa: E402
+from machine import cpu_model, run_footer  # noqa: E402
 
 RANDOMISED = "brain-mixed-1.5T"
 HELD_OUT = "brain-flair-1.5T"
@@ -84,9 +84,7 @@ def report(record: dict, thresholds: Thresholds = Thresholds()) -> str:
         lines.append(f"* {test}: " + compare_sentence(d, "the randomised network", "the single-protocol one", thresholds)
                      + f" (over {interval_basis(grid.slice_subjects(a))})")
     meta = record["_meta"]
-    lines += ["", f"profile {meta['profile']['name']}, {meta['cpu']}, torch {meta['torch']}, {meta['threads']} threads; "
-              + "; ".join(f"{k}: {v.get('seconds') or 0:.0f} s, best epoch {v.get('best_epoch')}"
-                          for k, v in meta.items() if k.startswith("network"))]
+    lines += ["", run_footer(meta)]
     return "\n".join(lines)
 
 
