@@ -456,6 +456,12 @@ def recipe_table(record: dict, metric: str = "ssim_fg") -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["recipe", "N"])
 
 
+def _seed_spread(lo: float, hi: float) -> str:
+    """The range of a share over seeds in words, in whole per cent."""
+    lo_pc, hi_pc = f"{100 * lo:.0f}", f"{100 * hi:.0f}"
+    return f"every seed {lo_pc} %" if lo_pc == hi_pc else f"seeds {lo_pc} to {hi_pc} %"
+
+
 def recipe_sentence(record: dict, thresholds: Thresholds | None = None, long_budget: int | None = None) -> str:
     """One record of ``benchmarks/finetune_recipes.py`` in words, by the book's rule: the best recipe at
     N <= 10 and at the largest N (when above 10) by the share of the gap it closes, its paired difference
@@ -478,7 +484,7 @@ def recipe_sentence(record: dict, thresholds: Thresholds | None = None, long_bud
             continue
         best = max(pick, key=lambda r: r["share_closed"])
         lo, hi = best["share_range"]
-        spread = f"seeds {100 * lo:.0f} to {100 * hi:.0f} %" if best["seeds"] > 1 else "one seed"
+        spread = _seed_spread(lo, hi) if best["seeds"] > 1 else "one seed"
         closes = (f"the baseline (N = {best['N']}) closes" if only_baseline
                   else f"the best is *{best['recipe']}* (N = {best['N']}), closing")
         text = f"at {label} {closes} {100 * best['share_closed']:.0f} % of the gap to the equal-data twin ({spread})"
@@ -490,7 +496,7 @@ def recipe_sentence(record: dict, thresholds: Thresholds | None = None, long_bud
         base = next(x for x in rows if x["recipe"] == "baseline" and x["N"] == r["N"])
         lo, hi = r["share_range"]
         parts.append(f"with {times} the baseline's steps at N = {r['N']}, fine-tuning closes "
-                     f"{100 * r['share_closed']:.0f} % (seeds {100 * lo:.0f} to {100 * hi:.0f} %; the baseline "
+                     f"{100 * r['share_closed']:.0f} % ({_seed_spread(lo, hi)}; the baseline "
                      f"{100 * base['share_closed']:.0f} %) and {r['at_cap']} of its {r['seeds']} runs still had their "
                      "best round at the last: " + compare_sentence(r["vs_baseline"], "the longer run", "the baseline", thresholds))
     capped = sum(r["at_cap"] for r in rows if r["recipe"] == "baseline")
