@@ -468,12 +468,11 @@ def recipe_sentence(record: dict, thresholds: Thresholds | None = None, long_bud
     to the baseline, the ``long`` diagnostic (``long_budget`` times the baseline's steps) beside the
     baseline at its N, and how many of the baseline's runs had their best validation round at the last.
 
-    ``long`` is a diagnostic of the budget, never picked as the best; a record with no recipe but the
-    baseline (a budget run) says what the baseline closes instead of naming a "best"."""
+    ``long`` is a diagnostic of the budget, never picked as the best; where the baseline is best (a tie
+    goes to it), or is the only recipe run at that N, the sentence says so instead of naming a "best"."""
     thresholds = thresholds or Thresholds()
     meta, all_rows = record["_meta"], recipe_rows(record, thresholds.metric)
     rows = [r for r in all_rows if r["recipe"] != "long"]
-    only_baseline = {r["recipe"] for r in rows} == {"baseline"}
     largest = max(r["N"] for r in rows)
     groups = [("N ≤ 10", [r for r in rows if r["N"] <= 10])]
     if largest > 10:
@@ -482,11 +481,15 @@ def recipe_sentence(record: dict, thresholds: Thresholds | None = None, long_bud
     for label, pick in groups:
         if not pick:
             continue
-        best = max(pick, key=lambda r: r["share_closed"])
+        best = max(pick, key=lambda r: r["share_closed"])   # a tie goes to the first row, the baseline
         lo, hi = best["share_range"]
         spread = _seed_spread(lo, hi) if best["seeds"] > 1 else "one seed"
-        closes = (f"the baseline (N = {best['N']}) closes" if only_baseline
-                  else f"the best is *{best['recipe']}* (N = {best['N']}), closing")
+        if best["recipe"] != "baseline":
+            closes = f"the best is *{best['recipe']}* (N = {best['N']}), closing"
+        elif len(pick) > 1:
+            closes = f"no recipe beats the baseline, which (N = {best['N']}) closes"
+        else:
+            closes = f"only the baseline ran; it (N = {best['N']}) closes"
         text = f"at {label} {closes} {100 * best['share_closed']:.0f} % of the gap to the equal-data twin ({spread})"
         if best.get("vs_baseline"):
             text += "; " + compare_sentence(best["vs_baseline"], "it", "the baseline", thresholds)

@@ -115,7 +115,11 @@ def test_the_recipe_sentence_names_the_best_recipe_keeps_long_apart_and_states_t
     assert "3 of the baseline's 3 runs had their best round at their last" in text
     assert "over 4 test subjects (12 slices)" in text and text.endswith(".")
     only = {k: v for k, v in results.items() if not k.startswith("l2sp")}   # a budget run: baseline and long
-    assert "at N ≤ 10 the baseline (N = 5) closes 50 % of the gap" in grid.recipe_sentence(only, long_budget=4)
+    assert "at N ≤ 10 only the baseline ran; it (N = 5) closes 50 % of the gap" in grid.recipe_sentence(only, long_budget=4)
+    worse = {k: (v if not k.startswith("l2sp") else {**v, "per_slice": {"ssim_fg": (np.array(v["per_slice"]["ssim_fg"]) - 0.01).tolist()},
+                                                      "summary": {"ssim_fg": {"mean": v["summary"]["ssim_fg"]["mean"] - 0.01}}})
+             for k, v in results.items()}                           # l2sp now closes 42 %: the baseline is best
+    assert "at N ≤ 10 no recipe beats the baseline, which (N = 5) closes 50 % of the gap" in grid.recipe_sentence(worse)
 
 
 TINY = get_profile("ci").replace(
