@@ -286,16 +286,19 @@ def finetuned(model: Any, train_set: Any, val_set: Any, k: int, args: argparse.N
     """A copy of ``model`` fine-tuned end-to-end on ``k`` slices of ``train_set`` as ``python -m mrtl_core
     finetune`` does it (its configuration and :func:`mrtl_core.experiment.select_slices`), and what the
     run did: ``{"slices": [(file, slice)] trained on, "steps", "best_round" (0: the start kept), ...}``."""
-    from mrtl_core.commands.finetune import finetune_config
+    from mrtl_core.commands import finetune as finetune_command
     from mrtl_core.experiment import select_slices
     from mrtl_core.profiles import get_profile
     from mrtl_core.train import fine_tune
 
-    # the finetune command's options at their defaults, but for the step cap
-    cli = argparse.Namespace(epochs=None, max_steps=args.finetune_max_steps, batch_size=None, lr=None,
-                             lr_step_size=None, patience=None, seed=args.seed, quiet=args.quiet,
+    # the finetune command's options at their defaults (read from its parser, so an option it gains is
+    # never missing here), but for the step cap
+    parser = argparse.ArgumentParser()
+    finetune_command.add_arguments(parser)
+    defaults = {name: parser.get_default(name) for name in finetune_command.OVERRIDES}
+    cli = argparse.Namespace(**{**defaults, "max_steps": args.finetune_max_steps}, seed=args.seed, quiet=args.quiet,
                              device=args.device, num_workers=0, amp="auto")
-    config = finetune_config(cli, get_profile(args.profile), k)
+    config = finetune_command.finetune_config(cli, get_profile(args.profile), k)
     chosen = select_slices(train_set, k, args.seed)
     tuned = copy.deepcopy(model)
     result = fine_tune(tuned, chosen, val_set, config, strategy="end-to-end")

@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # the modules import torch: only for the annotations
 __all__ = ["add_arguments", "run", "finetune_config"]
 
 #: the training options that replace the profile's settings when given
-_OVERRIDES = ("epochs", "max_steps", "batch_size", "lr", "lr_step_size", "patience", "schedule", "warmup_steps",
+OVERRIDES = ("epochs", "max_steps", "batch_size", "lr", "lr_step_size", "patience", "schedule", "warmup_steps",
               "layer_lr_decay", "l2sp")
 
 
@@ -57,7 +57,7 @@ def finetune_config(args: argparse.Namespace, profile: Profile, n_slices: int) -
     ``n_slices`` slices, with the options the command line gives."""
     from ..experiment import finetune_config as book_config
 
-    overrides = {name: getattr(args, name) for name in _OVERRIDES if getattr(args, name) is not None}
+    overrides = {name: getattr(args, name) for name in OVERRIDES if getattr(args, name) is not None}
     return book_config(profile, n_slices, args.seed, progress=not args.quiet, device=args.device,
                        num_workers=args.num_workers, amp=amp_setting(args.amp), **overrides)
 
