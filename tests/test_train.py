@@ -216,11 +216,15 @@ def test_evaluation_equals_metrics_module(files):
             ranges.append(float(s.max_value))
     p, t, dr = np.stack(preds), np.stack(targets), np.array(ranges)
     fg = metrics.foreground_mask(t)
-    np.testing.assert_allclose(res.metrics["ssim"], metrics.ssim(p, t, data_range=dr), rtol=1e-6)
+    # evaluate() runs the network in batches of 3, this recomputation one slice at a time: float32
+    # kernels may round the two differently (seen with ATEN_CPU_CAPABILITY=default: 5e-8 on an SSIM
+    # of -0.029 from the untrained network, 1.6e-6 relative), so SSIM near zero gets an absolute floor
+    ssim_tol = dict(rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(res.metrics["ssim"], metrics.ssim(p, t, data_range=dr), **ssim_tol)
     np.testing.assert_allclose(res.metrics["psnr"], metrics.psnr(p, t, data_range=dr), rtol=1e-6)
     np.testing.assert_allclose(res.metrics["rmse"], metrics.rmse(p, t), rtol=1e-6)
     np.testing.assert_allclose(res.metrics["nmse"], metrics.nmse(p, t), rtol=1e-6)
-    np.testing.assert_allclose(res.metrics["ssim_fg"], metrics.ssim(p, t, data_range=dr, mask=fg), rtol=1e-6)
+    np.testing.assert_allclose(res.metrics["ssim_fg"], metrics.ssim(p, t, data_range=dr, mask=fg), **ssim_tol)
     np.testing.assert_allclose(res.metrics["rmse_fg"], metrics.rmse(p, t, mask=fg), rtol=1e-6)
     assert set(res.examples) == {0, 2}
     np.testing.assert_allclose(res.examples[2]["pred"], p[2], rtol=1e-5, atol=1e-6)
