@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 from mrtl_core import experiment as ex, grid  # noqa: E402
 from mrtl_core.cache import atomic_write  # noqa: E402
 from mrtl_core.profiles import get_profile  # noqa: E402
-from mrtl_core.stats import fmt_ci, interval_basis  # noqa: E402
+from mrtl_core.stats import Thresholds, compare_sentence, fmt_ci, interval_basis  # noqa: E402
 
 from experiment import _record  # noqa: E402  (the grid's entry format: per-slice scores and subjects)
 from machine import cpu_model  # noqa: E402
@@ -71,7 +71,8 @@ def run(args: argparse.Namespace, out: Path) -> dict:
     recipes = {**results.get("_meta", {}).get("recipes", {}), **{r: ex.RECIPES[r] for r in args.recipes}}  # a rerun adds
     results["_meta"] = {"profile": profile.to_dict(), "target": args.target, "acceleration": args.acceleration,
                         "torch": torch.__version__, "python": platform.python_version(), "cpu": cpu_model(),
-                        "threads": torch.get_num_threads(), "recipes": recipes, "validation": args.validation}
+                        "threads": torch.get_num_threads(), "recipes": recipes, "validation": args.validation,
+                        "peers": {r: p for r, p in ex.RECIPE_PEERS.items() if r in recipes}}
     started = time.perf_counter()
 
     def save() -> None:
@@ -118,6 +119,9 @@ def report(results: dict) -> str:
         lines.append(f"| {r['recipe']} | {r['N']} | {r['seeds']} | {r['ssim_fg']:.4f} | {100 * r['share_closed']:.0f} % "
                      f"[{100 * lo:.0f}, {100 * hi:.0f}] | {fmt_ci(r.get('vs_baseline'), 4) if r.get('vs_baseline') else '–'} | "
                      f"{r['at_cap']}/{r['seeds']} | {', '.join(str(s) for s in r['steps'])} |")
+    for r in (r for r in grid.recipe_rows(results, METRIC) if r.get("vs_peer")):
+        lines.append(f"{r['recipe']} − {r['peer']} (the same budget; one setting apart) at N = {r['N']}: "
+                     + compare_sentence(r["vs_peer"], r["recipe"], r["peer"], Thresholds()))
     lines += ["", f"{meta['cpu']}, torch {meta['torch']}, {meta['threads']} threads"]
     return "\n".join(lines)
 

@@ -83,6 +83,7 @@ __all__ = [
     "within_n_split",
     "RECIPE_EPOCHS",
     "LONG_BUDGET",
+    "RECIPE_PEERS",
     "recipe_config",
     "scratch_config",
     "model_key",
@@ -337,9 +338,17 @@ RECIPES: dict[str, dict[str, Any]] = {
     # a diagnostic, not a recipe: the baseline with LONG_BUDGET times its steps, to measure whether
     # the budget is what limits it (issue 13: "names what limits it, measured")
     "long": {"budget": "long"},
+    # "long" with mirrored training pairs (mrtl_core.augment): the same budget and early stopping, so
+    # "flips - long" is the augmentation alone. Added after the runs above showed N = 5 stopping at
+    # 110-120 steps by over-fitting, before any flips run; MRAugment (Fabian et al., ICML 2021) found
+    # augmentation worth most in the low-data regime
+    "flips": {"budget": "long", "augment": "flips"},
 }
 #: the step multiple of the "long" diagnostic
 LONG_BUDGET = 4
+#: a recipe's peer: the recipe that differs from it in one setting alone (besides the baseline, which
+#: every recipe is compared with), so ``recipe - peer`` measures that setting
+RECIPE_PEERS = {"flips": "long"}
 
 
 def recipe_config(profile: Profile | str, n_slices: int, seed: int, recipe: str = "baseline",

@@ -424,7 +424,9 @@ def recipe_rows(record: dict, metric: str = "ssim_fg") -> list[dict]:
     """One row per (recipe, N) of a ``benchmarks/finetune_recipes.py`` record: the mean over seeds,
     the share of the gap closed, ``(recipe - pre-trained) / (twin - pre-trained)`` (its mean and range
     over seeds), the paired difference to the baseline (the seeds' per-slice scores averaged, then
-    :func:`paired` by the book's rule) and how many runs had their best validation round at the last."""
+    :func:`paired` by the book's rule) and how many runs had their best validation round at the last.
+    A recipe with a peer in the record's ``_meta["peers"]`` (``experiment.RECIPE_PEERS``: the recipe it
+    differs from in one setting) also gets ``peer`` and ``vs_peer``, the same difference to that peer."""
     p, t = (record[k]["summary"][metric]["mean"] for k in ("pre-trained", "twin"))
     runs = [v for k, v in record.items() if not k.startswith("_") and "n" in v]
     rows = []
@@ -436,11 +438,15 @@ def recipe_rows(record: dict, metric: str = "ssim_fg") -> list[dict]:
             row = {"recipe": recipe, "N": n, "seeds": len(mine), metric: float(values.mean()),
                    "share_closed": float(shares.mean()), "share_range": [float(shares.min()), float(shares.max())],
                    "at_cap": sum(bool(r.get("at_cap")) for r in mine), "steps": [r.get("steps") for r in mine]}
+            def averaged(entries):
+                return {**entries[0], "per_slice": {metric: np.mean([e["per_slice"][metric] for e in entries], 0).tolist()}}
             base = [record.get(f"baseline | N={n} | seed={r['seed']}") for r in mine]
             if recipe != "baseline" and all(b is not None for b in base):
-                def averaged(entries):
-                    return {**entries[0], "per_slice": {metric: np.mean([e["per_slice"][metric] for e in entries], 0).tolist()}}
                 row["vs_baseline"] = paired(averaged(mine), averaged(base), metric, over="auto")
+            peer = record.get("_meta", {}).get("peers", {}).get(recipe)
+            peers = [record.get(f"{peer} | N={n} | seed={r['seed']}") for r in mine] if peer else []
+            if peers and all(b is not None for b in peers):   # the one setting that tells them apart
+                row["peer"], row["vs_peer"] = peer, paired(averaged(mine), averaged(peers), metric, over="auto")
             rows.append(row)
     return rows
 
@@ -502,6 +508,9 @@ def recipe_sentence(record: dict, thresholds: Thresholds | None = None, long_bud
                      f"{100 * r['share_closed']:.0f} % ({_seed_spread(lo, hi)}; the baseline "
                      f"{100 * base['share_closed']:.0f} %) and {r['at_cap']} of its {r['seeds']} runs still had their "
                      "best round at the last: " + compare_sentence(r["vs_baseline"], "the longer run", "the baseline", thresholds))
+    for r in (r for r in rows if r.get("vs_peer")):
+        parts.append(f"against *{r['peer']}* (one setting apart) at N = {r['N']}, "
+                     + compare_sentence(r["vs_peer"], f"*{r['recipe']}*", f"*{r['peer']}*", thresholds))
     capped = sum(r["at_cap"] for r in rows if r["recipe"] == "baseline")
     runs = sum(r["seeds"] for r in rows if r["recipe"] == "baseline")
     basis = interval_basis(slice_subjects(record["pre-trained"]))

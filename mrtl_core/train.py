@@ -68,6 +68,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from . import stop
+from .augment import AUGMENTATIONS, random_flips
 from .data import collate, unnormalize
 from .precision import AMP_CHOICES
 from .precision import choose as choose_precision
@@ -106,7 +107,7 @@ PROBE_FRACTION = 0.25
 SCHEDULES = ("step", "warmup-cosine")
 #: fields added after models were cached: at these values a cache key leaves them out
 LATER_DEFAULTS = {"validate_start": False, "schedule": "step", "warmup_steps": 0, "layer_lr_decay": 1.0,
-                  "l2sp": 0.0}
+                  "l2sp": 0.0, "augment": "none"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,6 +151,7 @@ class TrainConfig:
     warmup_steps: int = 0            # linear warm-up steps of "warmup-cosine"
     layer_lr_decay: float = 1.0      # lr * decay**depth per U-Net level (1: one learning rate)
     l2sp: float = 0.0                # weight of the L2-SP penalty towards the starting weights
+    augment: str = "none"            # "none" or "flips": training pairs mirrored (mrtl_core.augment, exact)
 
     def __post_init__(self) -> None:
         if self.epochs is None and self.max_steps is None:
@@ -179,6 +181,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.layer_lr_decay must lie in (0, 1], got {self.layer_lr_decay!r}")
         if not self.l2sp >= 0:
             raise ValueError(f"TrainConfig.l2sp must be >= 0, got {self.l2sp!r}")
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"TrainConfig.augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
 
     def to_dict(self) -> dict:
         """Every field by name (what a checkpoint stores and a resume compares)."""
@@ -710,12 +714,17 @@ def train(
         t0 = time.perf_counter()
         seed_everything(_derive_seed(config.seed, epoch, 7))
         stream = _batches(train_set, config, batch_size, epoch, (rank, world_size))
+        # the flips' own stream, seeded per epoch like the batches: the mask draws stay those of an
+        # unaugmented run, and a run resumed at an epoch boundary draws the same flips
+        flips = torch.Generator().manual_seed(_derive_seed(config.seed, epoch, 7, 1)) if config.augment == "flips" else None
         losses = []
         for _ in range(steps_per_epoch):
             if step >= max_steps:
                 break
             stop.check()   # a Ctrl-C or SIGTERM that an ignoring frame swallowed stops here
             batch = next(stream)
+            if flips is not None:
+                batch = batch._replace(**dict(zip(("image", "target"), random_flips(batch.image, batch.target, flips))))
             with torch.autocast(device.type, dtype=prec.dtype, enabled=prec.autocast):
                 output, target = forward_batch(net, batch, device, config.channels_last)
                 loss = torch.nn.functional.l1_loss(output.float(), target)

@@ -72,3 +72,16 @@ def test_randomisation_rejects_bad_ranges():
         sim.Randomisation((sim.BRAIN_PROTOCOL,), snr_range=(30.0, 10.0))
     with pytest.raises(ValueError, match="receive_bias_range"):
         sim.Randomisation((sim.BRAIN_PROTOCOL,), receive_bias_range=(0.2, 1.5))
+
+
+def test_the_benchmark_refuses_a_zero_epoch_budget_and_names_its_record_by_epochs(tmp_path, capsys):
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import randomised_pretraining as rp
+
+    with pytest.raises(SystemExit):
+        rp.main(["--profile", "ci", "--epochs", "0"])
+    assert "--epochs must be >= 1" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="randomised-pretraining-ci-epochs7.json"):
+        rp.main(["--profile", "ci", "--epochs", "7", "--report"])   # the report of a run that is not there

@@ -122,6 +122,26 @@ def test_the_recipe_sentence_names_the_best_recipe_keeps_long_apart_and_states_t
     assert "at N ≤ 10 no recipe beats the baseline, which (N = 5) closes 50 % of the gap" in grid.recipe_sentence(worse)
 
 
+
+def test_a_recipe_is_also_compared_with_its_one_setting_peer():
+    subjects = np.repeat(np.arange(4), 3)
+    pre, offsets = np.linspace(0.50, 0.56, 12), np.tile([0.0, 0.004, -0.004], 4)
+    results = {"_meta": {"target": "knee-1.5T", "acceleration": 4.0, "peers": {"flips": "long"}},
+               "pre-trained": _entry(pre, subjects), "twin": _entry(pre + 0.10, subjects)}
+    for seed in (0, 1, 2):   # baseline 50 %, long 52 %, flips 70 %: flips - long = +0.018 on every slice
+        for method, gain in (("baseline", 0.050), ("long", 0.052), ("flips", 0.070)):
+            results[f"{method} | N=5 | seed={seed}"] = _entry(pre + gain + offsets * (seed + 1), subjects, method=method,
+                                                              n=5, seed=seed, at_cap=False, steps=70)
+    rows = {r["recipe"]: r for r in grid.recipe_rows(results)}
+    assert rows["flips"]["peer"] == "long" and "vs_peer" not in rows["long"] and "vs_peer" not in rows["baseline"]
+    np.testing.assert_allclose(rows["flips"]["vs_peer"][0], 0.018, atol=1e-12)
+    np.testing.assert_allclose(rows["flips"]["vs_baseline"][0], 0.020, atol=1e-12)
+    text = grid.recipe_sentence(results, long_budget=4)
+    assert "against *long* (one setting apart) at N = 5, *flips* is better than *long* (foreground SSIM +0.018" in text
+    del results["long | N=5 | seed=2"]                              # a peer missing for one seed: no comparison
+    assert "vs_peer" not in {r["recipe"]: r for r in grid.recipe_rows(results)}["flips"]
+
+
 TINY = get_profile("ci").replace(
     name="tiny-within-n", image_size=32, slices_per_subject=2, source_train_subjects=2, target_train_subjects=4,
     val_subjects=1, test_subjects=1, chans=4, num_pool_layers=2, pretrain_epochs=1, batch_size=4, finetune_steps=6,

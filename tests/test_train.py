@@ -508,3 +508,30 @@ def test_lp_ft_is_a_probe_then_every_layer(files, tmp_path):
     with pytest.raises(ValueError, match="at least 2"):
         fine_tune(model, train_set, val_set, _cfg(epochs=None, max_steps=1), strategy="lp-ft")
     assert "lp-ft" in STRATEGIES
+
+
+def test_flip_augmentation_changes_the_run_reproducibly_and_resumes(files, tmp_path):
+    train_set, _, _ = _sets(files)
+    cfg = dict(epochs=None, max_steps=8, steps_per_epoch=2, lr=3e-3)
+
+    def weights(model):
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    plain, flipped, again = _model(), _model(), _model()
+    r_plain = train(plain, train_set, None, _cfg(**cfg))
+    r_flip = train(flipped, train_set, None, _cfg(**cfg, augment="flips"))
+    train(again, train_set, None, _cfg(**cfg, augment="flips"))
+    assert torch.equal(weights(flipped), weights(again))          # the flips are seeded
+    assert not torch.equal(weights(flipped), weights(plain))      # and they change what is learnt
+    # flipped pairs are other inputs from the first step on
+    assert r_flip.history[0]["train_loss"] != r_plain.history[0]["train_loss"]
+    ckpt = tmp_path / "flips.pt"
+    part = _model()
+    train(part, train_set, None, _cfg(**{**cfg, "max_steps": 4}, augment="flips"), checkpoint_path=ckpt)
+    resumed = _model()
+    train(resumed, train_set, None, _cfg(**cfg, augment="flips"), checkpoint_path=ckpt)
+    assert torch.equal(weights(resumed), weights(flipped))
+    with pytest.raises(ValueError, match="another run"):          # a checkpoint of the plain run is not resumed with flips
+        plain_ckpt = tmp_path / "plain.pt"
+        train(_model(), train_set, None, _cfg(**{**cfg, "max_steps": 2}), checkpoint_path=plain_ckpt)
+        train(_model(), train_set, None, _cfg(**cfg, augment="flips"), checkpoint_path=plain_ckpt)

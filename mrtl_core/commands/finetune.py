@@ -12,7 +12,7 @@ is constant unless ``--lr-step-size`` is given. Options given on the command lin
 profile's settings. Strategies (``mrtl_core.train.STRATEGIES``): ``end-to-end`` (all layers),
 ``frozen-encoder`` (encoder and bottleneck frozen), ``last-layers`` (only the final decoder block),
 ``lp-ft`` (the last block first, then all layers). The recipe options ``--schedule warmup-cosine
---warmup-steps K``, ``--layer-lr-decay D`` and ``--l2sp A`` are off unless given (see
+--warmup-steps K``, ``--layer-lr-decay D``, ``--l2sp A`` and ``--augment flips`` are off unless given (see
 :mod:`mrtl_core.train`). Works under ``torchrun`` like ``train``.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ __all__ = ["add_arguments", "run", "finetune_config"]
 
 #: the training options that replace the profile's settings when given
 OVERRIDES = ("epochs", "max_steps", "batch_size", "lr", "lr_step_size", "patience", "schedule", "warmup_steps",
-              "layer_lr_decay", "l2sp")
+              "layer_lr_decay", "l2sp", "augment")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--layer-lr-decay", type=fraction_type, default=None,
                    help="layer-wise learning rates: lr * D**depth from the output (default 1: one rate)")
     g.add_argument("--l2sp", type=nonnegative_float, default=None, help="L2-SP weight towards the --init weights (default 0)")
+    g.add_argument("--augment", default=None, choices=LibraryChoices("mrtl_core.augment", "AUGMENTATIONS"),
+                   help="mirror the training pairs (flips: exact for Cartesian data; default none)")
 
 
 def finetune_config(args: argparse.Namespace, profile: Profile, n_slices: int) -> TrainConfig:
