@@ -31,13 +31,14 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .stats import (Thresholds, compare_sentence, difference, fmt_ci, fmt_interval, interval_basis, interval_over,
-                    subject_means, summarise)
+from .stats import (Thresholds, compare_sentence, difference, equivalent, fmt_ci, fmt_interval, interval_basis,
+                    interval_over, subject_means, summarise)
 
 __all__ = ["entry_key", "load_grid", "entry", "seed_runs", "seeds", "ns", "targets", "seed_summary", "slice_subjects",
            "paired", "test_set", "gap_table",
            "curve_table", "forgetting_table", "overfit_table", "markdown_table", "markdown_report", "gap_sentences", "curves_figure",
-           "load_field_shift", "field_shift_table", "recipe_rows", "recipe_table", "recipe_sentence"]
+           "load_field_shift", "field_shift_table", "recipe_rows", "recipe_table", "recipe_sentence",
+           "seed_comparison", "seed_sentence"]
 
 METRICS = ("ssim", "ssim_fg", "psnr", "psnr_fg")
 _FIELDS = ("target", "method", "n", "seed", "budget")   # what identifies an entry
@@ -518,3 +519,64 @@ def recipe_sentence(record: dict, thresholds: Thresholds | None = None, long_bud
     text = (f"on {meta['target']} at R = {meta['acceleration']:g}{within}, " + "; ".join(parts)
             + f". {capped} of the baseline's {runs} runs had their best round at their last. Intervals are over {basis}")
     return text[0].upper() + text[1:] + "."
+
+
+# --------------------------------------------------------------------------------------------
+# networks over training seeds (benchmarks/network_seeds.py)
+# --------------------------------------------------------------------------------------------
+def _seed_entries(record: dict, network: str) -> dict[int, dict]:
+    return {int(v["seed"]): v for k, v in record.items()
+            if not k.startswith("_") and isinstance(v, dict) and v.get("method") == network}
+
+
+def seed_comparison(record: dict, a: str, b: str, thresholds: Thresholds | None = None) -> dict | None:
+    """Network ``a`` minus network ``b`` of a ``benchmarks/network_seeds.py`` record, three ways, so the
+    spread over training is read apart from the spread over test data:
+
+    * ``per_seed``: ``{seed: [mean, lo, hi]}``, the two networks of one seed, :func:`paired` by the book's rule;
+    * ``averaged``: each network's per-slice scores averaged over its seeds, then :func:`paired`;
+    * ``over_seeds``: each seed's mean score one observation, Welch's interval between the two samples
+      (what a new pair of trainings would show on this test set); None with fewer than two seeds each.
+
+    ``spread_a``/``spread_b`` summarise the seed means (:func:`~mrtl_core.stats.summarise`), and
+    ``equal_over_seeds`` is whether both ``averaged`` and ``over_seeds`` are equivalent within the
+    minimum effect (:func:`~mrtl_core.stats.equivalent`). None unless both networks have a seed.
+    """
+    thresholds = thresholds or Thresholds()
+    metric = thresholds.metric
+    ea, eb = _seed_entries(record, a), _seed_entries(record, b)
+    if not ea or not eb:
+        return None
+
+    def averaged(entries: dict[int, dict]) -> dict:
+        first = next(iter(entries.values()))
+        return {**first, "per_slice": {metric: np.mean([e["per_slice"][metric] for e in entries.values()], 0).tolist()}}
+
+    means_a = np.array([e["summary"][metric]["mean"] for e in ea.values()])
+    means_b = np.array([e["summary"][metric]["mean"] for e in eb.values()])
+    mean_diff = paired(averaged(ea), averaged(eb), metric, over="auto")
+    over_seeds = list(difference(means_a, means_b, paired=False)) if len(ea) > 1 and len(eb) > 1 else None
+    return {"a": a, "b": b, "seeds_a": sorted(ea), "seeds_b": sorted(eb),
+            "per_seed": {s: paired(ea[s], eb[s], metric, over="auto") for s in sorted(set(ea) & set(eb))},
+            "averaged": mean_diff, "over_seeds": over_seeds,
+            "spread_a": summarise(means_a), "spread_b": summarise(means_b),
+            "equal_over_seeds": bool(over_seeds is not None and equivalent(mean_diff, thresholds)
+                                     and equivalent(over_seeds, thresholds))}
+
+
+def seed_sentence(record: dict, a: str, b: str, thresholds: Thresholds | None = None) -> str:
+    """:func:`seed_comparison` in words, by the book's rule: the seed-averaged difference over test
+    subjects, the seeds' spread, and the difference over seeds (Welch)."""
+    thresholds = thresholds or Thresholds()
+    c = seed_comparison(record, a, b, thresholds)
+    if c is None:
+        return f"*no {a} or no {b} in the record*"
+    sa, sb, d = c["spread_a"], c["spread_b"], thresholds.digits
+    basis = interval_basis(slice_subjects(next(iter(_seed_entries(record, a).values()))))
+    text = (f"averaged over seeds {c['seeds_a']} and {c['seeds_b']}, "
+            + compare_sentence(c["averaged"], f"the {a} network", f"the {b}", thresholds)
+            + f" over {basis}; its seed means spread by {sa['std']:.{d}f} (sd), the {b}'s by {sb['std']:.{d}f}")
+    if c["over_seeds"] is not None:
+        text += ("; taking each seed's mean as one observation (Welch), "
+                 + compare_sentence(c["over_seeds"], f"the {a} network", f"the {b}", thresholds))
+    return text
