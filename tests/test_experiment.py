@@ -228,3 +228,21 @@ def test_select_slices_is_nested_in_n_and_checks_its_arguments():
         ex.select_slices(range(50), 51, seed=0)
     with pytest.raises(ValueError, match="seed must be an integer >= 0"):
         ex.select_slices(range(50), 5, seed=-1)
+
+
+def test_a_network_of_another_seed_is_its_own_model_and_seed_0_is_the_books(cache_dir, keys):
+    ex.pretrained_unet("ci", progress=False, seed=1)
+    ex.native_unet("ci", "knee-1.5T", seed=2)
+    ex.scratch_full("ci", "brain-3T", seed=1)
+    assert set(keys) == {"unet-brain-1.5T-R4-ci-s1", "native-knee-1.5T-R4-ci-s2", "scratch-full-brain-3T-R4-ci-s1"}
+    assert keys["unet-brain-1.5T-R4-ci-s1"]["train"]["seed"] == 1
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        ex.pretrained_unet("ci", progress=False, seed=-1)
+
+
+def test_seeds_train_different_networks_from_the_same_recipe(cache_dir):
+    zero, info0 = ex.native_unet(TINY, "brain-3T", progress=False)
+    one, info1 = ex.native_unet(TINY, "brain-3T", progress=False, seed=1)
+    assert info1["path"] != info0["path"] and info1["name"].endswith("-s1")
+    assert any(not torch.equal(a, b) for a, b in zip(zero.state_dict().values(), one.state_dict().values()))
+    assert info1["history"][-1]["epoch"] == info0["history"][-1]["epoch"] == TINY.pretrain_epochs
