@@ -269,22 +269,24 @@ def lr_decay_step(epochs: int) -> int:
     return max(1, int(round(0.8 * epochs)))
 
 
-def _epoch_config(profile: Profile, epochs: int, progress: bool, device: str) -> TrainConfig:
+def _epoch_config(profile: Profile, epochs: int, progress: bool, device: str, seed: int = 0) -> TrainConfig:
+    _check_seed(seed)
     return TrainConfig(epochs=epochs, batch_size=profile.batch_size, lr=profile.lr,
-                       lr_step_size=lr_decay_step(epochs), lr_gamma=0.1, seed=0,
+                       lr_step_size=lr_decay_step(epochs), lr_gamma=0.1, seed=int(seed),
                        device=device, progress=progress, monitor="l1", amp=precision.requested())
 
 
-def pretrain_config(profile: Profile | str, progress: bool = True, device: str = "auto") -> TrainConfig:
-    """Pre-training: ``pretrain_epochs`` epochs, Adam at ``lr``, decayed 10x for the last fifth."""
+def pretrain_config(profile: Profile | str, progress: bool = True, device: str = "auto", seed: int = 0) -> TrainConfig:
+    """Pre-training: ``pretrain_epochs`` epochs, Adam at ``lr``, decayed 10x for the last fifth;
+    ``seed`` orders the batches and draws the masks (the book's networks: 0)."""
     profile = get_profile(profile)
-    return _epoch_config(profile, profile.pretrain_epochs, progress, device)
+    return _epoch_config(profile, profile.pretrain_epochs, progress, device, seed)
 
 
-def scratch_config(profile: Profile | str, progress: bool = True, device: str = "auto") -> TrainConfig:
+def scratch_config(profile: Profile | str, progress: bool = True, device: str = "auto", seed: int = 0) -> TrainConfig:
     """From scratch on a whole target training split: like pre-training, ``scratch_epochs`` long."""
     profile = get_profile(profile)
-    return _epoch_config(profile, profile.scratch_epochs, progress, device)
+    return _epoch_config(profile, profile.scratch_epochs, progress, device, seed)
 
 
 def finetune_config(profile: Profile | str, n_slices: int, seed: int, from_scratch: bool = False,
@@ -482,13 +484,18 @@ def check_model_entry(entry: Path) -> None:
         raise ValueError(f"{path}: lacks {', '.join(missing)}")
 
 
-def _pretrain_key(profile: Profile) -> dict:
-    return model_key(profile, "pretrain", SOURCE_DOMAIN, SOURCE_ACCELERATION, pretrain_config(profile, progress=False),
+def _pretrain_key(profile: Profile, seed: int = 0) -> dict:
+    return model_key(profile, "pretrain", SOURCE_DOMAIN, SOURCE_ACCELERATION, pretrain_config(profile, progress=False, seed=seed),
                      center_fraction=masks.default_center_fraction(SOURCE_ACCELERATION))
 
 
-def pretrained_unet(profile: Profile | str, progress: bool = True, device: str = "auto") -> tuple[Unet, dict]:
+def pretrained_unet(profile: Profile | str, progress: bool = True, device: str = "auto",
+                    seed: int = 0) -> tuple[Unet, dict]:
     """The U-Net pre-trained on brain-1.5T at R = 4 (random mask, centre fraction 0.08), cached.
+
+    ``seed`` initialises the network and orders its batches and masks; the book's network is seed 0
+    (its cache key is the one it always had), others are the same recipe trained again, for claims
+    that must hold over training seeds (``benchmarks/network_seeds.py``).
 
     Returns ``(model, info)``: the model (CPU, eval mode, best validation weights) and a dict with
     the training ``history``, ``best_epoch``, ``seconds``, ``steps``, ``num_train_slices``,
@@ -501,11 +508,12 @@ def pretrained_unet(profile: Profile | str, progress: bool = True, device: str =
         splits = domain_splits(profile, SOURCE_DOMAIN, progress=progress)
         train_set = make_dataset(splits["train"], SOURCE_ACCELERATION, profile, train=True)
         val_set = make_dataset(splits["val"], SOURCE_ACCELERATION, profile, train=False)
-        model = new_unet(profile, seed=0)
-        return train(model, train_set, val_set, pretrain_config(profile, progress, device), checkpoint_path=checkpoint)
+        model = new_unet(profile, seed=seed)
+        return train(model, train_set, val_set, pretrain_config(profile, progress, device, seed), checkpoint_path=checkpoint)
 
     n_train = profile.source_train_subjects * profile.slices_per_subject
-    return cached_model(f"unet-{SOURCE_DOMAIN}-R{SOURCE_ACCELERATION}-{profile.name}", _pretrain_key(profile), run,
+    name = f"unet-{SOURCE_DOMAIN}-R{SOURCE_ACCELERATION}-{profile.name}" + (f"-s{seed}" if seed else "")
+    return cached_model(name, _pretrain_key(profile, seed), run,
                          {"num_train_slices": n_train, "domain": SOURCE_DOMAIN, "acceleration": SOURCE_ACCELERATION})
 
 
@@ -612,29 +620,31 @@ def scratch_full(
     acceleration: float = 4,
     progress: bool = True,
     device: str = "auto",
+    seed: int = 0,
 ) -> tuple[Unet, dict]:
     """A U-Net trained from scratch on the whole training split of ``target_domain``, cached:
-    ``(model, info)`` as :func:`pretrained_unet` returns."""
+    ``(model, info)`` as :func:`pretrained_unet` returns (``seed`` as there)."""
     profile = get_profile(profile)
     files = domain_splits(profile, target_domain, progress=progress)["train"]
-    return _trained_from_scratch(profile, target_domain, acceleration, files, scratch_config(profile, progress, device),
-                                 "scratch-full", {})
+    return _trained_from_scratch(profile, target_domain, acceleration, files,
+                                 scratch_config(profile, progress, device, seed), "scratch-full", {})
 
 
 def _trained_from_scratch(profile: Profile, domain: str, acceleration: float, train_files: Sequence[Path],
                           cfg: TrainConfig, what: str, parts: dict) -> tuple[Unet, dict]:
-    """A fresh U-Net (initialisation seed 0) trained on ``train_files`` with ``cfg``, validated on the
-    domain's validation split, cached as ``<what>-<domain>-R<acceleration>-<profile>``."""
+    """A fresh U-Net (initialisation seed ``cfg.seed``) trained on ``train_files`` with ``cfg``, validated
+    on the domain's validation split, cached as ``<what>-<domain>-R<acceleration>-<profile>[-s<seed>]``."""
     key = model_key(profile, what, domain, acceleration, cfg, **parts)
 
     def run(checkpoint: Path) -> TrainResult:
         val_files = domain_splits(profile, domain, progress=False)["val"]
         train_set = make_dataset(train_files, acceleration, profile, train=True)
         val_set = make_dataset(val_files, acceleration, profile, train=False)
-        return train(new_unet(profile, seed=0), train_set, val_set, cfg, checkpoint_path=checkpoint)
+        return train(new_unet(profile, seed=cfg.seed), train_set, val_set, cfg, checkpoint_path=checkpoint)
 
     n_train = len(train_files) * profile.slices_per_subject
-    return cached_model(f"{what}-{domain}-R{acceleration:g}-{profile.name}", key, run,
+    name = f"{what}-{domain}-R{acceleration:g}-{profile.name}" + (f"-s{cfg.seed}" if cfg.seed else "")
+    return cached_model(name, key, run,
                          {"domain": domain, "acceleration": acceleration, "num_train_slices": n_train})
 
 
@@ -704,9 +714,11 @@ def native_unet(
     acceleration: float = 4,
     progress: bool = True,
     device: str = "auto",
+    seed: int = 0,
 ) -> tuple[Unet, dict]:
     """A U-Net trained for the target exactly as the pre-trained one was for the source, cached:
-    ``(model, info)`` as :func:`pretrained_unet` returns.
+    ``(model, info)`` as :func:`pretrained_unet` returns (``seed`` as there: the twin of the
+    pre-trained network of the same seed).
 
     Same architecture, initialisation seed, schedule (:func:`pretrain_config`) and number of
     training subjects (``source_train_subjects``, see :func:`native_train_files`), validated on the
@@ -715,7 +727,7 @@ def native_unet(
     """
     profile = get_profile(profile)
     files = native_train_files(profile, domain, progress=progress)
-    return _trained_from_scratch(profile, domain, acceleration, files, pretrain_config(profile, progress, device),
+    return _trained_from_scratch(profile, domain, acceleration, files, pretrain_config(profile, progress, device, seed),
                                  "native", {"train_subjects": sorted(data.patient_id(p) for p in files)})
 
 
