@@ -453,14 +453,19 @@ def recipe_rows(record: dict, metric: str = "ssim_fg") -> list[dict]:
 
 
 def recipe_table(record: dict, metric: str = "ssim_fg") -> pd.DataFrame:
-    """:func:`recipe_rows` as the table chapter 8 shows (shares in per cent)."""
+    """:func:`recipe_rows` as the table chapter 8 shows (shares in per cent; the difference to a
+    recipe's one-setting peer where the record has one)."""
     digits = 2 if metric.startswith("psnr") else 4
     rows = [{"recipe": r["recipe"], "N": r["N"], "seeds": r["seeds"], metric: r[metric],
              "share of the gap closed": f"{100 * r['share_closed']:.0f} % "
                                         f"[{100 * r['share_range'][0]:.0f}, {100 * r['share_range'][1]:.0f}]",
              "vs baseline [CI]": fmt_ci(r["vs_baseline"], digits) if r.get("vs_baseline") else "–",
+             "vs its peer [CI]": f"{r['peer']}: {fmt_ci(r['vs_peer'], digits)}" if r.get("vs_peer") else "–",
              "best round = last": f"{r['at_cap']}/{r['seeds']}"} for r in recipe_rows(record, metric)]
-    return pd.DataFrame(rows).set_index(["recipe", "N"])
+    table = pd.DataFrame(rows).set_index(["recipe", "N"])
+    if (table["vs its peer [CI]"] == "–").all():   # no recipe of this record has a one-setting peer
+        table = table.drop(columns="vs its peer [CI]")
+    return table
 
 
 def _seed_spread(lo: float, hi: float) -> str:

@@ -93,6 +93,7 @@ def test_the_recipe_table_computes_share_and_paired_difference():
     assert "vs_baseline" not in rows["baseline"]
     table = grid.recipe_table(results)
     assert table.loc[("l2sp", 5), "best round = last"] == "0/3" and table.loc[("baseline", 5), "vs baseline [CI]"] == "–"
+    assert "vs its peer [CI]" not in table.columns                 # no recipe here has a peer
     assert "| l2sp | 5 | 3 |" in fr.report({**results, "_meta": {"target": "knee-1.5T", "acceleration": 4.0,
                                                                 "profile": {"name": "test"}, "cpu": "cpu",
                                                                 "torch": "t", "threads": 1}})
@@ -138,6 +139,8 @@ def test_a_recipe_is_also_compared_with_its_one_setting_peer():
     np.testing.assert_allclose(rows["flips"]["vs_baseline"][0], 0.020, atol=1e-12)
     text = grid.recipe_sentence(results, long_budget=4)
     assert "against *long* (one setting apart) at N = 5, *flips* is better than *long* (foreground SSIM +0.018" in text
+    table = grid.recipe_table(results)
+    assert table.loc[("flips", 5), "vs its peer [CI]"].startswith("long: +0.0180") and table.loc[("long", 5), "vs its peer [CI]"] == "–"
     del results["long | N=5 | seed=2"]                              # a peer missing for one seed: no comparison
     assert "vs_peer" not in {r["recipe"]: r for r in grid.recipe_rows(results)}["flips"]
 
