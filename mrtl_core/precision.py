@@ -11,8 +11,10 @@ says what arithmetic produced it.
   ``"fp16"`` -> fp16 with a ``GradScaler``.
 * **CPU**: ``True`` -> float32. bf16 autocast on a CPU halves a training step only where the CPU
   has native bf16 matrix units (Intel AMX or AVX512-BF16); elsewhere torch emulates bf16 and is
-  slower than float32. Even where it is native it is not the default: its effect on the book's
-  findings is measured first (standard records with and without it). ``"bf16"`` asks for it
+  slower than float32. Even where it is native it is not the default: two standard builds,
+  float32 and bf16, read the same in every verdict but one of chapter 7 (a single-seed difference
+  0.002 past the minimum effect; ``benchmarks/RESULTS.md``, "Mixed precision"), and a default must
+  leave every verdict as it was. ``"bf16"`` asks for it
   explicitly and gets it only where the CPU has it (:func:`cpu_has_native_bf16`), float32 otherwise;
   ``"fp16"`` on a CPU runs float32.
 * **MPS** and other devices: float32.
