@@ -20,7 +20,7 @@ PACKAGE = ROOT / "mrtl_core"
 
 LAYERS = [
     {"fft", "masks", "metrics", "unet", "cache", "stats", "profiles", "phantoms", "phantoms.brain", "threads",
-     "phantoms.knee", "sphinx_eval", "widgets", "progress", "precision", "epg", "stop"},
+     "phantoms.knee", "sphinx_eval", "widgets", "progress", "precision", "epg", "stop", "augment"},
     {"sense", "simulate", "records", "data", "gallery"},
     {"domains", "train"},
     {"evaluate"},
