@@ -97,11 +97,6 @@ def run(args: argparse.Namespace, out: Path) -> dict:
     return record
 
 
-def compare(record: dict, a: str, b: str, thresholds: Thresholds = Thresholds()) -> dict | None:
-    """``grid.seed_comparison``: the library's reading of this record, which chapter 8 uses too."""
-    return grid.seed_comparison(record, a, b, thresholds)
-
-
 def report(record: dict, thresholds: Thresholds = Thresholds()) -> str:
     meta = record["_meta"]
     metric = thresholds.metric
@@ -114,7 +109,7 @@ def report(record: dict, thresholds: Thresholds = Thresholds()) -> str:
             lines.append(f"| {v['method']} | {v['seed']} | {v['summary'][metric]['mean']:.4f} | "
                          f"{v.get('best_epoch')} / {v.get('epochs')} | {v.get('precision')} |")
     for b in ("twin", "scratch (full split)"):
-        c = compare(record, "pre-trained", b, thresholds)
+        c = grid.seed_comparison(record, "pre-trained", b, thresholds)   # chapter 8 reads it the same way
         if c is None:
             continue
         sa, sb = c["spread_a"], c["spread_b"]

@@ -421,6 +421,13 @@ def field_shift_table(record: dict, metric: str = "ssim_fg") -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 # the fine-tuning recipes' record (benchmarks/finetune_recipes.py)
 # --------------------------------------------------------------------------------------------
+def _seed_average(entries: Sequence[dict], metric: str) -> dict:
+    """One entry whose per-slice ``metric`` is the mean over ``entries`` (runs of other seeds, scored on
+    the same test slices): what a paired difference over seeds is taken of."""
+    entries = list(entries)
+    return {**entries[0], "per_slice": {metric: np.mean([e["per_slice"][metric] for e in entries], 0).tolist()}}
+
+
 def recipe_rows(record: dict, metric: str = "ssim_fg") -> list[dict]:
     """One row per (recipe, N) of a ``benchmarks/finetune_recipes.py`` record: the mean over seeds,
     the share of the gap closed, ``(recipe - pre-trained) / (twin - pre-trained)`` (its mean and range
@@ -439,15 +446,14 @@ def recipe_rows(record: dict, metric: str = "ssim_fg") -> list[dict]:
             row = {"recipe": recipe, "N": n, "seeds": len(mine), metric: float(values.mean()),
                    "share_closed": float(shares.mean()), "share_range": [float(shares.min()), float(shares.max())],
                    "at_cap": sum(bool(r.get("at_cap")) for r in mine), "steps": [r.get("steps") for r in mine]}
-            def averaged(entries):
-                return {**entries[0], "per_slice": {metric: np.mean([e["per_slice"][metric] for e in entries], 0).tolist()}}
             base = [record.get(f"baseline | N={n} | seed={r['seed']}") for r in mine]
             if recipe != "baseline" and all(b is not None for b in base):
-                row["vs_baseline"] = paired(averaged(mine), averaged(base), metric, over="auto")
+                row["vs_baseline"] = paired(_seed_average(mine, metric), _seed_average(base, metric), metric, over="auto")
             peer = record.get("_meta", {}).get("peers", {}).get(recipe)
             peers = [record.get(f"{peer} | N={n} | seed={r['seed']}") for r in mine] if peer else []
             if peers and all(b is not None for b in peers):   # the one setting that tells them apart
-                row["peer"], row["vs_peer"] = peer, paired(averaged(mine), averaged(peers), metric, over="auto")
+                row["peer"], row["vs_peer"] = peer, paired(_seed_average(mine, metric), _seed_average(peers, metric),
+                                                            metric, over="auto")
             rows.append(row)
     return rows
 
@@ -553,13 +559,9 @@ def seed_comparison(record: dict, a: str, b: str, thresholds: Thresholds | None 
     if not ea or not eb:
         return None
 
-    def averaged(entries: dict[int, dict]) -> dict:
-        first = next(iter(entries.values()))
-        return {**first, "per_slice": {metric: np.mean([e["per_slice"][metric] for e in entries.values()], 0).tolist()}}
-
     means_a = np.array([e["summary"][metric]["mean"] for e in ea.values()])
     means_b = np.array([e["summary"][metric]["mean"] for e in eb.values()])
-    mean_diff = paired(averaged(ea), averaged(eb), metric, over="auto")
+    mean_diff = paired(_seed_average(ea.values(), metric), _seed_average(eb.values(), metric), metric, over="auto")
     over_seeds = list(difference(means_a, means_b, paired=False)) if len(ea) > 1 and len(eb) > 1 else None
     return {"a": a, "b": b, "seeds_a": sorted(ea), "seeds_b": sorted(eb),
             "per_seed": {s: paired(ea[s], eb[s], metric, over="auto") for s in sorted(set(ea) & set(eb))},

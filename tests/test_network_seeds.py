@@ -1,4 +1,4 @@
-"""``benchmarks/network_seeds.py``'s arithmetic, on records this test makes: per seed, seed-averaged over
+"""``benchmarks/network_seeds.py``'s arithmetic (``grid.seed_comparison``), on records this test makes: per seed, seed-averaged over
 test subjects, and Welch over seeds, against scipy."""
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import network_seeds as ns  # noqa: E402
+from mrtl_core import grid  # noqa: E402
 
 SUBJECTS = np.repeat(np.arange(4), 3)   # 4 test subjects, 3 slices each
 
@@ -39,7 +40,7 @@ def _record(shift_pre, spread):
 
 def test_the_three_views_of_a_difference_match_their_references():
     record, scores = _record(shift_pre=-0.001, spread=0.001)
-    c = ns.compare(record, "pre-trained", "twin")
+    c = grid.seed_comparison(record, "pre-trained", "twin")
     # seed-averaged: slice scores averaged over seeds, then a mean per subject, t over the 4 subjects
     d = np.mean([scores["pre-trained", s] for s in (0, 1, 2)], 0) - np.mean([scores["twin", s] for s in (0, 1, 2)], 0)
     per_subject = np.array([d[SUBJECTS == k].mean() for k in range(4)])
@@ -59,10 +60,10 @@ def test_the_three_views_of_a_difference_match_their_references():
 
 def test_a_wide_seed_spread_keeps_equality_unshown_even_when_the_average_is_equivalent():
     record, _ = _record(shift_pre=0.0, spread=0.006)
-    c = ns.compare(record, "pre-trained", "twin")
+    c = grid.seed_comparison(record, "pre-trained", "twin")
     lo, hi = c["over_seeds"][1:]
     assert not (-0.01 < lo and hi < 0.01) and not c["equal_over_seeds"]
-    assert ns.compare(record, "pre-trained", "scratch (full split)") is None   # none recorded
+    assert grid.seed_comparison(record, "pre-trained", "scratch (full split)") is None   # none recorded
 
 
 def test_the_benchmark_refuses_the_source_as_target_and_negative_seeds(capsys):
@@ -74,8 +75,6 @@ def test_the_benchmark_refuses_the_source_as_target_and_negative_seeds(capsys):
 
 
 def test_the_sentence_states_the_average_the_spread_and_the_seed_level_verdict():
-    from mrtl_core import grid
-
     record, _ = _record(shift_pre=-0.001, spread=0.001)
     text = grid.seed_sentence(record, "pre-trained", "twin")
     assert text.startswith("averaged over seeds [0, 1, 2] and [0, 1, 2], the pre-trained network is equivalent, within ±0.01, to the twin")
