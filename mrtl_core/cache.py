@@ -268,7 +268,7 @@ def verify_entry(entry: Path, full: bool = False, hash_limit: int = QUICK_HASH_B
     return problems
 
 
-def verify_cache(full: bool = True, kinds: tuple[str, ...] = ("datasets", "models")) -> dict[Path, list[str]]:
+def verify_cache(full: bool = True, kinds: tuple[str, ...] = ("datasets", "models", "maps")) -> dict[Path, list[str]]:
     """``{entry: problems}`` for every damaged entry under :func:`cache_root` (a cheap ``verify``:
     sizes and small files with ``full=False``, every byte with ``full=True``)."""
     out = {}

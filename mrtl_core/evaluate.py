@@ -143,14 +143,44 @@ def sample_maps(sample: UnetSample, center_fraction: float | None = None, maps_m
     key = (_digest(kspace), None if calibrate_on_scan else center_fraction, maps_method)
     maps = _MAPS_CACHE.get(key)
     if maps is None:
-        if calibrate_on_scan:   # the calibration's sampled centre is found from the data
-            maps = sense.scanner_maps(kspace)
-        elif maps_method == "scanner":
-            maps = sense.scanner_maps(kspace, center_fraction=center_fraction)
-        else:
-            maps = sense.estimate_maps(kspace, center_fraction=center_fraction, method=maps_method)
+        def estimate() -> torch.Tensor:
+            if calibrate_on_scan:   # the calibration's sampled centre is found from the data
+                return sense.scanner_maps(kspace)
+            if maps_method == "scanner":
+                return sense.scanner_maps(kspace, center_fraction=center_fraction)
+            return sense.estimate_maps(kspace, center_fraction=center_fraction, method=maps_method)
+
+        # ESPIRiT costs about half a second a slice and every chapter scores the same test slices:
+        # keep its maps on disk too. Low-resolution maps cost less than reading them back.
+        maps = estimate() if maps_method == "lowres" else _disk_maps(key, kspace, estimate)
         _MAPS_CACHE.put(key, maps)
     return maps
+
+
+def _disk_maps(key: tuple, kspace: torch.Tensor, estimate: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """Coil maps from the cache directory (``maps/``), estimated and written atomically on a miss.
+
+    The entry's key is the k-space's hash, the ACS setting, the method and everything the estimate
+    depends on (:func:`mrtl_core.sense.maps_estimator`); an entry whose maps do not have the
+    k-space's shape is reported with its path and estimated again.
+    """
+    from . import cache, sense
+
+    digest, center_fraction, method = key
+    config = {"kspace": digest, "center_fraction": center_fraction, "method": method,
+              "estimator": sense.maps_estimator()}
+
+    def build(tmp: Path) -> None:
+        torch.save(estimate().cpu().contiguous(), tmp / "maps.pt")
+
+    def validate(entry: Path) -> None:
+        maps = torch.load(entry / "maps.pt", weights_only=True)
+        if tuple(maps.shape) != tuple(kspace.shape) or not maps.is_complex():
+            raise ValueError(f"{entry / 'maps.pt'}: maps of shape {tuple(maps.shape)} ({maps.dtype}), "
+                             f"expected complex {tuple(kspace.shape)}")
+
+    entry = cache.cached_dir("maps", method, config, build, validate=validate)
+    return torch.load(entry / "maps.pt", weights_only=True).to(kspace.device)
 
 
 def _digest(t: torch.Tensor) -> str:

@@ -43,7 +43,7 @@ import torch
 from .fft import fft2c, ifft2c
 from .masks import center_lines
 
-__all__ = ["Linop", "SenseOp", "cg_sense", "data_consistency", "estimate_maps", "scanner_maps", "detect_acs",
+__all__ = ["Linop", "SenseOp", "cg_sense", "data_consistency", "estimate_maps", "scanner_maps", "maps_estimator", "MAPS_CODE_VERSION", "detect_acs",
            "g_factor"]
 
 ArrayLike = torch.Tensor | np.ndarray
@@ -616,6 +616,26 @@ def scanner_maps(kspace: ArrayLike, center_fraction: float | None = None, acs: s
     start, stop, _ = acs.indices(y.shape[-1])
     method = "espirit" if stop - start >= ESPIRIT_MIN_ACS else "lowres"
     return estimate_maps(y, acs=acs, method=method)
+
+
+#: Bump when :func:`estimate_maps` or :func:`scanner_maps` change what they compute in a way their
+#: default arguments do not show: it keys the maps cached on disk (:func:`maps_estimator`).
+MAPS_CODE_VERSION = 1
+
+
+def maps_estimator() -> dict:
+    """What the coil maps :func:`scanner_maps` and :func:`estimate_maps` return depend on, besides the
+    k-space: the code version, :func:`estimate_maps`' defaults, :data:`ESPIRIT_MIN_ACS` and sigpy's
+    version (ESPIRiT is sigpy's). A cache of estimated maps keys its entries by this, so changed code
+    or a changed sigpy is a new entry, never a stale hit."""
+    import inspect
+
+    import sigpy
+
+    defaults = {name: p.default for name, p in inspect.signature(estimate_maps).parameters.items()
+                if p.default is not inspect.Parameter.empty and name not in ("center_fraction", "acs", "method")}
+    return {"code_version": MAPS_CODE_VERSION, "defaults": defaults, "espirit_min_acs": ESPIRIT_MIN_ACS,
+            "sigpy": sigpy.__version__}
 
 
 def _lowres_maps(y: torch.Tensor, acs: slice, eps: float) -> torch.Tensor:

@@ -535,3 +535,51 @@ def test_flip_augmentation_changes_the_run_reproducibly_and_resumes(files, tmp_p
         plain_ckpt = tmp_path / "plain.pt"
         train(_model(), train_set, None, _cfg(**{**cfg, "max_steps": 2}), checkpoint_path=plain_ckpt)
         train(_model(), train_set, None, _cfg(**cfg, augment="flips"), checkpoint_path=plain_ckpt)
+
+
+_MAPS_SCRIPT = """
+import json, sys, warnings
+from mrtl_core.data import SliceDataset
+from mrtl_core.evaluate import evaluate
+if sys.argv[2] == "no-estimate":      # a disk hit must not run ESPIRiT
+    import sigpy.mri.app
+    def refuse(*args, **kwargs):
+        raise AssertionError("maps were estimated, not read from the cache")
+    sigpy.mri.app.EspiritCalib = refuse
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    res = evaluate("cg-sense", SliceDataset([sys.argv[1]], acceleration=4, seed_masks=True, with_kspace=True), cg_iters=20)
+print(json.dumps({"ssim": res.metrics["ssim"].tolist(), "warnings": [str(w.message) for w in caught]}))
+"""
+
+
+def test_scanner_maps_are_cached_on_disk(files, tmp_path):
+    """ESPIRiT maps are kept in the cache directory: another process reads them instead of estimating
+    them, scores identically, and a damaged entry is reported by path and estimated again."""
+    pytest.importorskip("sigpy")
+    import json
+    import os
+    import subprocess
+    from pathlib import Path
+    import sys
+
+    env = dict(os.environ, MRTL_CACHE_DIR=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+
+    def run(mode):
+        out = subprocess.run([sys.executable, "-c", _MAPS_SCRIPT, str(files[3]), mode], env=env, capture_output=True,
+                             text=True, cwd=Path(__file__).resolve().parents[1])
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    first = run("estimate")
+    entries = sorted((tmp_path / "cache" / "maps").glob("scanner-*/maps.pt"))
+    assert len(entries) == len(first["ssim"]) == 4       # one per slice of the test file
+    config = json.loads((entries[0].parent / "config.json").read_text())
+    assert config["method"] == "scanner" and config["estimator"]["defaults"]["max_iter"] == 30
+    assert "sigpy" in config["estimator"]
+    second = run("no-estimate")
+    assert second["ssim"] == first["ssim"] and second["warnings"] == []
+    torch.save(torch.zeros(2, 3, dtype=torch.complex64), entries[0])    # wrong shape: damaged
+    third = run("estimate")
+    assert third["ssim"] == first["ssim"]
+    assert any(str(entries[0].parent) in w and "rebuilding" in w for w in third["warnings"]), third["warnings"]
