@@ -84,6 +84,7 @@ __all__ = [
     "RECIPE_EPOCHS",
     "LONG_BUDGET",
     "RECIPE_PEERS",
+    "OPEN_BUDGET",
     "recipe_config",
     "scratch_config",
     "model_key",
@@ -345,12 +346,18 @@ RECIPES: dict[str, dict[str, Any]] = {
     # 110-120 steps by over-fitting, before any flips run; MRAugment (Fabian et al., ICML 2021) found
     # augmentation worth most in the low-data regime
     "flips": {"budget": "long", "augment": "flips"},
+    # "flips" with a cap so far (OPEN_BUDGET times the baseline's steps) that early stopping, not the
+    # cap, ends the run: every flips run at N = 10 and 50 still had its best round at its 280th step.
+    # Added after those runs and before any run of this one; the patience is the profile's
+    "flips-open": {"budget": "open", "augment": "flips"},
 }
 #: the step multiple of the "long" diagnostic
 LONG_BUDGET = 4
+#: the step multiple of an "open" budget: a cap that early stopping is meant to reach first
+OPEN_BUDGET = 16
 #: a recipe's peer: the recipe that differs from it in one setting alone (besides the baseline, which
 #: every recipe is compared with), so ``recipe - peer`` measures that setting
-RECIPE_PEERS = {"flips": "long"}
+RECIPE_PEERS = {"flips": "long", "flips-open": "flips"}
 
 
 def recipe_config(profile: Profile | str, n_slices: int, seed: int, recipe: str = "baseline",
@@ -364,9 +371,9 @@ def recipe_config(profile: Profile | str, n_slices: int, seed: int, recipe: str 
     strategy = spec.pop("strategy", None)
     overrides: dict[str, Any] = {}
     budget = spec.pop("budget", None)
-    if budget == "long":
+    if budget in ("long", "open"):
         base = (profile.scratch_steps or profile.finetune_steps) if from_scratch else profile.finetune_steps
-        overrides["max_steps"] = LONG_BUDGET * int(base)
+        overrides["max_steps"] = (LONG_BUDGET if budget == "long" else OPEN_BUDGET) * int(base)
     if budget == "scaled":
         batch = int(min(profile.finetune_batch_size, n_slices))
         epoch_steps = -(-int(n_slices) // batch)

@@ -72,6 +72,22 @@ def test_the_benchmark_refuses_the_source_as_target_and_negative_seeds(capsys):
     assert "is the source itself" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         ns.main(["--profile", "ci", "--seeds", "-1"])
+    with pytest.raises(SystemExit):    # another source: its own domain is the source itself
+        ns.main(["--profile", "ci", "--source", "brain-1.5T-clinical", "--target", "brain-1.5T-clinical"])
+    assert "is the source itself" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ns.main(["--profile", "ci", "--source", "brain-2T"])
+    assert "invalid choice: 'brain-2T'" in capsys.readouterr().err
+
+
+def test_another_source_is_that_domains_network_by_the_pretraining_recipe(monkeypatch):
+    calls = []
+    monkeypatch.setattr(ns.ex, "native_unet", lambda *a, **k: calls.append(("native", a, k)) or ("net", {}))
+    monkeypatch.setattr(ns.ex, "pretrained_unet", lambda *a, **k: calls.append(("pretrained", a, k)) or ("net", {}))
+    ns._train("ci", "pre-trained", "brain-3T-clinical", 4, 2, source="brain-1.5T-clinical")
+    ns._train("ci", "pre-trained", "brain-3T", 4, 1)
+    assert calls[0] == ("native", ("ci", "brain-1.5T-clinical", ns.ex.SOURCE_ACCELERATION), {"progress": False, "seed": 2})
+    assert calls[1] == ("pretrained", ("ci",), {"progress": False, "seed": 1})
 
 
 def test_the_sentence_states_the_average_the_spread_and_the_seed_level_verdict():

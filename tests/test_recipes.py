@@ -55,6 +55,12 @@ def test_each_recipe_sets_what_it_names():
     assert ex.recipe_config(STANDARD, 5, 0, "lp-ft")[1] == "lp-ft"
     long, _ = ex.recipe_config(STANDARD, 5, 0, "long")
     assert long == ex.finetune_config(STANDARD, 5, 0, max_steps=ex.LONG_BUDGET * STANDARD.finetune_steps)
+    flips, _ = ex.recipe_config(STANDARD, 10, 0, "flips")
+    open_, _ = ex.recipe_config(STANDARD, 10, 0, "flips-open")   # flips with only the cap changed
+    assert flips.augment == open_.augment == "flips" and open_.max_steps == ex.OPEN_BUDGET * STANDARD.finetune_steps
+    assert {k: v for k, v in open_.to_dict().items() if k != "max_steps"} == \
+        {k: v for k, v in flips.to_dict().items() if k != "max_steps"}
+    assert ex.RECIPE_PEERS["flips-open"] == "flips"
     with pytest.raises(ValueError, match="recipe must be one of"):
         ex.recipe_config(STANDARD, 5, 0, "adamw")
     with pytest.raises(ValueError, match="adapts pre-trained weights"):
