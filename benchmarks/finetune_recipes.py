@@ -120,7 +120,7 @@ def report(results: dict) -> str:
                      f"[{100 * lo:.0f}, {100 * hi:.0f}] | {fmt_ci(r.get('vs_baseline'), 4) if r.get('vs_baseline') else '–'} | "
                      f"{r['at_cap']}/{r['seeds']} | {', '.join(str(s) for s in r['steps'])} |")
     for r in (r for r in grid.recipe_rows(results, METRIC) if r.get("vs_peer")):
-        lines.append(f"{r['recipe']} − {r['peer']} (the same budget; one setting apart) at N = {r['N']}: "
+        lines.append(f"{r['recipe']} − {r['peer']} (one setting apart: RECIPE_PEERS) at N = {r['N']}: "
                      + compare_sentence(r["vs_peer"], r["recipe"], r["peer"], Thresholds()))
     lines += ["", f"{meta['cpu']}, torch {meta['torch']}, {meta['threads']} threads"]
     return "\n".join(lines)
