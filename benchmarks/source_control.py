@@ -16,7 +16,8 @@ pre-trained on), scored on the source's test split beside the pre-trained networ
   step helps) and ``fine-tuned-no-early-stopping`` (the grid's 300 steps, the last weights), one pair
   per seed, in the grid's entry schema, so ``grid.overfit_table`` reads the record as it reads the
   grid's;
-* each arm minus the pre-trained network, paired over the test subjects and averaged over seeds.
+* each arm minus the pre-trained network, averaged over seeds and paired over the test subjects
+  (``grid.seed_averaged_difference``).
 
 If the source arm without early stopping also loses, the loss is the optimiser fitting five slices,
 whichever domain they come from; if it keeps the pre-trained score, the target arms' loss is their
@@ -39,7 +40,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,17 +90,6 @@ def run(args: argparse.Namespace, out: Path) -> dict:
     return results
 
 
-def arm_minus_pretrained(results: dict, method: str, metric: str = "ssim_fg") -> list[float] | None:
-    """``[mean, lo, hi]``: an arm's per-slice scores averaged over its seeds, minus the pre-trained
-    network's, paired by the book's rule (``grid.paired``, over test subjects where there are enough)."""
-    pre = grid.entry(results, TARGET, "pretrained")
-    runs = [v for v in results.values() if isinstance(v, dict) and v.get("method") == method]
-    if pre is None or not runs:
-        return None
-    averaged = {**runs[0], "per_slice": {metric: np.mean([r["per_slice"][metric] for r in runs], axis=0).tolist()}}
-    return grid.paired(averaged, pre, metric, over="auto")
-
-
 def report(results: dict, thresholds: Thresholds = Thresholds()) -> str:
     meta, metric = results["_meta"], thresholds.metric
     pre = grid.entry(results, TARGET, "pretrained")
@@ -111,7 +100,7 @@ def report(results: dict, thresholds: Thresholds = Thresholds()) -> str:
     lines.append(grid.markdown_table(table.reset_index(), digits=4) if len(table) else "(no pair of arms yet)")
     lines.append("")
     for method, label in (("fine-tuned", "early stopping"), ("fine-tuned-no-early-stopping", f"no early stopping, {meta['steps']} steps")):
-        d = arm_minus_pretrained(results, method, metric)
+        d = grid.seed_averaged_difference(results, TARGET, method, "pretrained", metric)
         if d is not None:
             lines.append(f"* {label}, seed-averaged, minus the pre-trained network: "
                          + compare_sentence(d, "the fine-tuned network", "the pre-trained one", thresholds))

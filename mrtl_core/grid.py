@@ -36,7 +36,8 @@ from .stats import (Thresholds, compare_sentence, difference, equivalent, fmt_ci
 
 __all__ = ["entry_key", "load_grid", "entry", "seed_runs", "seeds", "ns", "targets", "seed_summary", "slice_subjects",
            "paired", "test_set", "gap_table",
-           "curve_table", "forgetting_table", "overfit_table", "markdown_table", "markdown_report", "gap_sentences", "curves_figure",
+           "curve_table", "forgetting_table", "overfit_table", "seed_averaged_difference", "markdown_table",
+           "markdown_report", "gap_sentences", "curves_figure",
            "load_field_shift", "field_shift_table", "recipe_rows", "recipe_table", "recipe_sentence",
            "seed_comparison", "seed_sentence"]
 
@@ -426,6 +427,18 @@ def _seed_average(entries: Sequence[dict], metric: str) -> dict:
     the same test slices): what a paired difference over seeds is taken of."""
     entries = list(entries)
     return {**entries[0], "per_slice": {metric: np.mean([e["per_slice"][metric] for e in entries], 0).tolist()}}
+
+
+def seed_averaged_difference(results: dict, target: str, method: str, reference: str = "pretrained",
+                             metric: str = "ssim_fg") -> list[float] | None:
+    """``[mean, lo, hi]``: the runs of ``method`` on ``target`` (one per seed) averaged slice by slice,
+    minus the ``reference`` entry (one network), :func:`paired` by the book's rule; None if either is
+    missing. ``benchmarks/source_control.py`` judges each arm against the pre-trained network with it."""
+    ref = entry(results, target, reference)
+    runs = [v for v in _entries(results).values() if v.get("target") == target and v.get("method") == method]
+    if ref is None or not runs:
+        return None
+    return paired(_seed_average(runs, metric), ref, metric, over="auto")
 
 
 def recipe_rows(record: dict, metric: str = "ssim_fg") -> list[dict]:

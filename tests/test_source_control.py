@@ -1,5 +1,5 @@
 """``benchmarks/source_control.py``'s arithmetic, on a record this test makes: each arm minus the
-pre-trained network (seed-averaged, paired over test subjects) against scipy, and the grid's
+pre-trained network (``grid.seed_averaged_difference``: seed-averaged, paired over test subjects) against scipy, and the grid's
 over-fitting table read from the same record."""
 from __future__ import annotations
 
@@ -46,10 +46,10 @@ def test_each_arm_minus_the_pretrained_network_matches_scipy_over_subjects():
         averaged = np.mean([scores[method, s] for s in (0, 1, 2)], axis=0)
         per_subject = np.array([(averaged - pre)[SUBJECTS == j].mean() for j in range(4)])
         half = scipy.stats.t.ppf(0.975, 3) * per_subject.std(ddof=1) / np.sqrt(4)
-        mean, lo, hi = sc.arm_minus_pretrained(record, method)
+        mean, lo, hi = grid.seed_averaged_difference(record, sc.TARGET, method)
         assert mean == pytest.approx(per_subject.mean(), abs=1e-12)
         assert (lo, hi) == pytest.approx((per_subject.mean() - half, per_subject.mean() + half), abs=1e-12)
-    assert sc.arm_minus_pretrained({"_meta": {}}, "fine-tuned") is None
+    assert grid.seed_averaged_difference({"_meta": {}}, sc.TARGET, "fine-tuned") is None
 
 
 def test_the_report_reads_the_grid_table_and_says_which_arm_loses(tmp_path, capsys):
