@@ -24,6 +24,11 @@ scales with N helps most at N = 50, where the baseline's cap is under 6 epochs, 
 where 70 steps are already 35+ epochs; L2-SP and lp-ft protect what pre-training learnt, so they
 should help most at small N, where over-fitting is the risk.
 
+``--source DOMAIN`` fine-tunes another domain's network by the pre-training recipe instead of the
+book's (``experiment.source_network``): ``--source brain-1.5T-clinical --target brain-3T-clinical``
+adapts the clinical 1.5 T site's network to the 3 T site (issue 14), with the 3 T site's own network
+as the equal-data twin.
+
 ``--validation within-n`` early-stops on part of the N slices themselves (issue 13: "N target images"
 means N labelled slices, validation included; ``experiment.within_n_split``).
 
@@ -47,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 from mrtl_core import experiment as ex, grid  # noqa: E402
 from mrtl_core.cache import atomic_write  # noqa: E402
 from mrtl_core.profiles import get_profile  # noqa: E402
+from mrtl_core.simulate import DOMAINS  # noqa: E402
 from mrtl_core.stats import Thresholds, compare_sentence, fmt_ci, interval_basis  # noqa: E402
 
 from experiment import _record  # noqa: E402  (the grid's entry format: per-slice scores and subjects)
@@ -72,6 +78,8 @@ def run(args: argparse.Namespace, out: Path) -> dict:
     results["_meta"] = {"profile": profile.to_dict(), "target": args.target, "acceleration": args.acceleration,
                         "torch": torch.__version__, "python": platform.python_version(), "cpu": cpu_model(),
                         "threads": torch.get_num_threads(), "recipes": recipes, "validation": args.validation,
+                        # only another network than the book's pre-trained one is named (grid.recipe_sentence)
+                        "source": None if args.source == ex.SOURCE_DOMAIN else args.source,
                         "peers": {r: p for r, p in ex.RECIPE_PEERS.items() if r in recipes}}
     started = time.perf_counter()
 
@@ -87,7 +95,7 @@ def run(args: argparse.Namespace, out: Path) -> dict:
         print(f"{key}: SSIM fg {results[key]['summary'][METRIC]['mean']:.4f}  ({time.perf_counter() - started:.0f} s)",
               flush=True)
 
-    pre, _ = ex.pretrained_unet(profile, progress=args.progress)
+    pre, _ = ex.source_network(profile, args.source, progress=args.progress)
     score(_key("pre-trained"), pre, {"method": "pre-trained"})
     twin, info = ex.native_unet(profile, args.target, args.acceleration, progress=args.progress)
     score(_key("twin"), twin, {"method": "twin", "num_train_slices": info.get("num_train_slices")})
@@ -98,7 +106,8 @@ def run(args: argparse.Namespace, out: Path) -> dict:
                 if key in results:
                     continue
                 model, info = ex.finetune_run(profile, args.target, n, seed, acceleration=args.acceleration,
-                                              recipe=recipe, progress=args.progress, validation=args.validation)
+                                              recipe=recipe, progress=args.progress, validation=args.validation,
+                                              source=args.source)
                 score(key, model, {"method": recipe, "n": n, "seed": seed, "steps": info.get("steps"),
                                    "best_epoch": info.get("best_epoch"), "at_cap": _at_cap(info),
                                    "train_seconds": info.get("seconds"), "name": info.get("name")})
@@ -109,7 +118,8 @@ def report(results: dict) -> str:
     meta = results["_meta"]
     pre, twin = results[_key("pre-trained")], results[_key("twin")]
     p, t = pre["summary"][METRIC]["mean"], twin["summary"][METRIC]["mean"]
-    lines = [f"{meta['target']} at R = {meta['acceleration']:g}, profile {meta['profile']['name']}: pre-trained "
+    base = f"the {meta['source']} network" if meta.get("source") else "pre-trained"
+    lines = [f"{meta['target']} at R = {meta['acceleration']:g}, profile {meta['profile']['name']}: {base} "
              f"{p:.4f}, equal-data twin {t:.4f} (foreground SSIM; gap {t - p:+.4f}); "
              f"intervals over {interval_basis(grid.slice_subjects(pre))}", "",
              "| recipe | N | seeds | SSIM fg | share of the gap closed [seed range] | vs baseline [95 % CI] | at cap | steps |",
@@ -131,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="standard")
     parser.add_argument("--target", default="knee-1.5T", help="a target domain (brain-1.5T with --acceleration 8: the R shift)")
     parser.add_argument("--acceleration", type=float, default=4.0)
+    parser.add_argument("--source", default=ex.SOURCE_DOMAIN, choices=list(DOMAINS),
+                        help=f"the network fine-tuned: {ex.SOURCE_DOMAIN}'s pre-trained U-Net (default) or another "
+                             "domain's network by the pre-training recipe (experiment.source_network)")
     parser.add_argument("--ns", type=int, nargs="+", default=None, help="default: the profile's finetune_ns")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--recipes", nargs="+", default=[r for r in ex.RECIPES if r != "long"], choices=list(ex.RECIPES),
@@ -142,12 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--progress", action="store_true", help="progress bars of the training runs")
     parser.add_argument("--report", action="store_true", help="only print the report of an existing JSON")
     args = parser.parse_args(argv)
-    if args.target == ex.SOURCE_DOMAIN and args.acceleration == ex.SOURCE_ACCELERATION:
+    if args.target == args.source and args.acceleration == ex.SOURCE_ACCELERATION:
         parser.error(f"{args.target} at R = {args.acceleration:g} is the source itself: give another target or --acceleration")
     if "baseline" not in args.recipes:
         args.recipes = ["baseline", *args.recipes]   # every comparison is against it
     args.ns = args.ns or list(get_profile(args.profile).finetune_ns)
-    tail = "" if args.validation == "target-split" else f"-{args.validation}"
+    tail = ("" if args.validation == "target-split" else f"-{args.validation}") + \
+        ("" if args.source == ex.SOURCE_DOMAIN else f"-from-{args.source}")
     out = args.out or ROOT / "benchmarks" / "results" / f"finetune-recipes-{args.profile}-{args.target}-R{args.acceleration:g}{tail}.json"
     results = json.loads(out.read_text()) if args.report else run(args, out)
     print()

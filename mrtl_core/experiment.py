@@ -84,6 +84,7 @@ __all__ = [
     "RECIPE_EPOCHS",
     "LONG_BUDGET",
     "RECIPE_PEERS",
+    "source_network",
     "OPEN_BUDGET",
     "recipe_config",
     "scratch_config",
@@ -539,6 +540,7 @@ def finetune_run(
     max_steps: int | None = None,
     recipe: str = "baseline",
     validation: str = "target-split",
+    source: str = SOURCE_DOMAIN,
 ) -> tuple[Unet, dict]:
     """A model adapted to ``target_domain`` at ``acceleration`` from ``n_slices`` target slices.
 
@@ -564,6 +566,10 @@ def finetune_run(
     and trains on the rest (below :data:`WITHIN_N_MIN` slices: all N train, no validation), so a run
     "with N target images" touches N labelled target slices and no more; the default validates on
     the target's validation split, as the book's runs do.
+
+    ``source`` names the network that is fine-tuned: the book's pre-trained U-Net (the default), or
+    another domain's network by the pre-training recipe (:func:`source_network`), e.g. a clinical
+    1.5 T site's adapted to a 3 T site; rehearsal then mixes in that domain's slices.
     """
     profile = get_profile(profile)
     if isinstance(rehearsal_slices, bool) or not isinstance(rehearsal_slices, (int, np.integer)) or rehearsal_slices < 0:
@@ -588,8 +594,9 @@ def finetune_run(
         strategy = recipe_strategy
     if from_scratch and recipe in ("l2sp", "lp-ft", "layer-lr"):
         raise ValueError(f"recipe {recipe!r} adapts pre-trained weights; from scratch use 'scaled' or 'warmup-cosine'")
+    base = None if from_scratch else source_network(profile, source, progress=progress, device=device, key_only=True)
     key = model_key(profile, "scratch-n" if from_scratch else "finetune", target_domain, acceleration, cfg,
-                    base=None if from_scratch else cache.config_hash(_pretrain_key(profile)),
+                    base=base,
                     n_slices=int(n_slices), seed=int(seed), strategy=None if from_scratch else strategy,
                     rehearsal_slices=int(rehearsal_slices), early_stopping=bool(early_stopping),
                     validation=validation)
@@ -602,11 +609,11 @@ def finetune_run(
             val_set = make_dataset(domain_splits(profile, target_domain, progress=progress)["val"], acceleration,
                                    profile, train=False) if early_stopping else None
         if rehearsal_slices:
-            source = target_slices(profile, SOURCE_DOMAIN, int(rehearsal_slices), seed, SOURCE_ACCELERATION)
-            train_set = ConcatDataset([train_set, source])
+            rehearsal = target_slices(profile, source, int(rehearsal_slices), seed, SOURCE_ACCELERATION)
+            train_set = ConcatDataset([train_set, rehearsal])
         if from_scratch:
             return train(new_unet(profile, seed=seed), train_set, val_set, cfg, checkpoint_path=checkpoint)
-        model, _ = pretrained_unet(profile, progress=progress, device=device)
+        model, _ = source_network(profile, source, progress=progress, device=device)
         return fine_tune(model, train_set, val_set, cfg, strategy=strategy, checkpoint_path=checkpoint)
 
     tag = "scratch" if from_scratch else strategy + (f"+rehearsal{int(rehearsal_slices)}" if rehearsal_slices else "")
@@ -616,6 +623,7 @@ def finetune_run(
         same, _ = recipe_config(profile, n_slices + int(rehearsal_slices), seed, "baseline", from_scratch=from_scratch,
                                 progress=progress, device=device, early_stopping=validates, overrides=overrides)
         tag += "" if (same == cfg and recipe_strategy in (None, strategy)) else f"-{recipe}"
+    tag += "" if from_scratch or source == SOURCE_DOMAIN else f"-from-{source}"
     name = f"{tag}-{target_domain}-R{acceleration:g}-N{n_slices}-s{seed}-{profile.name}"
     return cached_model(name, key, run, {"domain": target_domain, "acceleration": acceleration,
                                           "n_slices": n_slices, "seed": seed, "strategy": tag})
@@ -715,6 +723,27 @@ def native_train_files(profile: Profile | str, domain: str, progress: bool = Tru
     return list(splits["train"]) + extra
 
 
+def source_network(profile: Profile | str, source: str = SOURCE_DOMAIN, progress: bool = True, device: str = "auto",
+                   key_only: bool = False) -> tuple[Unet, dict] | str:
+    """The network that fine-tuning starts from: :func:`pretrained_unet` for the book's source, else
+    ``source``'s :func:`native_unet` at R = 4 (the same recipe on that domain). ``key_only=True`` returns
+    the hash of its cache key instead (what a fine-tuned model's key names as its base) without
+    training it; the book's network keeps the base hash it always had."""
+    profile = get_profile(profile)
+    if source == SOURCE_DOMAIN:
+        return cache.config_hash(_pretrain_key(profile)) if key_only else pretrained_unet(profile, progress, device)
+    if key_only:
+        files = native_train_files(profile, source, progress=progress)
+        return cache.config_hash(_native_key(profile, source, SOURCE_ACCELERATION, files,
+                                             pretrain_config(profile, progress=False)))
+    return native_unet(profile, source, SOURCE_ACCELERATION, progress=progress, device=device)
+
+
+def _native_key(profile: Profile, domain: str, acceleration: float, files: Sequence[Path], cfg: TrainConfig) -> dict:
+    return model_key(profile, "native", domain, acceleration, cfg,
+                     train_subjects=sorted(data.patient_id(p) for p in files))
+
+
 def native_unet(
     profile: Profile | str,
     domain: str,
@@ -734,8 +763,9 @@ def native_unet(
     """
     profile = get_profile(profile)
     files = native_train_files(profile, domain, progress=progress)
-    return _trained_from_scratch(profile, domain, acceleration, files, pretrain_config(profile, progress, device, seed),
-                                 "native", {"train_subjects": sorted(data.patient_id(p) for p in files)})
+    cfg = pretrain_config(profile, progress, device, seed)
+    return _trained_from_scratch(profile, domain, acceleration, files, cfg, "native",
+                                 {"train_subjects": _native_key(profile, domain, acceleration, files, cfg)["train_subjects"]})
 
 
 # --------------------------------------------------------------------------------------------

@@ -540,6 +540,8 @@ def recipe_sentence(record: dict, thresholds: Thresholds | None = None, long_bud
     runs = sum(r["seeds"] for r in rows if r["recipe"] == "baseline")
     basis = interval_basis(slice_subjects(record["pre-trained"]))
     within = " validating within the N slices" if meta.get("validation") == "within-n" else ""
+    source = meta.get("source")   # set only where another network than the book's pre-trained one was fine-tuned
+    within += f" from the {source} network" if source else ""
     text = (f"on {meta['target']} at R = {meta['acceleration']:g}{within}, " + "; ".join(parts)
             + f". {capped} of the baseline's {runs} runs had their best round at their last. Intervals are over {basis}")
     return text[0].upper() + text[1:] + "."

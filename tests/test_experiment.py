@@ -121,6 +121,17 @@ def test_model_keys_are_unchanged(keys):
     assert {name: cache.config_hash(key) for name, key in keys.items()} == CI_KEY_HASHES
 
 
+def test_another_source_fine_tunes_that_domains_network_under_its_own_key(keys):
+    ex.finetune_run("ci", "brain-3T-clinical", 4, 0, source="brain-1.5T-clinical")
+    ex.native_unet("ci", "brain-1.5T-clinical")       # the network it starts from, by the pre-training recipe
+    ex.finetune_run("ci", "brain-3T-clinical", 4, 0)  # the book's pre-trained network on the same target
+    tuned = keys["end-to-end-from-brain-1.5T-clinical-brain-3T-clinical-R4-N4-s0-ci"]
+    assert tuned["base"] == cache.config_hash(keys["native-brain-1.5T-clinical-R4-ci"])
+    ex.pretrained_unet("ci")
+    book = cache.config_hash(keys["unet-brain-1.5T-R4-ci"])
+    assert keys["end-to-end-brain-3T-clinical-R4-N4-s0-ci"]["base"] == book == ex.source_network("ci", key_only=True)
+
+
 def test_every_model_key_is_built_by_model_key(keys, monkeypatch):
     built = []
     real = ex.model_key
