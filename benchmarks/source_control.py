@@ -97,7 +97,7 @@ def report(results: dict, thresholds: Thresholds = Thresholds()) -> str:
              f"intervals over {interval_basis(grid.slice_subjects(pre))}", "",
              f"pre-trained network: {pre['summary'][metric]['mean']:.4f}", ""]
     table = grid.overfit_table(results, metric)
-    lines.append(grid.markdown_table(table.reset_index(), digits=4) if len(table) else "(no pair of arms yet)")
+    lines.append(grid.markdown_table(table, digits=4) if len(table) else "(no pair of arms yet)")
     lines.append("")
     for method, label in (("fine-tuned", "early stopping"), ("fine-tuned-no-early-stopping", f"no early stopping, {meta['steps']} steps")):
         d = grid.seed_averaged_difference(results, TARGET, method, "pretrained", metric)
