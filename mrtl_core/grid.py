@@ -586,6 +586,11 @@ def seed_comparison(record: dict, a: str, b: str, thresholds: Thresholds | None 
                                      and equivalent(over_seeds, thresholds))}
 
 
+def _spread(sd: float, digits: int) -> str:
+    """A standard deviation to ``digits`` places, or to one significant digit where those would show 0."""
+    return f"{sd:.{digits}f}" if sd == 0 or sd >= 10 ** -digits else f"{sd:.1g}"
+
+
 def seed_sentence(record: dict, a: str, b: str, thresholds: Thresholds | None = None) -> str:
     """:func:`seed_comparison` in words, by the book's rule: the seed-averaged difference over test
     subjects, the seeds' spread, and the difference over seeds (Welch)."""
@@ -597,7 +602,7 @@ def seed_sentence(record: dict, a: str, b: str, thresholds: Thresholds | None = 
     basis = interval_basis(slice_subjects(next(iter(_seed_entries(record, a).values()))))
     text = (f"averaged over seeds {c['seeds_a']} and {c['seeds_b']}, "
             + compare_sentence(c["averaged"], f"the {a} network", f"the {b}", thresholds)
-            + f" over {basis}; its seed means spread by {sa['std']:.{d}f} (sd), the {b}'s by {sb['std']:.{d}f}")
+            + f" over {basis}; its seed means spread by {_spread(sa['std'], d)} (sd), the {b}'s by {_spread(sb['std'], d)}")
     if c["over_seeds"] is not None:
         text += ("; taking each seed's mean as one observation (Welch), "
                  + compare_sentence(c["over_seeds"], f"the {a} network", f"the {b}", thresholds))

@@ -99,3 +99,12 @@ def test_the_sentence_states_the_average_the_spread_and_the_seed_level_verdict()
     one = {k: v for k, v in record.items() if k.startswith("_") or v["seed"] == 0}
     assert "Welch" not in grid.seed_sentence(one, "pre-trained", "twin")       # one seed: no interval over seeds
     assert grid.seed_sentence(record, "pre-trained", "scratch (full split)").startswith("*no pre-trained or no scratch")
+
+
+def test_a_spread_below_the_digits_is_shown_not_rounded_to_zero():
+    record, _ = _record(shift_pre=-0.001, spread=0.0)
+    c = grid.seed_comparison(record, "pre-trained", "twin")
+    text = grid.seed_sentence(record, "pre-trained", "twin")
+    assert 0 < c["spread_b"]["std"] < 0.0005
+    assert f"the twin's by {c['spread_b']['std']:.1g};" in text
+    assert "by 0.000 (sd)" not in text and "by 0.000;" not in text
