@@ -734,14 +734,14 @@ def source_network(profile: Profile | str, source: str = SOURCE_DOMAIN, progress
         return cache.config_hash(_pretrain_key(profile)) if key_only else pretrained_unet(profile, progress, device)
     if key_only:
         files = native_train_files(profile, source, progress=progress)
-        return cache.config_hash(_native_key(profile, source, SOURCE_ACCELERATION, files,
-                                             pretrain_config(profile, progress=False)))
+        return cache.config_hash(model_key(profile, "native", source, SOURCE_ACCELERATION,
+                                           pretrain_config(profile, progress=False), **_native_parts(files)))
     return native_unet(profile, source, SOURCE_ACCELERATION, progress=progress, device=device)
 
 
-def _native_key(profile: Profile, domain: str, acceleration: float, files: Sequence[Path], cfg: TrainConfig) -> dict:
-    return model_key(profile, "native", domain, acceleration, cfg,
-                     train_subjects=sorted(data.patient_id(p) for p in files))
+def _native_parts(files: Sequence[Path]) -> dict:
+    """What a native network's key holds besides its training: the subjects it trained on."""
+    return {"train_subjects": sorted(data.patient_id(p) for p in files)}
 
 
 def native_unet(
@@ -763,9 +763,8 @@ def native_unet(
     """
     profile = get_profile(profile)
     files = native_train_files(profile, domain, progress=progress)
-    cfg = pretrain_config(profile, progress, device, seed)
-    return _trained_from_scratch(profile, domain, acceleration, files, cfg, "native",
-                                 {"train_subjects": _native_key(profile, domain, acceleration, files, cfg)["train_subjects"]})
+    return _trained_from_scratch(profile, domain, acceleration, files, pretrain_config(profile, progress, device, seed),
+                                 "native", _native_parts(files))
 
 
 # --------------------------------------------------------------------------------------------
