@@ -31,14 +31,15 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .stats import (Thresholds, compare_sentence, difference, equivalent, fmt_ci, fmt_interval, interval_basis,
-                    interval_over, subject_means, summarise)
+from .stats import (Thresholds, change_phrase, classify, compare_sentence, difference, equivalent, fmt_ci,
+                    fmt_interval, interval_basis, interval_over, subject_means, summarise)
 
 __all__ = ["entry_key", "load_grid", "entry", "seed_runs", "seeds", "ns", "targets", "seed_summary", "slice_subjects",
            "paired", "test_set", "gap_table",
            "curve_table", "forgetting_table", "overfit_table", "seed_averaged_difference", "markdown_table",
            "markdown_report", "gap_sentences", "curves_figure",
-           "load_field_shift", "field_shift_table", "recipe_rows", "recipe_table", "recipe_sentence",
+           "load_field_shift", "field_shift_table", "load_clinical_factors", "factor_rows", "factor_table",
+           "factor_sentence", "recipe_rows", "recipe_table", "recipe_sentence",
            "seed_comparison", "seed_sentence"]
 
 METRICS = ("ssim", "ssim_fg", "psnr", "psnr_fg")
@@ -417,6 +418,120 @@ def field_shift_table(record: dict, metric: str = "ssim_fg") -> pd.DataFrame:
     table = pd.DataFrame(rows).T
     table.index.name = "scanner"
     return table
+
+
+# --------------------------------------------------------------------------------------------
+# the clinical sites' ablation (benchmarks/clinical_factors.py)
+# --------------------------------------------------------------------------------------------
+#: The network whose changes the clinical ablation judges: the one that meets the other site's data.
+FACTOR_NETWORK = "1.5 T site"
+
+
+def load_clinical_factors(path: str | Path) -> dict:
+    """The record of ``benchmarks/clinical_factors.py`` at ``path``, with a clear error where it is
+    missing or holds no steps."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no clinical ablation; write it with "
+                                f"`python benchmarks/clinical_factors.py --out {path}`")
+    record = json.loads(path.read_text())
+    if not record.get("_meta", {}).get("steps"):
+        raise ValueError(f"{path}: no '_meta.steps' in the clinical ablation record")
+    return record
+
+
+def _step_entries(record: dict, step: str, network: str) -> list[dict]:
+    return [v for k, v in record.items() if not k.startswith("_") and isinstance(v, dict)
+            and v.get("target") == step and v.get("method") == network]
+
+
+def factor_rows(record: dict, metric: str = "ssim_fg") -> list[dict]:
+    """One row per recorded step of a clinical ablation: each network's mean ``metric`` over its seeds
+    (and zero-filling's), and for :data:`FACTOR_NETWORK` its ``change`` against the step's reference
+    (both sides averaged over seeds slice by slice, then :func:`paired` by the book's rule), the range
+    of the per-seed changes (``change_seeds``), and its ``gap`` to the other site's network at the step."""
+    networks = record["_meta"]["sites"]
+    other = next(n for n in networks if n != FACTOR_NETWORK)
+    rows = []
+    for step in record["_meta"]["steps"]:
+        label, ref = step["label"], step["reference"]
+        runs = {n: _step_entries(record, label, n) for n in (*networks, "zero-filled")}
+        if not all(runs.values()):
+            continue
+        row = {"step": label, "reference": ref,
+               **{n: float(np.mean([r["summary"][metric]["mean"] for r in v])) for n, v in runs.items()}}
+        mine = _seed_average(runs[FACTOR_NETWORK], metric)
+        row["gap"] = paired(mine, _seed_average(runs[other], metric), metric, over="auto")
+        before = _step_entries(record, ref, FACTOR_NETWORK) if ref else []
+        row["change"] = paired(mine, _seed_average(before, metric), metric, over="auto") if before else None
+        by_seed = {r["seed"]: r for r in before}
+        per_seed = [paired(r, by_seed[r["seed"]], metric, over="auto")[0] for r in runs[FACTOR_NETWORK]
+                    if r["seed"] in by_seed]
+        row["change_seeds"] = (min(per_seed), max(per_seed)) if per_seed else None
+        rows.append(row)
+    return rows
+
+
+def factor_table(record: dict, metric: str = "ssim_fg") -> pd.DataFrame:
+    """:func:`factor_rows` as a table: the networks' scores, the change with its interval over test
+    subjects and the per-seed range, and the gap between the two sites' networks."""
+    digits = 2 if metric.startswith("psnr") else 3
+    networks = record["_meta"]["sites"]
+    table = {}
+    for row in factor_rows(record, metric):
+        cells = {f"{n}'s network" if n != "zero-filled" else n: row[n] for n in (*networks, "zero-filled")}
+        cells["change [CI]"] = fmt_ci(row["change"], digits) if row["change"] else "–"
+        cells["seed range"] = fmt_interval(row["change_seeds"], digits, signed=True) if row["change_seeds"] else "–"
+        cells["against"] = row["reference"] or "–"
+        table[row["step"]] = cells
+    frame = pd.DataFrame(table).T
+    frame.index.name = "step"
+    return frame
+
+
+def _factor_name(label: str) -> str:
+    """``"+ 3 T matrix"`` / ``"1.5 T site + 3 T matrix alone"`` -> ``"the 3 T matrix"``."""
+    name = label.split("+ ")[-1].split(" (")[0]
+    return "the " + name.removesuffix(" alone")
+
+
+def factor_sentence(record: dict, thresholds: Thresholds | None = None) -> str:
+    """The clinical ablation in words, by the book's rule: the step of the cumulative path that costs
+    the 1.5 T site's network most and its share of the whole path's change, the other steps, and each
+    step switched on alone."""
+    thresholds = thresholds or Thresholds()
+    rows = factor_rows(record, thresholds.metric)
+    if not rows:
+        return "*the clinical ablation record holds no complete step*"
+    labels = [s["label"] for s in record["_meta"]["steps"]]
+    path = [r for r in rows if r["change"] is not None and labels.index(r["reference"]) == labels.index(r["step"]) - 1]
+    alone = [r for r in rows if r["change"] is not None and r not in path]
+    costly = sorted((r for r in path if classify(r["change"], thresholds) == "worse"), key=lambda r: r["change"][0])
+    its = f"its {thresholds.label} is "
+    words = []
+    if costly:
+        words.append(f"Along the path from the 1.5 T site to the 3 T site, the step that costs the 1.5 T site's "
+                     f"network most is {_factor_name(costly[0]['step'])}: " + its + change_phrase(costly[0]["change"], thresholds) + ".")
+        if len(costly) > 1:
+            words.append("Also costly: " + "; ".join(f"{_factor_name(r['step'])}, " + change_phrase(r["change"], thresholds)
+                                                     for r in costly[1:]) + ".")
+    else:
+        words.append("No step of the path from the 1.5 T site to the 3 T site costs the 1.5 T site's network a "
+                     "difference that counts by the book's rule.")
+    quiet = [_factor_name(r["step"]) for r in path if r not in costly]
+    if quiet:
+        words.append("The other steps (" + ", ".join(quiet) + ") each change it by less than counts.")
+    if path and rows[0]["step"] == labels[0] and path[-1]["step"] == labels[len(path)]:
+        metric = thresholds.metric
+        total = paired(_seed_average(_step_entries(record, path[-1]["step"], FACTOR_NETWORK), metric),
+                       _seed_average(_step_entries(record, labels[0], FACTOR_NETWORK), metric), metric, over="auto")
+        share = (f"; {_factor_name(costly[0]['step'])} is {100 * costly[0]['change'][0] / total[0]:.0f} % of that"
+                 if costly and total[0] < 0 else "")
+        words.append(f"Over the whole path {its}" + change_phrase(total, thresholds) + share + ".")
+    for r in alone:
+        words.append(f"With {_factor_name(r['step'])} alone on the 1.5 T site, the network's {thresholds.label} is "
+                     + change_phrase(r["change"], thresholds) + ".")
+    return " ".join(words)
 
 
 # --------------------------------------------------------------------------------------------
