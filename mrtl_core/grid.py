@@ -38,7 +38,8 @@ __all__ = ["entry_key", "load_grid", "entry", "seed_runs", "seeds", "ns", "targe
            "paired", "test_set", "gap_table",
            "curve_table", "forgetting_table", "overfit_table", "seed_averaged_difference", "markdown_table",
            "markdown_report", "gap_sentences", "curves_figure",
-           "load_field_shift", "field_shift_table", "load_clinical_factors", "factor_rows", "factor_table",
+           "load_field_shift", "field_shift_table", "recipe_title", "scratch_share", "recipe_curves_figure",
+           "load_clinical_factors", "factor_rows", "factor_table",
            "factor_sentence", "recipe_rows", "recipe_table", "recipe_sentence",
            "seed_comparison", "seed_sentence"]
 
@@ -600,6 +601,82 @@ def recipe_table(record: dict, metric: str = "ssim_fg") -> pd.DataFrame:
     if (table["vs its peer [CI]"] == "–").all():   # no recipe of this record has a one-setting peer
         table = table.drop(columns="vs its peer [CI]")
     return table
+
+
+def recipe_title(record: dict) -> str:
+    """``"knee-1.5T, R = 4"`` (``", from brain-1.5T-clinical"`` where another network was fine-tuned)."""
+    meta = record["_meta"]
+    source = f", from {meta['source']}" if meta.get("source") else ""
+    return f"{meta['target']}, R = {meta['acceleration']:g}{source}"
+
+
+def scratch_share(recipe_record: dict, seed_record: dict | None, metric: str = "ssim_fg") -> list[float] | None:
+    """The full-split scratch networks of a ``network_seeds.py --scratch`` record on the recipe record's
+    axis: ``(scratch - pre-trained) / (twin - pre-trained)`` with the recipe record's own pre-trained and
+    twin scores, as ``[mean, min, max]`` over the scratch seeds; None where there are none."""
+    if seed_record is None:
+        return None
+    values = [v["summary"][metric]["mean"] for k, v in seed_record.items()
+              if not k.startswith("_") and isinstance(v, dict) and v.get("method") == "scratch (full split)"]
+    p, t = (recipe_record[k]["summary"][metric]["mean"] for k in ("pre-trained", "twin"))
+    if not values or t == p:
+        return None
+    shares = (np.array(values) - p) / (t - p)
+    return [float(shares.mean()), float(shares.min()), float(shares.max())]
+
+
+def recipe_curves_figure(records: Sequence[dict], scratch: Sequence[dict | None] | None = None,
+                         metric: str = "ssim_fg"):
+    """The data-efficiency curves of the fine-tuning recipes: one panel per recipe record, the share of
+    the gap to the equal-data twin that each recipe closes against N (log axis; mean over seeds, bars
+    the seeds' range), for every recipe run at two or more N. The pre-trained network (0 %) and the
+    twin (100 %) are the axis; ``scratch[i]`` (a ``network_seeds.py --scratch`` record for the same
+    target, or None) adds the full-split scratch networks as a line with their seeds' range as a band.
+    Returns the matplotlib Figure."""
+    import matplotlib.pyplot as plt
+
+    records = list(records)
+    if not records:
+        raise ValueError("no fine-tuning recipe records")
+    scratch = list(scratch) if scratch is not None else [None] * len(records)
+    if len(scratch) != len(records):
+        raise ValueError(f"{len(records)} recipe records but {len(scratch)} scratch records")
+    fig, axes = plt.subplots(1, len(records), figsize=(5.0 * len(records), 4.0), squeeze=False, sharey=True)
+    all_rows = [recipe_rows(record, metric) for record in records]
+    # one colour and marker per recipe on every panel (black and grey are the references')
+    recipes = list(dict.fromkeys(r["recipe"] for rows in all_rows for r in rows))
+    for ax, record, seeds_record, rows in zip(axes[0], records, scratch, all_rows):
+        drawn = []
+        for recipe in dict.fromkeys(r["recipe"] for r in rows):
+            mine = [r for r in rows if r["recipe"] == recipe]
+            if len(mine) < 2:
+                continue
+            i = recipes.index(recipe)
+            n = np.array([r["N"] for r in mine], dtype=float)
+            share = 100 * np.array([r["share_closed"] for r in mine])
+            lo = share - 100 * np.array([r["share_range"][0] for r in mine])
+            hi = 100 * np.array([r["share_range"][1] for r in mine]) - share
+            ax.errorbar(n, share, yerr=[lo, hi], marker="os^vDP"[i % 6], capsize=3, color=f"C{i % 7}",
+                        label=f"{recipe} ({mine[0]['seeds']} seeds)")
+            drawn.extend(n)
+        ax.axhline(100, color="k", linestyle="-.", label="equal-data twin")
+        ax.axhline(0, color="0.5", linestyle="--", label="pre-trained")
+        full = scratch_share(record, seeds_record, metric)
+        if full is not None:
+            ax.axhline(100 * full[0], color="k", linestyle=":", label="scratch, full split")
+            ax.axhspan(100 * full[1], 100 * full[2], color="0.5", alpha=0.2)
+        if drawn:
+            ticks = sorted(set(drawn))
+            ax.set_xscale("log")
+            ax.minorticks_off()
+            ax.set_xticks(ticks, [str(int(v)) for v in ticks])
+        ax.set_xlabel("target training slices N")
+        ax.set_title(recipe_title(record), fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    axes[0][0].set_ylabel("share of the gap to the twin closed (%)")
+    fig.tight_layout()
+    return fig
 
 
 def _seed_spread(lo: float, hi: float) -> str:

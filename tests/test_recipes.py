@@ -196,3 +196,37 @@ def test_a_within_n_run_validates_on_its_own_slices_or_trains_its_budget(cache_d
     assert few["steps"] == TINY.finetune_steps and all(row.get("val_loss") is None for row in few["history"])
     with pytest.raises(ValueError, match="validation must be one of"):
         ex.finetune_run(TINY, "knee-1.5T", 2, 0, validation="test-split")
+
+
+def test_the_curves_put_each_recipe_at_its_share_and_the_scratch_networks_on_the_same_axis():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    subjects = np.repeat(np.arange(4), 3)
+    pre, twin = np.full(12, 0.5), np.full(12, 0.7)          # a gap of 0.2
+    record = {"_meta": {"target": "knee-1.5T", "acceleration": 4.0}, "pre-trained": _entry(pre, subjects),
+              "twin": _entry(twin, subjects)}
+    for n, gain in ((1, 0.02), (5, 0.08), (50, 0.16)):
+        for seed in (0, 1, 2):
+            record[f"baseline | N={n} | seed={seed}"] = _entry(pre + gain + 0.01 * (seed - 1), subjects,
+                                                               method="baseline", n=n, seed=seed)
+    record["flips | N=5 | seed=0"] = _entry(pre + 0.1, subjects, method="flips", n=5, seed=0)   # one N: no curve
+    seeds = {"_meta": {}, **{f"scratch (full split) | seed={s}": {"method": "scratch (full split)", "seed": s,
+                                                                    "summary": {"ssim_fg": {"mean": v}}}
+                              for s, v in ((0, 0.66), (1, 0.67), (2, 0.68))}}
+    assert grid.scratch_share(record, seeds) == pytest.approx([0.85, 0.8, 0.9])
+    assert grid.scratch_share(record, None) is None
+    fig = grid.recipe_curves_figure([record, {**record, "_meta": {**record["_meta"], "source": "brain-3T"}}],
+                                    [seeds, None])
+    left, right = fig.axes
+    assert left.get_title() == "knee-1.5T, R = 4" and right.get_title() == "knee-1.5T, R = 4, from brain-3T"
+    curves = {c.get_label(): c.lines[0] for c in left.containers}                    # one errorbar per recipe drawn
+    assert list(curves) == ["baseline (3 seeds)"]                                      # flips ran at one N only
+    np.testing.assert_allclose(curves["baseline (3 seeds)"].get_xdata(), [1, 5, 50])
+    np.testing.assert_allclose(curves["baseline (3 seeds)"].get_ydata(), [10, 40, 80])  # gain / gap, in per cent
+    levels = {line.get_label(): line.get_ydata()[0] for line in left.lines if not line.get_label().startswith("_")}
+    assert levels["equal-data twin"] == 100 and levels["pre-trained"] == 0
+    assert levels["scratch, full split"] == pytest.approx(85)
+    assert "scratch, full split" not in [line.get_label() for line in right.lines]
+    with pytest.raises(ValueError, match="2 recipe records but 1 scratch"):
+        grid.recipe_curves_figure([record, record], [None])
