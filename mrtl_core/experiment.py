@@ -38,6 +38,7 @@ domain itself at another R, so its training split is the source's.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -541,6 +542,7 @@ def finetune_run(
     recipe: str = "baseline",
     validation: str = "target-split",
     source: str = SOURCE_DOMAIN,
+    lr: float | None = None,
 ) -> tuple[Unet, dict]:
     """A model adapted to ``target_domain`` at ``acceleration`` from ``n_slices`` target slices.
 
@@ -570,6 +572,9 @@ def finetune_run(
     ``source`` names the network that is fine-tuned: the book's pre-trained U-Net (the default), or
     another domain's network by the pre-training recipe (:func:`source_network`), e.g. a clinical
     1.5 T site's adapted to a 3 T site; rehearsal then mixes in that domain's slices.
+
+    ``lr`` replaces the profile's learning rate (``finetune_lr``, or ``lr`` from scratch), e.g. one chosen
+    for scratch-on-N by its validation score (``benchmarks/finetune_recipes.py --scratch``).
     """
     profile = get_profile(profile)
     if isinstance(rehearsal_slices, bool) or not isinstance(rehearsal_slices, (int, np.integer)) or rehearsal_slices < 0:
@@ -587,6 +592,10 @@ def finetune_run(
         if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
             raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
         overrides["max_steps"] = int(max_steps)
+    if lr is not None:
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+        overrides["lr"] = float(lr)
     cfg, recipe_strategy = recipe_config(profile, n_slices + int(rehearsal_slices), seed, recipe,
                                          from_scratch=from_scratch, progress=progress, device=device,
                                          early_stopping=validates, overrides=overrides)
@@ -624,6 +633,7 @@ def finetune_run(
                                 progress=progress, device=device, early_stopping=validates, overrides=overrides)
         tag += "" if (same == cfg and recipe_strategy in (None, strategy)) else f"-{recipe}"
     tag += "" if from_scratch or source == SOURCE_DOMAIN else f"-from-{source}"
+    tag += "" if lr is None else f"-lr{float(lr):g}"
     name = f"{tag}-{target_domain}-R{acceleration:g}-N{n_slices}-s{seed}-{profile.name}"
     return cached_model(name, key, run, {"domain": target_domain, "acceleration": acceleration,
                                           "n_slices": n_slices, "seed": seed, "strategy": tag})

@@ -257,3 +257,17 @@ def test_seeds_train_different_networks_from_the_same_recipe(cache_dir):
     assert info1["path"] != info0["path"] and info1["name"].endswith("-s1")
     assert any(not torch.equal(a, b) for a, b in zip(zero.state_dict().values(), one.state_dict().values()))
     assert info1["history"][-1]["epoch"] == info0["history"][-1]["epoch"] == TINY.pretrain_epochs
+
+
+def test_a_learning_rate_of_its_own_is_in_the_key_and_the_name(keys):
+    """scratch-on-N with a tuned rate (``finetune_recipes.py --scratch``): the rate is the run's, its
+    key differs from the profile's rate, and the run without it keeps its key."""
+    ex.finetune_run("ci", "knee-1.5T", 4, 0, from_scratch=True)
+    ex.finetune_run("ci", "knee-1.5T", 4, 0, from_scratch=True, recipe="flips", lr=3e-3)
+    assert cache.config_hash(keys["scratch-knee-1.5T-R4-N4-s0-ci"]) == CI_KEY_HASHES["scratch-knee-1.5T-R4-N4-s0-ci"]
+    tuned = keys["scratch-flips-lr0.003-knee-1.5T-R4-N4-s0-ci"]
+    assert tuned["train"]["lr"] == 3e-3 and tuned["train"]["augment"] == "flips"
+    assert keys["scratch-knee-1.5T-R4-N4-s0-ci"]["train"]["lr"] == get_profile("ci").lr
+    for bad in (0.0, -1e-3, float("nan"), True, "1e-3"):
+        with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+            ex.finetune_run("ci", "knee-1.5T", 4, 0, from_scratch=True, lr=bad)
