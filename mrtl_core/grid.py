@@ -32,13 +32,14 @@ import numpy as np
 import pandas as pd
 
 from .stats import (Thresholds, change_phrase, classify, compare_sentence, difference, equivalent, fmt_ci,
-                    fmt_interval, interval_basis, interval_over, subject_means, summarise)
+                    fmt_interval, gap_to_recover, interval_basis, interval_over, subject_means, summarise)
 
 __all__ = ["entry_key", "load_grid", "entry", "seed_runs", "seeds", "ns", "targets", "seed_summary", "slice_subjects",
            "paired", "test_set", "gap_table",
            "curve_table", "forgetting_table", "overfit_table", "seed_averaged_difference", "markdown_table",
            "markdown_report", "gap_sentences", "curves_figure",
            "load_field_shift", "field_shift_table", "recipe_title", "scratch_share", "recipe_curves_figure",
+           "recipe_claim_cases", "SCRATCH_PREFIX",
            "load_clinical_factors", "factor_rows", "factor_table",
            "factor_sentence", "recipe_rows", "recipe_table", "recipe_sentence",
            "seed_comparison", "seed_sentence"]
@@ -603,6 +604,70 @@ def recipe_table(record: dict, metric: str = "ssim_fg") -> pd.DataFrame:
     return table
 
 
+#: the rows of a recipe record that train from scratch on the N slices (``finetune_recipes.py --scratch``)
+SCRATCH_PREFIX = "scratch-"
+
+
+def _recipe_runs(record: dict, method: str, n: int | None = None) -> list[dict]:
+    return sorted((v for k, v in record.items() if not k.startswith("_") and isinstance(v, dict)
+                   and v.get("method") == method and (n is None or v.get("n") == n)), key=lambda v: v.get("seed") or 0)
+
+
+def _recipe_difference(record: dict, a: str, b: str, n: int, metric: str) -> list[float] | None:
+    """Recipe ``a`` minus recipe ``b`` at ``n`` over the seeds both ran, seed-averaged, :func:`paired`."""
+    ra, rb = _recipe_runs(record, a, n), _recipe_runs(record, b, n)
+    seeds = {r["seed"] for r in ra} & {r["seed"] for r in rb}
+    ra, rb = [r for r in ra if r["seed"] in seeds], [r for r in rb if r["seed"] in seeds]
+    if not ra:
+        return None
+    return paired(_seed_average(ra, metric), _seed_average(rb, metric), metric, over="auto")
+
+
+def recipe_claim_cases(record: dict, seed_record: dict | None = None,
+                       thresholds: Thresholds | None = None) -> dict[str, list[dict]]:
+    """A recipe record's cases for two of the paper's claims (``report.claims``'s ``extra_cases``):
+
+    * ``finetune_beats_scratch_same_n``: each recipe against scratch-on-N under the same budget rule
+      (its ``scratch-<recipe>`` rows), per N;
+    * ``finetune_close_to_full``: the best fine-tuning recipe at N <= 10 and at the largest N against
+      the full-split scratch networks of ``seed_record`` (``network_seeds.py --scratch``, the same test
+      slices), where those beat the pre-trained network by the minimum effect.
+
+    Each difference is seed-averaged slice by slice and :func:`paired` by the book's rule, for every
+    metric both sides recorded."""
+    thresholds = thresholds or Thresholds()
+    meta = record["_meta"]
+    name = f"{meta['target']} R{meta['acceleration']:g}"
+    metrics = [m for m in METRICS if m in record["pre-trained"]["per_slice"]]
+    cases: dict[str, list[dict]] = {"finetune_beats_scratch_same_n": [], "finetune_close_to_full": []}
+    rows = recipe_rows(record, thresholds.metric)
+    for r in (r for r in rows if r["recipe"].startswith(SCRATCH_PREFIX)):
+        recipe = r["recipe"][len(SCRATCH_PREFIX):]
+        diff = {m: _recipe_difference(record, recipe, r["recipe"], r["N"], m) for m in metrics}
+        if diff[thresholds.metric] is not None:
+            cases["finetune_beats_scratch_same_n"].append({
+                "case": f"{name}, N = {r['N']} ({recipe})", "reference": f"scratch-on-N ({r['recipe']})", "diff": diff,
+                "how": f"benchmarks/finetune_recipes.py, {r['seeds']} seeds, the same budget rule"})
+    full = [v for k, v in (seed_record or {}).items() if not k.startswith("_") and isinstance(v, dict)
+            and v.get("method") == "scratch (full split)"]
+    pre = record["pre-trained"]["summary"][thresholds.metric]["mean"]
+    if full and gap_to_recover(pre, float(np.mean([v["summary"][thresholds.metric]["mean"] for v in full])), thresholds):
+        tuned = [r for r in rows if r["recipe"] != "long" and not r["recipe"].startswith(SCRATCH_PREFIX)]
+        largest = max((r["N"] for r in tuned), default=None)
+        for pick in ([r for r in tuned if r["N"] <= 10], [r for r in tuned if r["N"] == largest and largest > 10]):
+            if not pick:
+                continue
+            best = max(pick, key=lambda r: r["share_closed"])
+            runs = _recipe_runs(record, best["recipe"], best["N"])
+            diff = {m: paired(_seed_average(runs, m), _seed_average(full, m), m, over="auto") for m in metrics
+                    if all(m in v["per_slice"] for v in full)}
+            cases["finetune_close_to_full"].append({
+                "case": f"{name}, N = {best['N']} ({best['recipe']})", "diff": diff,
+                "reference": f"full-split scratch ({len(full)} seeds)",
+                "how": f"benchmarks/finetune_recipes.py, the best recipe at its N, {best['seeds']} seeds"})
+    return cases
+
+
 def recipe_title(record: dict) -> str:
     """``"knee-1.5T, R = 4"`` (``", from brain-1.5T-clinical"`` where another network was fine-tuned)."""
     meta = record["_meta"]
@@ -695,7 +760,7 @@ def recipe_sentence(record: dict, thresholds: Thresholds | None = None, long_bud
     goes to it), or is the only recipe run at that N, the sentence says so instead of naming a "best"."""
     thresholds = thresholds or Thresholds()
     meta, all_rows = record["_meta"], recipe_rows(record, thresholds.metric)
-    rows = [r for r in all_rows if r["recipe"] != "long"]
+    rows = [r for r in all_rows if r["recipe"] != "long" and not r["recipe"].startswith(SCRATCH_PREFIX)]
     largest = max(r["N"] for r in rows)
     groups = [("N ≤ 10", [r for r in rows if r["N"] <= 10])]
     if largest > 10:
@@ -728,6 +793,17 @@ def recipe_sentence(record: dict, thresholds: Thresholds | None = None, long_bud
     for r in (r for r in rows if r.get("vs_peer")):
         parts.append(f"against *{r['peer']}* (one setting apart) at N = {r['N']}, "
                      + compare_sentence(r["vs_peer"], f"*{r['recipe']}*", f"*{r['peer']}*", thresholds))
+    scratch = [r for r in all_rows if r["recipe"].startswith(SCRATCH_PREFIX)]
+    if scratch:
+        tuned = meta.get("scratch") or {}
+        lr = f", learning rate {tuned['lr']:g} chosen on validation at N = {tuned['tune_n']}" if tuned.get("lr") else ""
+        parts.append(f"from scratch on the same N under the same budget rule (*{scratch[0]['recipe']}*{lr}) the "
+                     "network closes " + ", ".join(f"{100 * r['share_closed']:.0f} % at N = {r['N']}" for r in scratch))
+        for r in scratch:
+            d = _recipe_difference(record, r["recipe"][len(SCRATCH_PREFIX):], r["recipe"], r["N"], thresholds.metric)
+            if d is not None:
+                parts.append(f"at N = {r['N']}, " + compare_sentence(d, f"fine-tuning with *{r['recipe'][len(SCRATCH_PREFIX):]}*",
+                                                                     "it", thresholds))
     capped = sum(r["at_cap"] for r in rows if r["recipe"] == "baseline")
     runs = sum(r["seeds"] for r in rows if r["recipe"] == "baseline")
     basis = interval_basis(slice_subjects(record["pre-trained"]))

@@ -27,7 +27,7 @@ __all__ = [
     "CHAPTERS", "VERDICTS", "MissingRecordError", "Verdict",
     "numbers", "missing_chapters", "missing_notice", "profile_mismatch", "or_notice",
     "source_table", "generalization_table", "finetune_table", "beyond_table", "dc_table",
-    "claims", "claims_table", "claims_markdown", "profile_table", "profile_changes", "summary_figure",
+    "claims", "EXTRA_CASE_CLAIMS", "claims_table", "claims_markdown", "profile_table", "profile_changes", "summary_figure",
     "source_sentences", "generalization_sentences", "finetune_sentences", "beyond_sentences",
 ]
 
@@ -402,13 +402,29 @@ def _shift_order(name: str) -> tuple:
     return (kind, r, name)
 
 
-def _judge_finetune(records, t, key: str) -> Verdict:
+def _extra_finetune_cases(v: Verdict, key: str, t: Thresholds, extra: Sequence[dict]) -> list[str]:
+    """Add a benchmark's cases (``fine-tuned − reference``, ``diff`` by metric) to ``v`` by the claim's rule;
+    the notes for cases without the verdict's metric."""
+    notes = []
+    for case in extra:
+        d = case["diff"].get(t.metric)
+        if d is None:
+            notes.append(f"{case['case']}: no {t.label} recorded")
+            continue
+        m = as_diff(d, "diff")[0]
+        holds = m >= -t.close if key == "finetune_close_to_full" else classify(d, t) == "better"
+        v.cases.append({"case": case["case"], "holds": holds, "diff": list(d) if key != "finetune_close_to_full" else m,
+                        "evidence": f"fine-tuned − {case['reference']} {fmt_ci(d)} ({case['how']})"})
+    return notes
+
+
+def _judge_finetune(records, t, key: str, extra: Sequence[dict] = ()) -> Verdict:
     v = _new(key, t)
     try:
         ft = numbers(records, FINETUNE)
         shifts = _get(ft, FINETUNE, "shifts")
     except MissingRecordError as exc:
-        v.note = str(exc)
+        v.note = "; ".join([str(exc), *_extra_finetune_cases(v, key, t, extra)])
         return v.settle()
     n_tab = str(ft.get("n_table"))
     skipped, no_gap = [], []
@@ -453,6 +469,7 @@ def _judge_finetune(records, t, key: str) -> Verdict:
     if no_gap:
         notes.append("no gap to recover (the full-set network is not better than the pre-trained one by the "
                      f"minimum effect) for " + ", ".join(no_gap))
+    notes += _extra_finetune_cases(v, key, t, extra)
     v.note = "; ".join(notes)
     return v.settle()
 
@@ -461,21 +478,29 @@ def claims(records: dict[str, dict], thresholds: Thresholds = Thresholds(),
            extra_cases: dict[str, Sequence[dict]] | None = None) -> list[Verdict]:
     """Every claim of :data:`CLAIMS`, judged from the records with ``thresholds``; never raises for missing records.
 
-    ``extra_cases`` adds cases a benchmark recorded, by claim key (only ``"generalises_poorly"`` takes
-    them): each ``{"case": name, "how": what it compares, "diff": {metric: [mean, low, high]}}``, the
-    pre-trained network minus its target-trained twin, judged by the same rule as the chapters' cases.
+    ``extra_cases`` adds cases a benchmark recorded, by claim key, each ``{"case": name, "how": what it
+    compares, "diff": {metric: [mean, low, high]}}``, judged by the same rule as the chapters' cases:
+    for ``"generalises_poorly"`` the pre-trained network minus its target-trained twin; for
+    ``"finetune_close_to_full"`` and ``"finetune_beats_scratch_same_n"`` a fine-tuned network minus the
+    full-set network or the from-scratch one on the same N (named by the case's ``"reference"``), e.g.
+    :func:`mrtl_core.grid.recipe_claim_cases` of the recipes benchmark.
     """
     extra_cases = dict(extra_cases or {})
-    unknown = set(extra_cases) - {"generalises_poorly"}
+    unknown = set(extra_cases) - set(EXTRA_CASE_CLAIMS)
     if unknown:
-        raise ValueError(f"extra_cases: only 'generalises_poorly' takes extra cases, got {sorted(unknown)}")
+        raise ValueError(f"extra_cases: only {', '.join(EXTRA_CASE_CLAIMS)} take extra cases, got {sorted(unknown)}")
     return [
         _judge_source(records, thresholds),
         _judge_generalization(records, thresholds, extra_cases.get("generalises_poorly", ())),
         _judge_finetune(records, thresholds, "finetune_improves"),
-        _judge_finetune(records, thresholds, "finetune_close_to_full"),
-        _judge_finetune(records, thresholds, "finetune_beats_scratch_same_n"),
+        _judge_finetune(records, thresholds, "finetune_close_to_full", extra_cases.get("finetune_close_to_full", ())),
+        _judge_finetune(records, thresholds, "finetune_beats_scratch_same_n",
+                        extra_cases.get("finetune_beats_scratch_same_n", ())),
     ]
+
+
+#: the claims that take cases recorded by a benchmark (:func:`claims`'s ``extra_cases``)
+EXTRA_CASE_CLAIMS = ("generalises_poorly", "finetune_close_to_full", "finetune_beats_scratch_same_n")
 
 
 def claims_table(verdicts: Sequence[Verdict]) -> pd.DataFrame:

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from mrtl_core import experiment as ex, grid
+from mrtl_core import experiment as ex, grid, report
+from mrtl_core.stats import Thresholds
 from mrtl_core.profiles import get_profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -230,3 +231,52 @@ def test_the_curves_put_each_recipe_at_its_share_and_the_scratch_networks_on_the
     assert "scratch, full split" not in [line.get_label() for line in right.lines]
     with pytest.raises(ValueError, match="2 recipe records but 1 scratch"):
         grid.recipe_curves_figure([record, record], [None])
+
+
+def _claims_record():
+    """Fine-tuning 'flips' and scratch-on-N 'scratch-flips' at N = 5 and 50 (3 seeds), with a pre-trained
+    network at 0.5 and a twin at 0.7; the full-split scratch networks score 0.66 on average."""
+    subjects = np.repeat(np.arange(4), 3)
+    wobble = np.tile([0.01, -0.01, 0.0], 4)
+    record = {"_meta": {"target": "knee-1.5T", "acceleration": 4.0, "scratch": {"lr": 0.003, "tune_n": 10}},
+              "pre-trained": _entry(np.full(12, 0.5), subjects), "twin": _entry(np.full(12, 0.7), subjects)}
+    for n, ft, sc in ((5, 0.62, 0.55), (50, 0.655, 0.65)):
+        for seed in (0, 1, 2):
+            for method, value in (("baseline", ft - 0.03), ("flips", ft), ("scratch-flips", sc)):
+                record[f"{method} | N={n} | seed={seed}"] = _entry(value + wobble + 0.002 * (seed - 1), subjects,
+                                                                   method=method, n=n, seed=seed)
+    full = {f"scratch (full split) | seed={s}": {"method": "scratch (full split)", "seed": s,
+                                                   **_entry(0.66 + wobble + 0.004 * (s - 1), subjects)} for s in (0, 1, 2)}
+    return record, {"_meta": {}, **full}
+
+
+def test_recipe_cases_compare_with_scratch_on_n_and_the_full_split_networks():
+    record, seeds = _claims_record()
+    cases = grid.recipe_claim_cases(record, seeds)
+    same_n = {c["case"]: c["diff"]["ssim_fg"] for c in cases["finetune_beats_scratch_same_n"]}
+    assert same_n["knee-1.5T R4, N = 5 (flips)"] == pytest.approx([0.07, 0.07, 0.07], abs=1e-9)
+    assert same_n["knee-1.5T R4, N = 50 (flips)"][0] == pytest.approx(0.005)
+    close = {c["case"]: c["diff"]["ssim_fg"] for c in cases["finetune_close_to_full"]}
+    assert list(close) == ["knee-1.5T R4, N = 5 (flips)", "knee-1.5T R4, N = 50 (flips)"]   # the best at each N
+    assert close["knee-1.5T R4, N = 5 (flips)"][0] == pytest.approx(-0.04)
+    assert close["knee-1.5T R4, N = 50 (flips)"][0] == pytest.approx(-0.005)
+    # the claims judge them by their rules: "close" is at most Thresholds.close below, "better" needs the CI
+    verdicts = {v.key: v for v in report.claims({}, Thresholds(), cases)}
+    close_cases = verdicts["finetune_close_to_full"].cases
+    assert [c["holds"] for c in close_cases] == [False, True] and verdicts["finetune_close_to_full"].verdict == "partly"
+    better = verdicts["finetune_beats_scratch_same_n"].cases
+    assert [c["holds"] for c in better] == [True, False]   # +0.005 is below the minimum effect
+    assert "fine-tuned − full-split scratch (3 seeds) -0.040" in close_cases[0]["evidence"]
+    # no full-split networks, or none better than the pre-trained one: no "close" case
+    assert grid.recipe_claim_cases(record, None)["finetune_close_to_full"] == []
+    with pytest.raises(ValueError, match="take extra cases"):
+        report.claims({}, Thresholds(), {"source_beats_zero_filled": []})
+
+
+def test_the_recipe_sentence_keeps_scratch_on_n_apart_and_compares_it():
+    record, _ = _claims_record()
+    text = grid.recipe_sentence(record)
+    assert "the best is *flips* (N = 5)" in text and "*scratch-flips* (N" not in text
+    assert "from scratch on the same N under the same budget rule (*scratch-flips*, learning rate 0.003 chosen on " \
+           "validation at N = 10) the network closes 25 % at N = 5, 75 % at N = 50" in text
+    assert "at N = 5, fine-tuning with *flips* is better than it (foreground SSIM +0.070" in text
