@@ -42,6 +42,9 @@ about 40 % at N = 5, 50 % at N = 10) and approaches it at N = 50 (70-80 %, the f
 network's 82 % on 120 slices being the ceiling); fine-tuning with flips stays clearly better at every
 N <= 20 and within about 0.03 at N = 50.
 
+``--lr LR`` fine-tunes at ``LR`` instead of the profile's ``finetune_lr`` (record ``...-lr<LR>.json``): the
+question scratch-on-N's tuned rate raises, whether fine-tuning's own rate holds it back.
+
 ``--validation within-n`` early-stops on part of the N slices themselves (issue 13: "N target images"
 means N labelled slices, validation included; ``experiment.within_n_split``).
 
@@ -93,6 +96,7 @@ def run(args: argparse.Namespace, out: Path) -> dict:
                         "threads": torch.get_num_threads(), "recipes": recipes, "validation": args.validation,
                         # only another network than the book's pre-trained one is named (grid.recipe_sentence)
                         "source": None if args.source == ex.SOURCE_DOMAIN else args.source,
+                        "finetune_lr": args.lr if args.lr is not None else profile.finetune_lr,
                         "peers": {r: p for r, p in ex.RECIPE_PEERS.items() if r in recipes}}
     started = time.perf_counter()
 
@@ -148,7 +152,7 @@ def run(args: argparse.Namespace, out: Path) -> dict:
                     continue
                 model, info = ex.finetune_run(profile, args.target, n, seed, acceleration=args.acceleration,
                                               recipe=recipe, progress=args.progress, validation=args.validation,
-                                              source=args.source)
+                                              source=args.source, lr=args.lr)
                 score(key, model, {"method": recipe, "n": n, "seed": seed, "steps": info.get("steps"),
                                    "best_epoch": info.get("best_epoch"), "at_cap": _at_cap(info),
                                    "train_seconds": info.get("seconds"), "name": info.get("name")})
@@ -199,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scratch-lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3, 1e-2],
                         help="the learning rates --scratch chooses among")
     parser.add_argument("--tune-n", type=int, default=10, help="the N at which --scratch chooses its learning rate")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="the fine-tuning learning rate instead of the profile's finetune_lr (a '-lr<LR>' record)")
     parser.add_argument("--validation", default="target-split", choices=ex.VALIDATION_CHOICES,
                         help="early stopping on the target's validation split (the book's) or within the N slices")
     parser.add_argument("--out", type=Path, default=None)
@@ -210,8 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     if "baseline" not in args.recipes:
         args.recipes = ["baseline", *args.recipes]   # every comparison is against it
     args.ns = args.ns or list(get_profile(args.profile).finetune_ns)
+    if args.lr is not None and not args.lr > 0:
+        parser.error(f"--lr must be > 0, got {args.lr}")
     tail = ("" if args.validation == "target-split" else f"-{args.validation}") + \
-        ("" if args.source == ex.SOURCE_DOMAIN else f"-from-{args.source}")
+        ("" if args.source == ex.SOURCE_DOMAIN else f"-from-{args.source}") + \
+        ("" if args.lr is None else f"-lr{args.lr:g}")
     out = args.out or ROOT / "benchmarks" / "results" / f"finetune-recipes-{args.profile}-{args.target}-R{args.acceleration:g}{tail}.json"
     results = json.loads(out.read_text()) if args.report else run(args, out)
     print()

@@ -810,6 +810,8 @@ def recipe_sentence(record: dict, thresholds: Thresholds | None = None, long_bud
     within = " validating within the N slices" if meta.get("validation") == "within-n" else ""
     source = meta.get("source")   # set only where another network than the book's pre-trained one was fine-tuned
     within += f" from the {source} network" if source else ""
+    lr, default_lr = meta.get("finetune_lr"), meta.get("profile", {}).get("finetune_lr")
+    within += f", fine-tuning at a learning rate of {lr:g} (the profile's {default_lr:g})" if lr and lr != default_lr else ""
     text = (f"on {meta['target']} at R = {meta['acceleration']:g}{within}, " + "; ".join(parts)
             + f". {capped} of the baseline's {runs} runs had their best round at their last. Intervals are over {basis}")
     return text[0].upper() + text[1:] + "."

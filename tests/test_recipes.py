@@ -280,3 +280,7 @@ def test_the_recipe_sentence_keeps_scratch_on_n_apart_and_compares_it():
     assert "from scratch on the same N under the same budget rule (*scratch-flips*, learning rate 0.003 chosen on " \
            "validation at N = 10) the network closes 25 % at N = 5, 75 % at N = 50" in text
     assert "at N = 5, fine-tuning with *flips* is better than it (foreground SSIM +0.070" in text
+    assert "learning rate of" not in text.split("(*scratch-flips*")[0]
+    record["_meta"].update(finetune_lr=1e-3, profile={"finetune_lr": 2e-4})
+    assert grid.recipe_sentence(record).startswith("On knee-1.5T at R = 4, fine-tuning at a learning rate of 0.001 "
+                                                   "(the profile's 0.0002), ")
