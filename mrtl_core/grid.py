@@ -604,6 +604,8 @@ def recipe_table(record: dict, metric: str = "ssim_fg") -> pd.DataFrame:
     return table
 
 
+#: the full-split scratch networks of a ``network_seeds.py --scratch`` record
+FULL_SPLIT = "scratch (full split)"
 #: the rows of a recipe record that train from scratch on the N slices (``finetune_recipes.py --scratch``)
 SCRATCH_PREFIX = "scratch-"
 
@@ -648,8 +650,7 @@ def recipe_claim_cases(record: dict, seed_record: dict | None = None,
             cases["finetune_beats_scratch_same_n"].append({
                 "case": f"{name}, N = {r['N']} ({recipe})", "reference": f"scratch-on-N ({r['recipe']})", "diff": diff,
                 "how": f"benchmarks/finetune_recipes.py, {r['seeds']} seeds, the same budget rule"})
-    full = [v for k, v in (seed_record or {}).items() if not k.startswith("_") and isinstance(v, dict)
-            and v.get("method") == "scratch (full split)"]
+    full = list(_seed_entries(seed_record or {}, FULL_SPLIT).values())
     pre = record["pre-trained"]["summary"][thresholds.metric]["mean"]
     if full and gap_to_recover(pre, float(np.mean([v["summary"][thresholds.metric]["mean"] for v in full])), thresholds):
         tuned = [r for r in rows if r["recipe"] != "long" and not r["recipe"].startswith(SCRATCH_PREFIX)]
@@ -681,8 +682,7 @@ def scratch_share(recipe_record: dict, seed_record: dict | None, metric: str = "
     twin scores, as ``[mean, min, max]`` over the scratch seeds; None where there are none."""
     if seed_record is None:
         return None
-    values = [v["summary"][metric]["mean"] for k, v in seed_record.items()
-              if not k.startswith("_") and isinstance(v, dict) and v.get("method") == "scratch (full split)"]
+    values = [v["summary"][metric]["mean"] for v in _seed_entries(seed_record, FULL_SPLIT).values()]
     p, t = (recipe_record[k]["summary"][metric]["mean"] for k in ("pre-trained", "twin"))
     if not values or t == p:
         return None
