@@ -45,6 +45,12 @@ N <= 20 and within about 0.03 at N = 50.
 ``--lr LR`` fine-tunes at ``LR`` instead of the profile's ``finetune_lr`` (record ``...-lr<LR>.json``): the
 question scratch-on-N's tuned rate raises, whether fine-tuning's own rate holds it back.
 
+``--finetune-lrs LR ...`` chooses each recipe's fine-tuning rate the way scratch-on-N's is chosen: the best
+validation score at N = ``--tune-n``, seed 0, among the rates given (record ``...-lrtuned.json``). Prediction,
+before the first run (knee and R = 8, flips): the chosen rate is above the profile's 2e-4, near the 1e-3
+that scratch-on-N chose, and flips at it closes >= 80 % of the knee's gap at N = 10 and about 80 % of
+R = 8's; at R = 8, where the pre-trained network already knows the anatomy, the gain over 2e-4 is smaller.
+
 ``--validation within-n`` early-stops on part of the N slices themselves (issue 13: "N target images"
 means N labelled slices, validation included; ``experiment.within_n_split``).
 
@@ -55,6 +61,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import sys
 import time
@@ -87,6 +94,30 @@ def _at_cap(info: dict) -> bool:
     return bool(rows) and not info.get("stopped_early") and info.get("best_epoch") == max(r["epoch"] for r in rows)
 
 
+def choose_lr(lrs: list[float], train_at, label: str = "", started: float | None = None) -> dict:
+    """The learning rate among ``lrs`` whose run (``train_at(lr)``, a training run's info) has the best
+    validation score (``info["best_value"]``, higher is better; a tie goes to the first rate given):
+    ``{"validation_by_lr": {"<lr>": value, ...}, "lr": chosen}``. Never the test set."""
+    if not lrs:
+        raise ValueError("no learning rates to choose among")
+    values = {}
+    for lr in lrs:
+        value = train_at(lr).get("best_value")
+        if value is None or not math.isfinite(value):
+            raise ValueError(f"{label or 'the run'} at lr {lr:g} has no finite validation score ({value!r})")
+        values[f"{lr:g}"] = float(value)
+        if label:
+            elapsed = f" ({time.perf_counter() - started:.0f} s)" if started is not None else ""
+            print(f"{label}, lr {lr:g}: best validation {value:.4f}{elapsed}", flush=True)
+    best = max(values, key=lambda k: values[k])
+    return {"validation_by_lr": values, "lr": float(best)}
+
+
+def _lr_or_default(lr: float, profile) -> float | None:
+    """None for the profile's own fine-tuning rate, so that run keeps the cache entry it has without ``lr``."""
+    return None if lr == profile.finetune_lr else lr
+
+
 def run(args: argparse.Namespace, out: Path) -> dict:
     profile = get_profile(args.profile)
     results = json.loads(out.read_text()) if out.is_file() else {}
@@ -96,7 +127,7 @@ def run(args: argparse.Namespace, out: Path) -> dict:
                         "threads": torch.get_num_threads(), "recipes": recipes, "validation": args.validation,
                         # only another network than the book's pre-trained one is named (grid.recipe_sentence)
                         "source": None if args.source == ex.SOURCE_DOMAIN else args.source,
-                        "finetune_lr": args.lr if args.lr is not None else profile.finetune_lr,
+                        "finetune_lr": None if args.finetune_lrs else args.lr if args.lr is not None else profile.finetune_lr,
                         "peers": {r: p for r, p in ex.RECIPE_PEERS.items() if r in recipes}}
     started = time.perf_counter()
 
@@ -120,20 +151,32 @@ def run(args: argparse.Namespace, out: Path) -> dict:
         tuning = results["_meta"].get("scratch") or {}
         if tuning.get("recipe") != args.scratch or tuning.get("tune_n") != args.tune_n:
             # the learning rate of scratch-on-N, chosen by validation (not test) at one N, seed 0
-            values = {}
-            for lr in args.scratch_lrs:
-                _, info = ex.finetune_run(profile, args.target, args.tune_n, 0, acceleration=args.acceleration,
-                                          recipe=args.scratch, from_scratch=True, lr=lr, progress=args.progress,
-                                          validation=args.validation)
-                values[f"{lr:g}"] = info.get("best_value")
-                print(f"scratch-{args.scratch} at N = {args.tune_n}, lr {lr:g}: best validation "
-                      f"{info.get('best_value'):.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
-            best = max(values, key=lambda k: values[k])
-            tuning = {"recipe": args.scratch, "tune_n": args.tune_n, "validation_by_lr": values, "lr": float(best),
-                      "monitor": profile.finetune_monitor}
+            tuning = {"recipe": args.scratch, **choose_lr(
+                args.scratch_lrs, lambda lr: ex.finetune_run(
+                    profile, args.target, args.tune_n, 0, acceleration=args.acceleration, recipe=args.scratch,
+                    from_scratch=True, lr=lr, progress=args.progress, validation=args.validation)[1],
+                f"scratch-{args.scratch} at N = {args.tune_n}", started)}
+            tuning.update(tune_n=args.tune_n, monitor=profile.finetune_monitor)
             results["_meta"]["scratch"] = tuning
             save()
         results["_meta"]["scratch"] = tuning
+    lrs = {recipe: args.lr for recipe in args.recipes}
+    if args.finetune_lrs:
+        # each recipe's fine-tuning rate, chosen like scratch-on-N's: by validation (not test) at one N, seed 0
+        chosen = results["_meta"].get("finetune_tuning") or {}
+        for recipe in args.recipes:
+            if chosen.get(recipe, {}).get("tune_n") == args.tune_n:
+                continue
+            chosen[recipe] = {**choose_lr(
+                args.finetune_lrs, lambda lr: ex.finetune_run(
+                    profile, args.target, args.tune_n, 0, acceleration=args.acceleration, recipe=recipe,
+                    progress=args.progress, validation=args.validation, source=args.source,
+                    lr=_lr_or_default(lr, profile))[1],
+                f"{recipe} at N = {args.tune_n}", started), "tune_n": args.tune_n, "monitor": profile.finetune_monitor}
+            results["_meta"]["finetune_tuning"] = chosen
+            save()
+        results["_meta"]["finetune_tuning"] = chosen
+        lrs = {recipe: _lr_or_default(chosen[recipe]["lr"], profile) for recipe in args.recipes}
     for n in args.ns:
         for seed in args.seeds:
             if args.scratch:
@@ -152,10 +195,11 @@ def run(args: argparse.Namespace, out: Path) -> dict:
                     continue
                 model, info = ex.finetune_run(profile, args.target, n, seed, acceleration=args.acceleration,
                                               recipe=recipe, progress=args.progress, validation=args.validation,
-                                              source=args.source, lr=args.lr)
+                                              source=args.source, lr=lrs[recipe])
                 score(key, model, {"method": recipe, "n": n, "seed": seed, "steps": info.get("steps"),
                                    "best_epoch": info.get("best_epoch"), "at_cap": _at_cap(info),
-                                   "train_seconds": info.get("seconds"), "name": info.get("name")})
+                                   "train_seconds": info.get("seconds"), "name": info.get("name"),
+                                   "lr": lrs[recipe] if lrs[recipe] is not None else profile.finetune_lr})
     return results
 
 
@@ -181,6 +225,9 @@ def report(results: dict) -> str:
         sc = meta["scratch"]
         lines.append(f"scratch-{sc['recipe']}: learning rate {sc['lr']:g}, chosen at N = {sc['tune_n']} (seed 0) by the "
                      "best validation score among " + ", ".join(f"{lr} ({v:.4f})" for lr, v in sc["validation_by_lr"].items()))
+    for recipe, ch in (meta.get("finetune_tuning") or {}).items():
+        lines.append(f"{recipe}: fine-tuning learning rate {ch['lr']:g}, chosen at N = {ch['tune_n']} (seed 0) by the best "
+                     "validation score among " + ", ".join(f"{lr} ({v:.4f})" for lr, v in ch["validation_by_lr"].items()))
     lines += ["", f"{meta['cpu']}, torch {meta['torch']}, {meta['threads']} threads"]
     return "\n".join(lines)
 
@@ -205,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tune-n", type=int, default=10, help="the N at which --scratch chooses its learning rate")
     parser.add_argument("--lr", type=float, default=None,
                         help="the fine-tuning learning rate instead of the profile's finetune_lr (a '-lr<LR>' record)")
+    parser.add_argument("--finetune-lrs", type=float, nargs="+", default=None,
+                        help="choose each recipe's fine-tuning learning rate among these by its validation score at "
+                             "--tune-n, seed 0 (a '-lrtuned' record)")
     parser.add_argument("--validation", default="target-split", choices=ex.VALIDATION_CHOICES,
                         help="early stopping on the target's validation split (the book's) or within the N slices")
     parser.add_argument("--out", type=Path, default=None)
@@ -218,9 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     args.ns = args.ns or list(get_profile(args.profile).finetune_ns)
     if args.lr is not None and not args.lr > 0:
         parser.error(f"--lr must be > 0, got {args.lr}")
+    if args.finetune_lrs is not None and (args.lr is not None or not all(lr > 0 for lr in args.finetune_lrs)):
+        parser.error(f"--finetune-lrs takes rates > 0 and replaces --lr, got {args.finetune_lrs} with --lr {args.lr}")
     tail = ("" if args.validation == "target-split" else f"-{args.validation}") + \
         ("" if args.source == ex.SOURCE_DOMAIN else f"-from-{args.source}") + \
-        ("" if args.lr is None else f"-lr{args.lr:g}")
+        ("" if args.lr is None else f"-lr{args.lr:g}") + ("" if args.finetune_lrs is None else "-lrtuned")
     out = args.out or ROOT / "benchmarks" / "results" / f"finetune-recipes-{args.profile}-{args.target}-R{args.acceleration:g}{tail}.json"
     results = json.loads(out.read_text()) if args.report else run(args, out)
     print()

@@ -812,6 +812,12 @@ def recipe_sentence(record: dict, thresholds: Thresholds | None = None, long_bud
     within += f" from the {source} network" if source else ""
     lr, default_lr = meta.get("finetune_lr"), meta.get("profile", {}).get("finetune_lr")
     within += f", fine-tuning at a learning rate of {lr:g} (the profile's {default_lr:g})" if lr and lr != default_lr else ""
+    tuning = meta.get("finetune_tuning") or {}
+    if tuning:   # benchmarks/finetune_recipes.py --finetune-lrs: each recipe's rate chosen on validation
+        within += (f", each recipe at the fine-tuning rate chosen on validation at N = "
+                   f"{'/'.join(sorted({str(c['tune_n']) for c in tuning.values()}))} ("
+                   + ", ".join(f"{recipe} {c['lr']:g}" for recipe, c in tuning.items())
+                   + (f"; the profile's {default_lr:g}" if default_lr else "") + ")")
     text = (f"on {meta['target']} at R = {meta['acceleration']:g}{within}, " + "; ".join(parts)
             + f". {capped} of the baseline's {runs} runs had their best round at their last. Intervals are over {basis}")
     return text[0].upper() + text[1:] + "."

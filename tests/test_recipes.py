@@ -284,3 +284,44 @@ def test_the_recipe_sentence_keeps_scratch_on_n_apart_and_compares_it():
     record["_meta"].update(finetune_lr=1e-3, profile={"finetune_lr": 2e-4})
     assert grid.recipe_sentence(record).startswith("On knee-1.5T at R = 4, fine-tuning at a learning rate of 0.001 "
                                                    "(the profile's 0.0002), ")
+
+
+def test_a_learning_rate_is_chosen_by_validation_and_the_profile_rate_keeps_its_key():
+    """``finetune_recipes.py --scratch`` and ``--finetune-lrs`` choose a rate by the runs' validation
+    scores (higher is better, a tie to the first given); the profile's own rate is passed as None so
+    its run keeps the cache entry it has without ``lr``."""
+    scores = {1e-4: 0.70, 2e-4: 0.74, 1e-3: 0.74, 3e-3: 0.61}
+    seen = []
+
+    def train_at(lr):
+        seen.append(lr)
+        return {"best_value": scores[lr]}
+
+    chosen = fr.choose_lr([1e-4, 2e-4, 1e-3, 3e-3], train_at)
+    assert seen == [1e-4, 2e-4, 1e-3, 3e-3]
+    assert chosen == {"validation_by_lr": {"0.0001": 0.70, "0.0002": 0.74, "0.001": 0.74, "0.003": 0.61}, "lr": 2e-4}
+    with pytest.raises(ValueError, match="at lr 0.001 has no finite validation score"):
+        fr.choose_lr([1e-3], lambda lr: {"best_value": float("nan")})
+    with pytest.raises(ValueError, match="no learning rates"):
+        fr.choose_lr([], train_at)
+    assert fr._lr_or_default(STANDARD.finetune_lr, STANDARD) is None
+    assert fr._lr_or_default(1e-3, STANDARD) == 1e-3
+
+
+def test_the_report_names_each_recipes_chosen_rate():
+    record, _ = _claims_record()
+    record["_meta"]["scratch"].update(recipe="flips", validation_by_lr={"0.003": 0.8})
+    record["_meta"].update(cpu="a CPU", torch="2", threads=2, profile={"name": "standard", "finetune_lr": 2e-4},
+                           finetune_tuning={"flips": {"tune_n": 10, "lr": 1e-3,
+                                                      "validation_by_lr": {"0.0002": 0.79, "0.001": 0.81}}})
+    assert "flips: fine-tuning learning rate 0.001, chosen at N = 10 (seed 0) by the best validation score among " \
+           "0.0002 (0.7900), 0.001 (0.8100)" in fr.report(record)
+
+
+def test_the_recipe_sentence_names_rates_chosen_on_validation():
+    record, _ = _claims_record()
+    record["_meta"].update(finetune_lr=None, profile={"finetune_lr": 2e-4},
+                           finetune_tuning={"baseline": {"tune_n": 10, "lr": 5e-4}, "flips": {"tune_n": 10, "lr": 1e-3}})
+    assert grid.recipe_sentence(record).startswith(
+        "On knee-1.5T at R = 4, each recipe at the fine-tuning rate chosen on validation at N = 10 (baseline 0.0005, "
+        "flips 0.001; the profile's 0.0002), ")
