@@ -38,7 +38,8 @@ __all__ = ["entry_key", "load_grid", "entry", "seed_runs", "seeds", "ns", "targe
            "paired", "test_set", "gap_table",
            "curve_table", "forgetting_table", "overfit_table", "seed_averaged_difference", "markdown_table",
            "markdown_report", "gap_sentences", "curves_figure",
-           "load_field_shift", "field_shift_table", "recipe_title", "scratch_share", "recipe_curves_figure",
+           "load_field_shift", "field_shift_table", "recipe_title", "preferred_recipe_record", "RECIPE_RECORD_VARIANTS",
+           "scratch_share", "recipe_curves_figure",
            "recipe_claim_cases", "SCRATCH_PREFIX",
            "load_clinical_factors", "factor_rows", "factor_table",
            "factor_sentence", "recipe_rows", "recipe_table", "recipe_sentence",
@@ -670,10 +671,27 @@ def recipe_claim_cases(record: dict, seed_record: dict | None = None,
 
 
 def recipe_title(record: dict) -> str:
-    """``"knee-1.5T, R = 4"`` (``", from brain-1.5T-clinical"`` where another network was fine-tuned)."""
+    """``"knee-1.5T, R = 4"`` (``", from brain-1.5T-clinical"`` where another network was fine-tuned,
+    ``", rates tuned"`` where each recipe's rate was chosen on validation)."""
     meta = record["_meta"]
     source = f", from {meta['source']}" if meta.get("source") else ""
-    return f"{meta['target']}, R = {meta['acceleration']:g}{source}"
+    tuned = ", rates tuned" if meta.get("finetune_tuning") else ""
+    return f"{meta['target']}, R = {meta['acceleration']:g}{source}{tuned}"
+
+
+#: the variants of a target's recipe record, most preferred first: every recipe's rate chosen on
+#: validation (``--finetune-lrs``), then the budget study at the profile's rate, then the plain name
+RECIPE_RECORD_VARIANTS = ("-lrtuned", "-budget", "")
+
+
+def preferred_recipe_record(folder: str | Path, profile: str, name: str) -> str:
+    """The name (after ``finetune-recipes-<profile>-``) of the record a chapter reads for ``name``
+    (e.g. ``"knee-1.5T-R4"``): the first of :data:`RECIPE_RECORD_VARIANTS` with a file in ``folder``,
+    else ``name`` itself (which the reader then finds missing)."""
+    for tail in RECIPE_RECORD_VARIANTS:
+        if (Path(folder) / f"finetune-recipes-{profile}-{name}{tail}.json").is_file():
+            return f"{name}{tail}"
+    return name
 
 
 def scratch_share(recipe_record: dict, seed_record: dict | None, metric: str = "ssim_fg") -> list[float] | None:

@@ -325,3 +325,15 @@ def test_the_recipe_sentence_names_rates_chosen_on_validation():
     assert grid.recipe_sentence(record).startswith(
         "On knee-1.5T at R = 4, each recipe at the fine-tuning rate chosen on validation at N = 10 (baseline 0.0005, "
         "flips 0.001; the profile's 0.0002), ")
+
+
+def test_a_chapter_reads_the_tuned_record_first_then_the_budget_study(tmp_path):
+    assert grid.preferred_recipe_record(tmp_path, "standard", "knee-1.5T-R4") == "knee-1.5T-R4"   # none: the plain name
+    for tail in ("", "-budget", "-lrtuned"):
+        (tmp_path / f"finetune-recipes-standard-knee-1.5T-R4{tail}.json").write_text("{}")
+        assert grid.preferred_recipe_record(tmp_path, "standard", "knee-1.5T-R4") == f"knee-1.5T-R4{tail}"
+    assert grid.preferred_recipe_record(tmp_path, "ci", "knee-1.5T-R4") == "knee-1.5T-R4"   # another profile's files
+    record, _ = _claims_record()
+    assert grid.recipe_title(record) == "knee-1.5T, R = 4"
+    record["_meta"]["finetune_tuning"] = {"flips": {"tune_n": 10, "lr": 1e-3}}
+    assert grid.recipe_title(record) == "knee-1.5T, R = 4, rates tuned"
