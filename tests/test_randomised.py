@@ -85,3 +85,8 @@ def test_the_benchmark_refuses_a_zero_epoch_budget_and_names_its_record_by_epoch
     assert "--epochs must be >= 1" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="randomised-pretraining-ci-epochs7.json"):
         rp.main(["--profile", "ci", "--epochs", "7", "--report"])   # the report of a run that is not there
+    with pytest.raises(SystemExit):
+        rp.main(["--profile", "ci", "--chans", "0"])
+    assert "--chans must be >= 1" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="randomised-pretraining-ci-epochs7-chans12.json"):
+        rp.main(["--profile", "ci", "--epochs", "7", "--chans", "12", "--report"])
