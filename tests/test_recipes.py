@@ -337,3 +337,12 @@ def test_a_chapter_reads_the_tuned_record_first_then_the_budget_study(tmp_path):
     assert grid.recipe_title(record) == "knee-1.5T, R = 4"
     record["_meta"]["finetune_tuning"] = {"flips": {"tune_n": 10, "lr": 1e-3}}
     assert grid.recipe_title(record) == "knee-1.5T, R = 4, rates tuned"
+
+
+def test_flips_whole_is_flips_monitoring_whole_image_ssim():
+    whole, _ = ex.recipe_config(STANDARD, 5, 0, "flips-whole")
+    flips, _ = ex.recipe_config(STANDARD, 5, 0, "flips")
+    assert STANDARD.finetune_monitor == "ssim_fg" and flips.monitor == "ssim_fg" and whole.monitor == "ssim"
+    assert {k: v for k, v in whole.to_dict().items() if k != "monitor"} == \
+        {k: v for k, v in flips.to_dict().items() if k != "monitor"}
+    assert ex.RECIPE_PEERS["flips-whole"] == "flips"
