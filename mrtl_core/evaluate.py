@@ -30,7 +30,7 @@ from .data import UnetSample, center_crop, unnormalize
 from .stats import summarise
 from .train import resolve_device, unwrap
 
-__all__ = ["METRICS", "EvalResult", "evaluate", "reconstruct_files"]
+__all__ = ["METRICS", "EvalResult", "evaluate", "reconstruct_files", "mean_over_runs"]
 
 METRICS = ("ssim", "psnr", "rmse", "nmse", "ssim_fg", "psnr_fg", "rmse_fg", "nmse_fg")
 
@@ -116,6 +116,28 @@ class EvalResult:
         s = self.summary()
         parts = ", ".join(f"{k}={s[k]['mean']:.4g}" for k in ("ssim", "psnr", "ssim_fg") if k in s)
         return f"EvalResult({self.method!r}, n={len(self.slices)}, {parts})"
+
+
+def mean_over_runs(results: Sequence[EvalResult], method: str | None = None) -> EvalResult:
+    """One result whose per-slice metrics are the mean over ``results``: the same method trained with
+    other seeds, scored on the same slices. A paired difference of two such means is the difference
+    seed-averaged slice by slice, so its interval (over test subjects) holds the training runs'
+    spread only through those averages; the examples are the first run's, and ``volume_terms`` are
+    dropped (pooled errors of different networks do not add). ``method`` names it (default: the
+    first's, with the number of runs)."""
+    results = list(results)
+    if not results:
+        raise ValueError("mean_over_runs needs at least one result")
+    first = results[0]
+    for r in results[1:]:
+        if r.slices != first.slices:
+            raise ValueError(f"mean_over_runs needs results on the same slices in the same order: {first.method!r} has "
+                             f"{len(first.slices)}, {r.method!r} has {len(r.slices)}")
+        if set(r.metrics) != set(first.metrics):
+            raise ValueError(f"{r.method!r} records metrics {sorted(r.metrics)}, {first.method!r} {sorted(first.metrics)}")
+    metrics = {k: np.mean([np.asarray(r.metrics[k], dtype=np.float64) for r in results], axis=0) for k in first.metrics}
+    return EvalResult(method if method is not None else f"{first.method} (mean of {len(results)} runs)", metrics,
+                      list(first.slices), dict(first.examples), float(sum(r.seconds for r in results)))
 
 
 #: How :func:`evaluate`'s CG-SENSE gets its coil maps: ``"scanner"`` (default: ESPIRiT on the

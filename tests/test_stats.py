@@ -130,3 +130,31 @@ def test_welch_difference_is_scipys():
     m, lo, hi = stats.difference(x, y, paired=False)
     ref = sp.ttest_ind(x, y, equal_var=False).confidence_interval(0.95)
     assert m == pytest.approx(x.mean() - y.mean()) and (lo, hi) == pytest.approx((ref.low, ref.high))
+
+
+def test_a_mean_over_training_runs_pairs_like_the_mean_of_the_runs_differences():
+    """``evaluate.mean_over_runs``: per-slice means over seeds; the paired difference of two such means
+    equals the subject-level interval of the seed-averaged slice differences, computed here by hand
+    with scipy."""
+    import scipy.stats
+
+    from mrtl_core.evaluate import EvalResult, mean_over_runs
+
+    rng = np.random.default_rng(3)
+    slices = [(f"subject{s}.h5", i) for s in range(5) for i in range(4)]
+    runs_a = [EvalResult("a", {"ssim_fg": rng.uniform(0.6, 0.8, 20)}, slices) for _ in range(3)]
+    runs_b = [EvalResult("b", {"ssim_fg": rng.uniform(0.6, 0.8, 20)}, slices) for _ in range(3)]
+    mean_a, mean_b = mean_over_runs(runs_a), mean_over_runs(runs_b, "b over seeds")
+    assert mean_a.method == "a (mean of 3 runs)" and mean_b.method == "b over seeds"
+    np.testing.assert_allclose(mean_a.metrics["ssim_fg"], np.mean([r.metrics["ssim_fg"] for r in runs_a], 0))
+    diffs = np.mean([a.metrics["ssim_fg"] - b.metrics["ssim_fg"] for a, b in zip(runs_a, runs_b)], 0)
+    per_subject = diffs.reshape(5, 4).mean(1)
+    lo, hi = scipy.stats.t.interval(0.95, 4, loc=per_subject.mean(), scale=scipy.stats.sem(per_subject))
+    np.testing.assert_allclose(stats.paired_difference(mean_a, mean_b, "ssim_fg", over="subjects"),
+                               [per_subject.mean(), lo, hi], rtol=1e-12)
+    with pytest.raises(ValueError, match="same slices"):
+        mean_over_runs([runs_a[0], EvalResult("c", {"ssim_fg": np.zeros(19)}, slices[:19])])
+    with pytest.raises(ValueError, match="records metrics"):
+        mean_over_runs([runs_a[0], EvalResult("d", {"psnr": np.zeros(20)}, slices)])
+    with pytest.raises(ValueError, match="at least one"):
+        mean_over_runs([])
