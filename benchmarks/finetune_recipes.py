@@ -122,7 +122,8 @@ def run(args: argparse.Namespace, out: Path) -> dict:
     profile = get_profile(args.profile)
     results = json.loads(out.read_text()) if out.is_file() else {}
     recipes = {**results.get("_meta", {}).get("recipes", {}), **{r: ex.RECIPES[r] for r in args.recipes}}  # a rerun adds
-    results["_meta"] = {"profile": profile.to_dict(), "target": args.target, "acceleration": args.acceleration,
+    results["_meta"] = {**results.get("_meta", {}),   # a rerun that adds runs keeps the rates it chose
+                        "profile": profile.to_dict(), "target": args.target, "acceleration": args.acceleration,
                         "torch": torch.__version__, "python": platform.python_version(), "cpu": cpu_model(),
                         "threads": torch.get_num_threads(), "recipes": recipes, "validation": args.validation,
                         # only another network than the book's pre-trained one is named (grid.recipe_sentence)
